@@ -1,0 +1,113 @@
+"""One documented exception tree for the whole package.
+
+Every error the package raises on purpose is a :class:`QdrantSiftError`. Errors caused by the
+caller's input also subclass :class:`ValueError`, and errors of the running system (a store that
+cannot be reached, a failed fine-tuning step) also subclass :class:`RuntimeError`, so callers that
+already catch the built-in types keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "QdrantSiftError",
+    "InvalidInputError",
+    "DimensionMismatchError",
+    "NonFiniteError",
+    "ConfigError",
+    "PromptTooLongError",
+    "StoreError",
+    "StoreUnavailableError",
+    "StoreLockedError",
+    "CollectionNotFoundError",
+    "EmptyCollectionError",
+    "IngestError",
+    "RerankerError",
+    "RerankerUnavailableError",
+    "RemoteRerankerError",
+    "ModelLoadError",
+    "TuningError",
+]
+
+
+class QdrantSiftError(Exception):
+    """Base of every error raised by qdrant-sift."""
+
+
+# --- caller's input ---------------------------------------------------------------------------
+
+
+class InvalidInputError(QdrantSiftError, ValueError):
+    """The arguments cannot be used as given (shape, range, type)."""
+
+
+class DimensionMismatchError(InvalidInputError):
+    """Vectors whose dimensions disagree (query vs candidates, vectors vs collection)."""
+
+
+class NonFiniteError(InvalidInputError):
+    """An input array holds NaN or infinity."""
+
+
+class ConfigError(InvalidInputError):
+    """A configuration value is out of range or contradicts another one."""
+
+
+class PromptTooLongError(InvalidInputError):
+    """The prompt does not fit the language model's context window."""
+
+
+# --- storage ----------------------------------------------------------------------------------
+
+
+class StoreError(QdrantSiftError, RuntimeError):
+    """A vector store operation failed."""
+
+
+class StoreUnavailableError(StoreError):
+    """The Qdrant server cannot be reached."""
+
+
+class StoreLockedError(StoreError):
+    """An embedded store folder is already opened by another process."""
+
+
+class CollectionNotFoundError(StoreError):
+    """The collection does not exist (create it or ingest first)."""
+
+
+class EmptyCollectionError(StoreError):
+    """The collection holds no points, so nothing can be recalled."""
+
+
+class IngestError(StoreError):
+    """Ingestion could not proceed (nothing was written for the failing batch)."""
+
+
+# --- reranking --------------------------------------------------------------------------------
+
+
+class RerankerError(QdrantSiftError, RuntimeError):
+    """Selection failed for a reason other than bad input."""
+
+
+class RerankerUnavailableError(RerankerError):
+    """The remote reranker cannot be reached (after retries)."""
+
+
+class RemoteRerankerError(RerankerError):
+    """The remote reranker answered with an error status."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- models and fine-tuning -------------------------------------------------------------------
+
+
+class ModelLoadError(QdrantSiftError, RuntimeError):
+    """A model or tokenizer could not be loaded (offline, wrong path, unsupported format)."""
+
+
+class TuningError(QdrantSiftError, RuntimeError):
+    """A test-time fine-tuning step failed; the adapter has been reset."""
