@@ -1,8 +1,24 @@
-"""Client side of qdrant-sift: stores, embedders, ingestion, ``SiftClient`` and the CLI.
+"""Client side of qdrant-sift: ``SiftClient``, stores, embedders, ingestion and the CLI.
 
 Importing this package never imports torch; heavy parts load on first use.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from qdrant_sift.client._client import SiftClient
+from qdrant_sift.client._types import (
+    AdaptResult,
+    Document,
+    ProgressCallback,
+    ProgressEvent,
+    StageTimings,
+)
+
+__all__ = [
+    "AdaptResult",
+    "Document",
+    "ProgressCallback",
+    "ProgressEvent",
+    "SiftClient",
+    "StageTimings",
+]

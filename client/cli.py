@@ -18,7 +18,10 @@ from qdrant_sift import QdrantSiftError, __version__
 __all__ = ["build_parser", "main"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "qdrant_sift.client._cmd_generate",
+    "qdrant_sift.client._cmd_demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,380 @@
+"""``SiftClient``: recall from Qdrant, select with SIFT, fine-tune, answer, reset — one call.
+
+Every part is swappable and loads on first use, so constructing a client is free and importing
+this module never imports torch: the embedded defaults (Qdrant Edge in a local folder, in-process
+SIFT, offline MiniLM, offline SmolLM2) are only built when a call needs them. ``QDRANT_URL`` and
+``QDRANT_SIFT_RERANKER`` switch the store to a Qdrant server and selection to a remote reranker.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdrant_sift.client._types import (
+    AdaptResult,
+    Document,
+    ProgressCallback,
+    ProgressEvent,
+    StageTimings,
+)
+from qdrant_sift.errors import (
+    CollectionNotFoundError,
+    ConfigError,
+    EmptyCollectionError,
+    InvalidInputError,
+)
+
+__all__ = ["SiftClient"]
+
+_UNIQUE_ONLY = ("nearest", "mmr", "random")
+
+
+class SiftClient:
+    """Test-time active fine-tuning over a Qdrant collection.
+
+    Args:
+        store: a :class:`~qdrant_sift.client.stores.VectorStore`; default: ``QdrantStore`` when
+            ``url`` or ``QDRANT_URL`` is set, else an embedded ``EdgeStore`` under ``path``.
+        reranker: anything with ``select(query, candidates, n, **options)``; default: a remote
+            reranker when ``QDRANT_SIFT_RERANKER`` is set, else in-process SIFT.
+        embedder: an :class:`~qdrant_sift.client.embed.Embedder`; default: offline MiniLM.
+        model: a Hugging Face id or local path, a ``TestTimeTuner``, or ``None`` for the offline
+            SmolLM2-135M-Instruct.
+        collection: the Qdrant collection to read and write.
+        tune_config: a ``TuneConfig`` (paper defaults when ``None``).
+        close_parts: let :meth:`close` also close the store and reranker passed in.
+        text_key: the payload key that holds a chunk's text (``page_content`` for collections
+            written by langchain-qdrant).
+    """
+
+    def __init__(
+        self,
+        store: Any = None,
+        reranker: Any = None,
+        embedder: Any = None,
+        model: Any = None,
+        collection: str = "docs",
+        *,
+        path: str | os.PathLike[str] | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        tune_config: Any = None,
+        device: str | None = None,
+        close_parts: bool = False,
+        text_key: str = "text",
+    ) -> None:
+        self.collection = collection
+        self.text_key = text_key
+        self._store = store
+        self._reranker = reranker
+        self._embedder = embedder
+        self._model = model
+        self._tuner: Any = None
+        self._path = path
+        self._url = url or os.environ.get("QDRANT_URL") or None
+        self._api_key = api_key or os.environ.get("QDRANT_API_KEY") or None
+        self._tune_config = tune_config
+        self._device = device
+        self._init_lock = threading.RLock()
+        # Parts passed in belong to the caller unless close_parts says the client may close them.
+        self._owned: list[Any] = (
+            [part for part in (store, reranker) if part is not None] if close_parts else []
+        )
+
+    # --- lazily built parts ---------------------------------------------------------------
+
+    @property
+    def store(self) -> Any:
+        with self._init_lock:
+            if self._store is None:
+                from qdrant_sift.client.stores import EdgeStore, QdrantStore
+
+                if self._url:
+                    self._store = QdrantStore(self.collection, url=self._url, api_key=self._api_key)
+                else:
+                    from qdrant_sift.client._paths import default_edge_path
+
+                    folder = Path(self._path) if self._path else default_edge_path()
+                    self._store = EdgeStore(folder, collection=self.collection)
+                self._owned.append(self._store)
+            return self._store
+
+    @property
+    def embedder(self) -> Any:
+        with self._init_lock:
+            if self._embedder is None:
+                from qdrant_sift.client.embed import default_embedder
+
+                self._embedder = default_embedder()
+            return self._embedder
+
+    @property
+    def reranker(self) -> Any:
+        with self._init_lock:
+            if self._reranker is None:
+                target = os.environ.get("QDRANT_SIFT_RERANKER")
+                if target:
+                    from qdrant_sift.reranker import RemoteReranker
+
+                    self._reranker = RemoteReranker(
+                        target, token=os.environ.get("QDRANT_SIFT_TOKEN") or None
+                    )
+                else:
+                    from qdrant_sift.reranker import LocalReranker
+
+                    self._reranker = LocalReranker(device=self._device)
+                self._owned.append(self._reranker)
+            return self._reranker
+
+    @property
+    def tuner(self) -> Any:
+        with self._init_lock:
+            if self._tuner is None:
+                from qdrant_sift.finetune import TestTimeTuner, TuneConfig, load_model
+
+                if isinstance(self._model, TestTimeTuner):
+                    self._tuner = self._model
+                else:
+                    if isinstance(self._model, tuple):
+                        model, tokenizer = self._model
+                    else:
+                        model, tokenizer = load_model(self._model, device=self._device)
+                    config = self._tune_config or TuneConfig()
+                    self._tuner = TestTimeTuner(model, tokenizer, config)
+            return self._tuner
+
+    # --- writing --------------------------------------------------------------------------
+
+    def add_texts(
+        self, texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | None = None
+    ) -> list[str]:
+        """Embed and upsert ``texts``, one point each; deterministic ids make re-adding a no-op."""
+        from qdrant_sift.client.ingest import add_texts
+
+        return add_texts(self.store, self.embedder, texts, metadatas)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def search(
+        self,
+        prompt: str,
+        n: int = 10,
+        k: int = 200,
+        strategy: str = "sift",
+        *,
+        lam: float = 0.01,
+        alpha: float | None = None,
+        unique: bool = False,
+        diversity: float = 0.5,
+        filter: Any = None,
+    ) -> list[Document]:
+        """Recall ``k`` candidates and return the ``n`` that ``strategy`` picks, in pick order."""
+        documents, _, _ = self._retrieve(
+            prompt,
+            n,
+            k,
+            strategy,
+            lam=lam,
+            alpha=alpha,
+            unique=unique,
+            diversity=diversity,
+            filter=filter,
+            progress=None,
+        )
+        return documents
+
+    def adapt_and_generate(
+        self,
+        prompt: str,
+        *,
+        k: int = 200,
+        n: int = 50,
+        lam: float = 0.01,
+        alpha: float | None = None,
+        strategy: str = "sift",
+        filter: Any = None,
+        unique: bool = False,
+        diversity: float = 0.5,
+        max_new_tokens: int = 128,
+        progress: ProgressCallback | None = None,
+        **generation_kwargs: Any,
+    ) -> AdaptResult:
+        """Recall, select, fine-tune one step per pick, answer, and reset the adapter.
+
+        Validation (prompt length, empty collection, options) happens before any step, so a
+        failing call leaves nothing half-applied; the adapter is reset even when tuning raises.
+        """
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInputError("prompt must be a non-empty string")
+        tuner = self.tuner
+        tuner.check_prompt(prompt, max_new_tokens=max_new_tokens)
+        documents, selection, timings = self._retrieve(
+            prompt,
+            n,
+            k,
+            strategy,
+            lam=lam,
+            alpha=alpha,
+            unique=unique,
+            diversity=diversity,
+            filter=filter,
+            progress=progress,
+        )
+        texts = [doc.text for doc in documents]
+        losses: list[float] = []
+        tune_s = 0.0
+
+        def on_step(step: Any) -> None:
+            if progress is not None:
+                progress(ProgressEvent("tune", step.index + 1, len(texts), {"loss": step.loss}))
+
+        with tuner.session():
+            if texts:
+                started = time.perf_counter()
+                report = tuner.tune(texts, progress=on_step)
+                tune_s = time.perf_counter() - started
+                losses = [float(step.loss) for step in report.steps]
+            if progress is not None:
+                progress(ProgressEvent("generate", 0, 1))
+            started = time.perf_counter()
+            answer = tuner.generate(prompt, max_new_tokens=max_new_tokens, **generation_kwargs)
+            generate_s = time.perf_counter() - started
+        if progress is not None:
+            progress(ProgressEvent("generate", 1, 1))
+
+        reason = None
+        if not texts:
+            reason = (
+                "n=0: no fine-tuning requested"
+                if n == 0
+                else "adaptive stopping: the model is already certain enough about this prompt"
+            )
+        variances = selection.variances if selection is not None else np.empty(0)
+        prior = float(selection.prior_variance) if selection is not None else float("nan")
+        return AdaptResult(
+            text=answer,
+            documents=documents,
+            steps=len(texts),
+            uncertainty_before=prior,
+            uncertainty_after=float(variances[-1]) if len(variances) else prior,
+            losses=losses,
+            timings=StageTimings(
+                embed=timings.embed,
+                recall=timings.recall,
+                select=timings.select,
+                tune=tune_s,
+                generate=generate_s,
+            ),
+            stopped_early=bool(selection.stopped_early) if selection is not None else False,
+            base_model_only=not texts,
+            reason=reason,
+        )
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 128, **generation_kwargs: Any) -> str:
+        """Answer with the base model alone (the adapter is at its reset state, a no-op)."""
+        tuner = self.tuner
+        tuner.check_prompt(prompt, max_new_tokens=max_new_tokens)
+        with tuner.session():
+            return str(tuner.generate(prompt, max_new_tokens=max_new_tokens, **generation_kwargs))
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _retrieve(
+        self,
+        prompt: str,
+        n: int,
+        k: int,
+        strategy: str,
+        *,
+        lam: float,
+        alpha: float | None,
+        unique: bool,
+        diversity: float,
+        filter: Any,
+        progress: ProgressCallback | None,
+    ) -> tuple[list[Document], Any, StageTimings]:
+        if n < 0 or k <= 0:
+            raise ConfigError(f"need n >= 0 and k > 0, got n={n}, k={k}")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInputError("prompt must be a non-empty string")
+
+        def notify(stage: str) -> None:
+            if progress is not None:
+                progress(ProgressEvent(stage, 0, 1))
+
+        notify("embed")
+        started = time.perf_counter()
+        query = np.asarray(self.embedder.embed_query(prompt), dtype=np.float32)
+        embed_s = time.perf_counter() - started
+
+        notify("recall")
+        started = time.perf_counter()
+        try:
+            candidates = self.store.recall(query, k, both_directions=True, filter=filter)
+        except CollectionNotFoundError as exc:
+            raise EmptyCollectionError(
+                f"collection {self.collection!r} does not exist yet: add texts first "
+                "(SiftClient.add_texts or `qdrant-sift ingest PATH --collection "
+                f"{self.collection}`)"
+            ) from exc
+        recall_s = time.perf_counter() - started
+        if len(candidates) == 0:
+            raise EmptyCollectionError(
+                f"nothing to recall from collection {self.collection!r}"
+                + (" with this filter" if filter is not None else "")
+                + ": add texts first (SiftClient.add_texts or `qdrant-sift ingest`)"
+            )
+
+        notify("select")
+        started = time.perf_counter()
+        n_pick = min(n, len(candidates)) if (strategy in _UNIQUE_ONLY or unique) else n
+        selection = self.reranker.select(
+            query,
+            candidates.vectors,
+            n_pick,
+            strategy=strategy,
+            lam=lam,
+            alpha=alpha,
+            unique=unique,
+            diversity=diversity,
+        )
+        select_s = time.perf_counter() - started
+
+        documents = []
+        for rank, (index, variance) in enumerate(
+            zip(selection.indices.tolist(), selection.variances.tolist(), strict=True)
+        ):
+            payload = dict(candidates.payloads[index] or {})
+            text = str(payload.pop(self.text_key, ""))
+            documents.append(
+                Document(
+                    id=candidates.ids[index],
+                    text=text,
+                    score=float(candidates.scores[index]),
+                    uncertainty=float(variance),
+                    rank=rank,
+                    metadata=payload,
+                )
+            )
+        return documents, selection, StageTimings(embed=embed_s, recall=recall_s, select=select_s)
+
+    def close(self) -> None:
+        """Close the parts this client built itself (never the ones passed in)."""
+        for part in reversed(self._owned):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
+        self._owned.clear()
+
+    def __enter__(self) -> SiftClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
