@@ -1,0 +1,30 @@
+"""Vector stores: Qdrant (server, cluster, local mode) and embedded Qdrant Edge, one interface.
+
+``recall`` returns the K nearest candidates *with their vectors* (:class:`Candidates`), which is
+what SIFT selects from. Filters are written once (:class:`Filter`, :class:`Match`,
+:class:`Range`, or a plain dict) and translated per backend.
+"""
+
+from __future__ import annotations
+
+from ._base import DISTANCES, Candidates, PointId, StoredPoint, VectorStore
+from ._edge import EdgeStore
+from ._factory import open_store
+from ._filters import Filter, Match, Range, as_filter
+from ._qdrant import HNSW_EF_FACTOR, QdrantStore
+
+__all__ = [
+    "DISTANCES",
+    "HNSW_EF_FACTOR",
+    "Candidates",
+    "EdgeStore",
+    "Filter",
+    "Match",
+    "PointId",
+    "QdrantStore",
+    "Range",
+    "StoredPoint",
+    "VectorStore",
+    "as_filter",
+    "open_store",
+]

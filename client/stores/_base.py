@@ -1,0 +1,300 @@
+"""The one interface every vector store implements, and the candidate set it hands to SIFT.
+
+SIFT needs the K nearest candidates *with their vectors*; ``recall`` returns exactly that as a
+:class:`Candidates`. Backends differ only in how they talk to Qdrant, so validation, the
+both-directions merge and the empty-result policy live here once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from qdrant_sift.errors import (
+    ConfigError,
+    DimensionMismatchError,
+    EmptyCollectionError,
+    InvalidInputError,
+    NonFiniteError,
+)
+
+__all__ = ["DISTANCES", "Candidates", "PointId", "StoredPoint", "VectorStore"]
+
+PointId = str | int
+#: Distances a collection may be created with; SIFT's kernel is an inner product, so
+#: ``both_directions`` needs "cosine" or "dot".
+DISTANCES: tuple[str, ...] = ("cosine", "dot", "euclid", "manhattan")
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Recalled points, best first: ``ids``, ``scores`` (K,), ``vectors`` (K, d), ``payloads``.
+
+    With ``both_directions`` the order is by ``|score|`` (an anti-correlated point is as
+    informative to SIFT as a correlated one); scores keep their sign relative to the query.
+    Vectors are as Qdrant stores them (unit length for cosine collections).
+    """
+
+    ids: list[PointId]
+    scores: np.ndarray
+    vectors: np.ndarray
+    payloads: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def empty(cls, dim: int) -> Candidates:
+        return cls([], np.zeros(0, np.float32), np.zeros((0, dim), np.float32), [])
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    """One point as stored: id, vector (None when not requested) and payload."""
+
+    id: PointId
+    vector: np.ndarray | None
+    payload: dict[str, Any]
+
+
+def normalize_id(pid: Any) -> PointId:
+    """Qdrant accepts unsigned ints and UUIDs; return ints as int and UUIDs as canonical str."""
+    if isinstance(pid, bool):
+        raise InvalidInputError(f"point id must be an unsigned int or a UUID, got {pid!r}")
+    if isinstance(pid, (int, np.integer)):
+        if pid < 0:
+            raise InvalidInputError(f"point id must be an unsigned int or a UUID, got {pid!r}")
+        return int(pid)
+    if isinstance(pid, uuid.UUID):
+        return str(pid)
+    if isinstance(pid, str):
+        try:
+            return str(uuid.UUID(pid))
+        except ValueError:
+            pass
+    raise InvalidInputError(f"point id must be an unsigned int or a UUID string, got {pid!r}")
+
+
+def as_matrix(vectors: Any, name: str = "vectors") -> np.ndarray:
+    """Validate a (n, d) float matrix (finite) and return it as contiguous float32."""
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise InvalidInputError(f"{name} must have shape (n, d), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise NonFiniteError(f"{name} contain NaN or infinity")
+    return np.ascontiguousarray(arr)
+
+
+def prepare_query(query: Any, dim: int | None) -> np.ndarray:
+    """A (d,) query; a multi-vector prompt (m, d) recalls by its mean, like the reference."""
+    q = np.asarray(query, dtype=np.float32)
+    if q.ndim == 2:
+        if q.shape[0] == 0:
+            raise InvalidInputError("query has no vectors")
+        q = q.mean(axis=0)
+    if q.ndim != 1 or q.shape[0] == 0:
+        raise InvalidInputError(f"query must have shape (d,) or (m, d), got {np.shape(query)}")
+    if not np.isfinite(q).all():
+        raise NonFiniteError("query contains NaN or infinity")
+    if dim is not None and q.shape[0] != dim:
+        raise DimensionMismatchError(f"query has dimension {q.shape[0]}, collection has {dim}")
+    if not np.any(q):
+        raise InvalidInputError("query is the zero vector; it has no direction to recall by")
+    return q
+
+
+def merge_directions(
+    pos: list[tuple[PointId, float, np.ndarray, dict[str, Any]]],
+    neg: list[tuple[PointId, float, np.ndarray, dict[str, Any]]],
+    k: int,
+) -> list[tuple[PointId, float, np.ndarray, dict[str, Any]]]:
+    """Union of the hits for q and −q (scores of −q hits negated), K largest |score|, no dupes."""
+    seen: dict[PointId, tuple[PointId, float, np.ndarray, dict[str, Any]]] = {}
+    for pid, s, v, p in pos:
+        seen.setdefault(pid, (pid, s, v, p))
+    for pid, s, v, p in neg:
+        seen.setdefault(pid, (pid, -s, v, p))
+    merged = sorted(seen.values(), key=lambda h: -abs(h[1]))
+    return merged[:k]
+
+
+def to_candidates(
+    hits: Sequence[tuple[PointId, float, np.ndarray, dict[str, Any]]], dim: int
+) -> Candidates:
+    if not hits:
+        return Candidates.empty(dim)
+    return Candidates(
+        ids=[h[0] for h in hits],
+        scores=np.asarray([h[1] for h in hits], dtype=np.float32),
+        vectors=np.ascontiguousarray(np.stack([h[2] for h in hits]).astype(np.float32)),
+        payloads=[h[3] for h in hits],
+    )
+
+
+class VectorStore(ABC):
+    """A Qdrant collection seen through the few operations recall, ingest and SIFT need."""
+
+    collection: str
+
+    # --- backend primitives -------------------------------------------------------------------
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the collection has been created."""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Vector dimension; CollectionNotFoundError when the collection does not exist."""
+
+    @property
+    @abstractmethod
+    def distance(self) -> str:
+        """One of :data:`DISTANCES`."""
+
+    @abstractmethod
+    def _create(self, dim: int, distance: str, params: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def _upsert(self, ids: list[PointId], vectors: np.ndarray, payloads: list[dict]) -> None: ...
+
+    @abstractmethod
+    def _search(
+        self, queries: list[np.ndarray], k: int, filter: Any, params: dict[str, Any]
+    ) -> list[list[tuple[PointId, float, np.ndarray, dict[str, Any]]]]:
+        """One hit list per query (id, score, vector, payload), best first."""
+
+    @abstractmethod
+    def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
+        """Stored points for ``ids`` in the given order; unknown ids are left out."""
+
+    @abstractmethod
+    def delete(self, ids: Sequence[PointId]) -> None:
+        """Delete points by id (unknown ids are ignored)."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Exact number of points."""
+
+    @abstractmethod
+    def scroll(self, batch_size: int = 1000, with_vectors: bool = False) -> Iterator[StoredPoint]:
+        """Every stored point, in id order."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the client / shard (and its lock)."""
+
+    def optimize(self) -> bool:
+        """Build indexes now where the backend needs an explicit call; True if anything ran."""
+        return False
+
+    # --- shared logic -------------------------------------------------------------------------
+
+    def create(
+        self,
+        dim: int,
+        *,
+        distance: str = "cosine",
+        exist_ok: bool = False,
+        **collection_params: Any,
+    ) -> bool:
+        """Create the collection; True if created, False if it already existed (``exist_ok``).
+
+        An existing collection of another dimension is a :class:`DimensionMismatchError` even
+        with ``exist_ok``, so ingest never writes vectors of the wrong size.
+        """
+        from qdrant_sift.errors import StoreError
+
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
+            raise InvalidInputError(f"dim must be a positive int, got {dim!r}")
+        if distance not in DISTANCES:
+            raise ConfigError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        if self.exists():
+            if self.dim != dim:
+                raise DimensionMismatchError(
+                    f"collection {self.collection!r} holds {self.dim}-d vectors, asked for {dim}-d"
+                )
+            if not exist_ok:
+                raise StoreError(f"collection {self.collection!r} already exists")
+            return False
+        self._create(int(dim), distance, dict(collection_params))
+        return True
+
+    def upsert(
+        self,
+        ids: Sequence[PointId],
+        vectors: Any,
+        payloads: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Insert or replace points; everything is validated before anything is written."""
+        vecs = as_matrix(vectors)
+        norm_ids = [normalize_id(i) for i in ids]
+        if len(norm_ids) != vecs.shape[0]:
+            raise InvalidInputError(f"{len(norm_ids)} ids for {vecs.shape[0]} vectors")
+        pls = [dict(p) for p in payloads] if payloads is not None else [{} for _ in norm_ids]
+        if len(pls) != len(norm_ids):
+            raise InvalidInputError(f"{len(pls)} payloads for {len(norm_ids)} ids")
+        if vecs.shape[1] != self.dim:
+            raise DimensionMismatchError(
+                f"vectors have dimension {vecs.shape[1]}, collection {self.collection!r} has "
+                f"{self.dim}"
+            )
+        if self.distance == "cosine" and not np.all(np.linalg.norm(vecs, axis=1) > 0):
+            raise InvalidInputError("a zero vector cannot be stored in a cosine collection")
+        if norm_ids:
+            self._upsert(norm_ids, vecs, pls)
+
+    def recall(
+        self,
+        query: Any,
+        k: int,
+        *,
+        both_directions: bool = True,
+        filter: Any = None,
+        **search_params: Any,
+    ) -> Candidates:
+        """The K nearest points with vectors and payloads (see :class:`Candidates`).
+
+        Empty result: :class:`EmptyCollectionError` if the collection holds no points at all,
+        empty :class:`Candidates` if only the filter excluded everything. A collection that was
+        never created raises ``CollectionNotFoundError``.
+        """
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
+            raise InvalidInputError(f"k must be a positive int, got {k!r}")
+        dim = self.dim
+        q = prepare_query(query, dim)
+        if both_directions and self.distance not in ("cosine", "dot"):
+            raise ConfigError(
+                f"both_directions needs an inner-product distance, collection uses "
+                f"{self.distance!r}; pass both_directions=False"
+            )
+        queries = [q, -q] if both_directions else [q]
+        results = self._search(queries, int(k), filter, search_params)
+        hits = merge_directions(results[0], results[1], int(k)) if both_directions else results[0]
+        if not hits and self.count() == 0:
+            raise EmptyCollectionError(
+                f"collection {self.collection!r} holds no points; ingest documents first"
+            )
+        return to_candidates(hits, dim)
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(collection={self.collection!r})"

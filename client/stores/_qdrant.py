@@ -1,0 +1,340 @@
+"""QdrantStore: a Qdrant server or cluster by URL, or qdrant-client's local mode.
+
+The same code serves ``:memory:``, a local folder and a sharded, replicated cluster: collection
+parameters pass straight through to ``create_collection``, and recall asks only for the one
+vector field SIFT needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from qdrant_sift.errors import (
+    CollectionNotFoundError,
+    ConfigError,
+    StoreError,
+    StoreLockedError,
+    StoreUnavailableError,
+)
+
+from ._base import PointId, StoredPoint, VectorStore, normalize_id
+from ._filters import Filter, Match, Range, as_filter, to_qdrant
+
+__all__ = ["HNSW_EF_FACTOR", "QdrantStore"]
+
+#: Default ``hnsw_ef`` is this many times k, so approximate recall of K=200 stays near exact.
+HNSW_EF_FACTOR = 2
+_DIST = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid", "manhattan": "Manhattan"}
+_HINT = (
+    "start one (docker compose -f deploy/docker-compose.yml up -d qdrant), point QDRANT_URL at "
+    "a running server, or use the embedded store (--store edge / EdgeStore)"
+)
+
+
+class QdrantStore(VectorStore):
+    """A collection in Qdrant, reached through qdrant-client.
+
+    Where the client comes from, first match wins: ``client`` (not closed by us), ``path``
+    (local mode on disk), ``location`` (``":memory:"`` or a URL), ``url``, then the
+    ``QDRANT_URL`` / ``QDRANT_API_KEY`` environment variables.
+    """
+
+    def __init__(
+        self,
+        collection: str,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        path: str | os.PathLike[str] | None = None,
+        location: str | None = None,
+        prefer_grpc: bool = False,
+        client: Any = None,
+        vector_name: str | None = None,
+        timeout: float | None = 30.0,
+    ) -> None:
+        if not collection or not isinstance(collection, str):
+            raise ConfigError(f"collection must be a non-empty str, got {collection!r}")
+        self.collection = collection
+        self.vector_name = vector_name
+        self._owns_client = client is None
+        self._shape: tuple[int, str] | None = None
+        self._where = "a caller-provided client"
+        self._local = False
+        if client is not None:
+            self._client = client
+            return
+        from qdrant_client import QdrantClient
+
+        kwargs: dict[str, Any] = {}
+        if path is not None:
+            self._where = f"local folder {os.fspath(path)}"
+            kwargs["path"] = os.fspath(path)
+            self._local = True
+        elif location == ":memory:":
+            self._where = "memory"
+            kwargs["location"] = ":memory:"
+            self._local = True
+        else:
+            url = location or url or os.environ.get("QDRANT_URL")
+            if not url:
+                raise ConfigError(
+                    "QdrantStore needs url=, path=, location=':memory:' or QDRANT_URL in the "
+                    "environment"
+                )
+            self._where = url
+            api_key = api_key if api_key is not None else os.environ.get("QDRANT_API_KEY")
+            kwargs.update(
+                url=url,
+                api_key=api_key or None,
+                prefer_grpc=prefer_grpc,
+                timeout=None if timeout is None else int(timeout),
+                check_compatibility=False,
+            )
+        try:
+            self._client = QdrantClient(**kwargs)
+        except RuntimeError as exc:
+            if "already accessed" in str(exc):
+                raise StoreLockedError(
+                    f"{self._where} is open in another process; close it there or use a Qdrant "
+                    "server for concurrent access"
+                ) from exc
+            raise StoreError(f"cannot open Qdrant at {self._where}: {exc}") from exc
+
+    # --- error translation -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        try:
+            yield
+        except UnexpectedResponse as exc:
+            if exc.status_code == 404:
+                raise self._not_found() from exc
+            if exc.status_code in (401, 403):
+                raise StoreUnavailableError(
+                    f"Qdrant at {self._where} refused access ({exc.status_code}); check "
+                    "QDRANT_API_KEY"
+                ) from exc
+            raise StoreError(f"Qdrant at {self._where} answered {exc.status_code}: {exc}") from exc
+        except ResponseHandlingException as exc:
+            raise StoreUnavailableError(
+                f"cannot reach Qdrant at {self._where} ({exc}); {_HINT}"
+            ) from exc
+        except ValueError as exc:  # local mode
+            if "not found" in str(exc).lower():
+                raise self._not_found() from exc
+            raise StoreError(f"Qdrant ({self._where}): {exc}") from exc
+        except Exception as exc:
+            code = getattr(exc, "code", None)
+            name = getattr(code() if callable(code) else None, "name", "")
+            if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                raise StoreUnavailableError(
+                    f"cannot reach Qdrant at {self._where} over gRPC; {_HINT}"
+                ) from exc
+            if name == "NOT_FOUND":
+                raise self._not_found() from exc
+            if name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+                raise StoreUnavailableError("Qdrant refused access; check QDRANT_API_KEY") from exc
+            raise
+
+    def _not_found(self) -> CollectionNotFoundError:
+        return CollectionNotFoundError(
+            f"collection {self.collection!r} does not exist in {self._where}; create it or ingest"
+        )
+
+    # --- metadata ----------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        with self._errors():
+            return bool(self._client.collection_exists(self.collection))
+
+    def _load_shape(self) -> tuple[int, str]:
+        if self._shape is None:
+            with self._errors():
+                info = self._client.get_collection(self.collection)
+            vectors = info.config.params.vectors
+            if isinstance(vectors, dict):
+                if self.vector_name is None:
+                    if "" not in vectors:
+                        raise ConfigError(
+                            f"collection {self.collection!r} has named vectors {sorted(vectors)}; "
+                            "pass vector_name="
+                        )
+                    params = vectors[""]
+                elif self.vector_name not in vectors:
+                    raise ConfigError(
+                        f"collection {self.collection!r} has no vector {self.vector_name!r} "
+                        f"(has {sorted(vectors)})"
+                    )
+                else:
+                    params = vectors[self.vector_name]
+            else:
+                if self.vector_name:
+                    raise ConfigError(f"collection {self.collection!r} has one unnamed vector")
+                params = vectors
+            dist = str(getattr(params.distance, "value", params.distance)).lower()
+            self._shape = (int(params.size), dist)
+        return self._shape
+
+    @property
+    def dim(self) -> int:
+        return self._load_shape()[0]
+
+    @property
+    def distance(self) -> str:
+        return self._load_shape()[1]
+
+    # --- primitives --------------------------------------------------------------------------
+
+    def _create(self, dim: int, distance: str, params: dict[str, Any]) -> None:
+        from qdrant_client import models
+
+        vp = models.VectorParams(size=dim, distance=models.Distance(_DIST[distance]))
+        cfg: Any = {self.vector_name: vp} if self.vector_name else vp
+        with self._errors():
+            try:
+                self._client.create_collection(self.collection, vectors_config=cfg, **params)
+            except TypeError as exc:
+                raise ConfigError(f"unknown collection parameter: {exc}") from exc
+        self._shape = None
+
+    def _upsert(self, ids: list[PointId], vectors: np.ndarray, payloads: list[dict]) -> None:
+        from qdrant_client import models
+
+        vecs: Any = vectors.tolist()
+        if self.vector_name:
+            vecs = {self.vector_name: vecs}
+        with self._errors():
+            self._client.upsert(
+                self.collection,
+                points=models.Batch(ids=ids, vectors=vecs, payloads=payloads),
+                wait=True,
+            )
+
+    def _native_filter(self, filter: Any) -> Any:
+        if filter is None:
+            return None
+        if isinstance(filter, (Filter, Match, Range, dict)):
+            return to_qdrant(as_filter(filter))
+        return filter  # a qdrant_client.models.Filter passes through
+
+    def _with_vectors(self, wanted: bool) -> Any:
+        """Only the one vector field SIFT needs, never every named vector of the point."""
+        if not wanted:
+            return False
+        return [self.vector_name] if self.vector_name else True
+
+    def _vec(self, v: Any) -> np.ndarray:
+        if isinstance(v, dict):
+            v = v[self.vector_name or ""]
+        return np.asarray(v, dtype=np.float32)
+
+    def _search(
+        self, queries: list[np.ndarray], k: int, filter: Any, params: dict[str, Any]
+    ) -> list[list[tuple[PointId, float, np.ndarray, dict[str, Any]]]]:
+        from qdrant_client import models
+
+        unknown = set(params) - {"hnsw_ef", "exact"}
+        if unknown:
+            raise ConfigError(f"unknown search parameters {sorted(unknown)} (use hnsw_ef, exact)")
+        sp = models.SearchParams(
+            hnsw_ef=params.get("hnsw_ef") or max(HNSW_EF_FACTOR * k, 64),
+            exact=bool(params.get("exact", False)),
+        )
+        flt = self._native_filter(filter)
+        with_vec: Any = [self.vector_name] if self.vector_name else True
+        reqs = [
+            models.QueryRequest(
+                query=q.tolist(),
+                using=self.vector_name,
+                limit=k,
+                filter=flt,
+                params=None if self._local else sp,  # local mode is exact; it warns on params
+                with_vector=with_vec,
+                with_payload=True,
+            )
+            for q in queries
+        ]
+        with self._errors():
+            res = self._client.query_batch_points(self.collection, requests=reqs)
+        return [
+            [
+                (normalize_id(p.id), float(p.score), self._vec(p.vector), p.payload or {})
+                for p in r.points
+            ]
+            for r in res
+        ]
+
+    def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
+        norm = [normalize_id(i) for i in ids]
+        if not norm:
+            return []
+        with_vec: Any = (
+            ([self.vector_name] if self.vector_name else True) if with_vectors else False
+        )
+        with self._errors():
+            recs = self._client.retrieve(
+                self.collection, ids=norm, with_payload=True, with_vectors=with_vec
+            )
+        by_id = {normalize_id(r.id): r for r in recs}
+        return [
+            StoredPoint(
+                i,
+                self._vec(by_id[i].vector) if with_vectors else None,
+                by_id[i].payload or {},
+            )
+            for i in dict.fromkeys(norm)
+            if i in by_id
+        ]
+
+    def delete(self, ids: Sequence[PointId]) -> None:
+        from qdrant_client import models
+
+        norm = [normalize_id(i) for i in ids]
+        if norm:
+            with self._errors():
+                self._client.delete(
+                    self.collection, points_selector=models.PointIdsList(points=norm), wait=True
+                )
+
+    def count(self) -> int:
+        with self._errors():
+            return int(self._client.count(self.collection, exact=True).count)
+
+    def scroll(self, batch_size: int = 1000, with_vectors: bool = False) -> Iterator[StoredPoint]:
+        offset: Any = None
+        with_vec: Any = (
+            ([self.vector_name] if self.vector_name else True) if with_vectors else False
+        )
+        while True:
+            with self._errors():
+                recs, offset = self._client.scroll(
+                    self.collection,
+                    limit=batch_size,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=with_vec,
+                )
+            for r in recs:
+                vec = self._vec(r.vector) if with_vectors else None
+                yield StoredPoint(normalize_id(r.id), vec, r.payload or {})
+            if offset is None:
+                return
+
+    def drop(self) -> None:
+        """Delete the whole collection (tests, re-ingest from scratch)."""
+        with self._errors():
+            self._client.delete_collection(self.collection)
+        self._shape = None
+
+    def close(self) -> None:
+        if self._owns_client and self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        self._owns_client = False
