@@ -1,0 +1,462 @@
+"""Test-time fine-tuning: one Adam step per selected chunk, answer, reset.
+
+The LoRA adapter is created once per model and its initial tensors are kept; resetting copies them
+back (exact, a few milliseconds), so every prompt starts from the same adapter and no prompt leaks
+into the next. The base weights are frozen and never written (``base_fingerprint`` proves it);
+with ``full_finetune=True`` all weights train and are restored from a saved copy instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from qdrant_sift.errors import InvalidInputError, PromptTooLongError, QdrantSiftError, TuningError
+
+from ._bpb import BpbResult, bits_per_byte, prefix_token_id
+from ._config import TuneConfig
+from ._models import context_length_of, load_model
+
+__all__ = ["AdaptOutcome", "StepReport", "TestTimeTuner", "TuneReport", "default_target_modules"]
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One gradient step: which chunk, its loss before the update, and where the time went."""
+
+    index: int
+    text_index: int
+    loss: float
+    tokens: int
+    seconds: float
+    forward_seconds: float
+    backward_seconds: float
+    optimizer_seconds: float
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    """All steps of one prompt, in order, and the wall time of the whole ``tune`` call."""
+
+    steps: tuple[StepReport, ...]
+    seconds: float
+
+    @property
+    def losses(self) -> list[float]:
+        return [s.loss for s in self.steps]
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.steps)
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.tokens for s in self.steps)
+
+
+@dataclass(frozen=True)
+class AdaptOutcome:
+    """The adapted model's answer and the tuning that produced it."""
+
+    text: str
+    report: TuneReport
+    generate_seconds: float
+
+
+def default_target_modules(model: torch.nn.Module) -> list[str]:
+    """Names of all linear projections except the output embedding (LoRA's usual "all-linear")."""
+    from transformers.pytorch_utils import Conv1D
+
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, (torch.nn.Linear, Conv1D)) and module is not output
+    }
+    if output is not None:  # lm_head's own name must not be matched by suffix either
+        names -= {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if m is output}
+    if not names:
+        raise InvalidInputError("found no linear layers to adapt; set TuneConfig.target_modules")
+    return sorted(names)
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise InvalidInputError("texts must be a sequence of strings (a list), not a single str")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        if not text:
+            raise InvalidInputError(f"texts[{i}] is empty; there is nothing to learn from it")
+    return out
+
+
+class TestTimeTuner:
+    """Test-time fine-tuning of one causal LM; one prompt at a time (a lock serialises callers).
+
+    ``TestTimeTuner(model, tokenizer)`` wraps ``model`` in a LoRA adapter in place (peft); keep
+    using ``tuner.model`` afterwards. Bits per byte after tuning: ``with tuner.session(): ...``.
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(self, model: Any, tokenizer: Any, config: TuneConfig | None = None) -> None:
+        if config is None:
+            config = TuneConfig()
+        if not isinstance(config, TuneConfig):
+            raise InvalidInputError(f"config must be a TuneConfig, got {type(config).__name__}")
+        self.config = config
+        self.tokenizer = tokenizer
+        self._lock = threading.RLock()
+        if config.device is not None or config.dtype is not None:
+            model.to(device=config.device, dtype=config.dtype)
+        model.eval()
+        self._context_length = context_length_of(model, tokenizer)
+        self._prefix = prefix_token_id(tokenizer)
+        if config.full_finetune:
+            for p in model.parameters():
+                p.requires_grad_(True)
+            self.model = model
+            self.target_modules: list[str] = []
+        else:
+            self.model = self._wrap_lora(model)
+        self._trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if not self._trainable:
+            raise InvalidInputError("the adapter has no trainable parameters")
+        # The exact starting point that reset() restores.
+        self._initial = [p.detach().clone() for _, p in self._trainable]
+        trainable_ids = {id(p) for _, p in self._trainable}
+        self._base = [
+            (n, p) for n, p in self.model.named_parameters() if id(p) not in trainable_ids
+        ]
+        self._initial_fingerprint = self.base_fingerprint() if not config.full_finetune else ""
+        self._dropouts = [m for n, m in self.model.named_modules() if n.endswith("lora_dropout")]
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | None = None,
+        config: TuneConfig | None = None,
+        *,
+        cache_dir: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> TestTimeTuner:
+        """Load a model (None: offline SmolLM2) with ``config.device``/``dtype`` and wrap it."""
+        config = config or TuneConfig()
+        model, tokenizer = load_model(
+            name_or_path,
+            device=config.device,
+            dtype=config.dtype or torch.float32,
+            cache_dir=cache_dir,
+            trust_remote_code=trust_remote_code,
+        )
+        return cls(model, tokenizer, config)
+
+    def _wrap_lora(self, model: Any) -> Any:
+        from peft import LoraConfig, get_peft_model
+        from transformers.pytorch_utils import Conv1D
+
+        cfg = self.config
+        targets = list(cfg.target_modules) if cfg.target_modules else default_target_modules(model)
+        self.target_modules = targets
+        conv1d = any(
+            isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in targets
+            for n, m in model.named_modules()
+        )
+        lora = LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            bias=cfg.bias,
+            target_modules=targets,
+            fan_in_fan_out=conv1d,
+            task_type="CAUSAL_LM",
+        )
+        # Seeded, without disturbing the caller's random state: A ~ Kaiming(seed), B = 0.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            try:
+                with warnings.catch_warnings():  # peft calls a deprecated transformers helper
+                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+                    return get_peft_model(model, lora)
+            except ValueError as exc:
+                raise InvalidInputError(f"cannot attach LoRA to this model: {exc}") from exc
+
+    # --- properties -----------------------------------------------------------------------
+
+    @property
+    def context_length(self) -> int:
+        """The model's maximum number of positions."""
+        return self._context_length
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per training chunk (the prefix token included); longer chunks are truncated."""
+        return min(self.config.max_length or self._context_length, self._context_length)
+
+    @property
+    def device(self) -> torch.device:
+        return self._trainable[0][1].device
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    # --- the base weights -----------------------------------------------------------------
+
+    def base_fingerprint(self) -> str:
+        """BLAKE2b digest over every frozen base parameter's bytes (cost: one pass over them)."""
+        h = hashlib.blake2b(digest_size=20)
+        for name, p in self._base:
+            t = p.detach().to("cpu").contiguous()
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
+
+    @property
+    def initial_base_fingerprint(self) -> str:
+        return self._initial_fingerprint
+
+    def base_unchanged(self) -> bool:
+        """True when the base weights are bit-for-bit what they were when the tuner was built."""
+        if self.config.full_finetune:
+            pairs = zip(self._trainable, self._initial, strict=True)
+            return all(torch.equal(p, saved) for (_, p), saved in pairs)
+        return self.base_fingerprint() == self._initial_fingerprint
+
+    # --- tuning ---------------------------------------------------------------------------
+
+    def _encode(self, text: str) -> torch.Tensor:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # The prefix token lets the first token be predicted too (as in the bits-per-byte eval).
+        ids = [self._prefix, *ids][: self.max_length]
+        return torch.tensor([ids], dtype=torch.long, device=self.device)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def tune(
+        self,
+        texts: Sequence[str],
+        *,
+        progress: Callable[[StepReport], None] | None = None,
+    ) -> TuneReport:
+        """Take ``steps_per_chunk`` Adam steps on each text, in order, from a fresh optimizer.
+
+        The adapter stays tuned afterwards (call ``reset`` or use ``adapt``/``session``). If a
+        step or ``progress`` raises, the adapter is reset and ``TuningError`` is raised.
+        """
+        texts = _check_texts(texts)
+        with self._lock:
+            start = time.perf_counter()
+            if not texts:
+                return TuneReport(steps=(), seconds=0.0)
+            cfg = self.config
+            params = [p for _, p in self._trainable]
+            optimizer = torch.optim.Adam(
+                params,
+                lr=cfg.learning_rate,
+                betas=cfg.adam_betas,
+                eps=cfg.adam_eps,
+                weight_decay=cfg.weight_decay,
+            )
+            steps: list[StepReport] = []
+            for m in self._dropouts:
+                m.train()
+            try:
+                for text_index, text in enumerate(texts):
+                    ids = self._encode(text)
+                    for _ in range(cfg.steps_per_chunk):
+                        step = self._step(optimizer, ids, len(steps), text_index)
+                        steps.append(step)
+                        if progress is not None:
+                            progress(step)
+            except BaseException as exc:
+                self.reset()
+                if isinstance(exc, (TuningError, KeyboardInterrupt, SystemExit)):
+                    raise
+                raise TuningError(
+                    f"fine-tuning failed at step {len(steps)}: {exc}; the adapter was reset"
+                ) from exc
+            finally:
+                for m in self._dropouts:
+                    m.eval()
+                optimizer.state.clear()
+                self.model.zero_grad(set_to_none=True)
+            return TuneReport(steps=tuple(steps), seconds=time.perf_counter() - start)
+
+    def _step(
+        self, optimizer: torch.optim.Optimizer, ids: torch.Tensor, index: int, text_index: int
+    ) -> StepReport:
+        t0 = time.perf_counter()
+        logits = self.model(input_ids=ids, use_cache=False).logits[0, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:])
+        self._sync()
+        t1 = time.perf_counter()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TuningError(f"loss is {value} at step {index}; lower the learning rate")
+        loss.backward()
+        self._sync()
+        t2 = time.perf_counter()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self._sync()
+        t3 = time.perf_counter()
+        return StepReport(
+            index=index,
+            text_index=text_index,
+            loss=value,
+            tokens=int(ids.shape[1]),
+            seconds=t3 - t0,
+            forward_seconds=t1 - t0,
+            backward_seconds=t2 - t1,
+            optimizer_seconds=t3 - t2,
+        )
+
+    def reset(self) -> None:
+        """Put the adapter (or, for full fine-tuning, all weights) back exactly as built."""
+        with self._lock, torch.no_grad():
+            torch._foreach_copy_([p for _, p in self._trainable], self._initial)
+            for _, p in self._trainable:
+                p.grad = None
+
+    # --- generation -----------------------------------------------------------------------
+
+    def _prompt_ids(self, prompt: str, chat_template: bool) -> dict[str, torch.Tensor]:
+        if not isinstance(prompt, str) or not prompt:
+            raise InvalidInputError("prompt must be a non-empty str")
+        tok = self.tokenizer
+        if chat_template and getattr(tok, "chat_template", None):
+            enc = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+            )
+        else:
+            enc = tok(prompt, return_tensors="pt")
+        return {
+            "input_ids": enc["input_ids"].to(self.device),
+            "attention_mask": enc["attention_mask"].to(self.device),
+        }
+
+    def check_prompt(
+        self, prompt: str, *, max_new_tokens: int = 64, chat_template: bool = True
+    ) -> int:
+        """Return the prompt's token count; raise PromptTooLongError if the answer cannot fit."""
+        n = int(self._prompt_ids(prompt, chat_template)["input_ids"].shape[1])
+        self._check_fits(n, max_new_tokens)
+        return n
+
+    def _check_fits(self, n: int, max_new_tokens: int) -> None:
+        if n + max_new_tokens > self._context_length:
+            raise PromptTooLongError(
+                f"the prompt has {n} tokens and {max_new_tokens} new tokens were asked for, but "
+                f"the model's context holds {self._context_length}; shorten the prompt or lower "
+                "max_new_tokens"
+            )
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 64,
+        chat_template: bool = True,
+        **generation_kwargs: Any,
+    ) -> str:
+        """Answer ``prompt`` with the model as it is now (greedy unless told otherwise)."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise InvalidInputError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+        if max_new_tokens < 1:
+            raise InvalidInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        with self._lock:
+            enc = self._prompt_ids(prompt, chat_template)
+            self._check_fits(int(enc["input_ids"].shape[1]), max_new_tokens)
+            kwargs: dict[str, Any] = {"do_sample": False, "max_new_tokens": max_new_tokens}
+            if not generation_kwargs.get("do_sample"):
+                # Silence sampling settings from the model's generation_config under greedy.
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            pad = self.tokenizer.pad_token_id
+            kwargs["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id
+            kwargs.update(generation_kwargs)
+            self.model.eval()
+            with torch.inference_mode():
+                out = self.model.generate(**enc, **kwargs)
+            new = out[0, enc["input_ids"].shape[1] :]
+            return str(self.tokenizer.decode(new, skip_special_tokens=True))
+
+    # --- one prompt, all of it ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[TestTimeTuner]:
+        """Hold the model for several calls (tune, generate, bits_per_byte); reset on exit."""
+        with self._lock:
+            try:
+                yield self
+            finally:
+                self.reset()
+
+    def adapt(
+        self,
+        texts: Sequence[str],
+        prompt: str,
+        *,
+        max_new_tokens: int = 64,
+        chat_template: bool = True,
+        progress: Callable[[StepReport], None] | None = None,
+        **generation_kwargs: Any,
+    ) -> AdaptOutcome:
+        """Tune on ``texts``, answer ``prompt``, and always reset afterwards.
+
+        No texts: the base model answers (the adapter is switched off). Bad input raises before
+        any step; a failing step or generation raises ``TuningError`` after the reset.
+        """
+        texts = _check_texts(texts)
+        with self.session():
+            self.check_prompt(prompt, max_new_tokens=max_new_tokens, chat_template=chat_template)
+            report = self.tune(texts, progress=progress)
+            start = time.perf_counter()
+            try:
+                if not texts and not self.config.full_finetune:
+                    with self.model.disable_adapter():
+                        text = self.generate(
+                            prompt,
+                            max_new_tokens=max_new_tokens,
+                            chat_template=chat_template,
+                            **generation_kwargs,
+                        )
+                else:
+                    text = self.generate(
+                        prompt,
+                        max_new_tokens=max_new_tokens,
+                        chat_template=chat_template,
+                        **generation_kwargs,
+                    )
+            except QdrantSiftError:
+                raise
+            except Exception as exc:
+                raise TuningError(f"generation failed: {exc}; the adapter was reset") from exc
+            return AdaptOutcome(
+                text=text, report=report, generate_seconds=time.perf_counter() - start
+            )
+
+    def bits_per_byte(self, text: str, *, max_length: int | None = None) -> BpbResult:
+        """Bits per byte of ``text`` under the model as it is now (adapter included)."""
+        with self._lock:
+            return bits_per_byte(self.model, self.tokenizer, text, max_length=max_length)

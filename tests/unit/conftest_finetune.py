@@ -1,0 +1,84 @@
+"""Tiny random causal LMs with a real byte-level tokenizer, built from a config (no downloads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["CHAT_TEMPLATE", "base_state", "byte_tokenizer", "tiny_gpt2", "tiny_llama"]
+
+torch.set_num_threads(1)
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def byte_tokenizer(chat_template: str | None = None) -> Any:
+    """A byte-level BPE without merges: one token per UTF-8 byte plus <s>, </s>, <pad>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<s>": 0, "</s>": 1, "<pad>": 2}
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    if chat_template is not None:
+        fast.chat_template = chat_template
+    return fast
+
+
+def tiny_llama(max_positions: int = 128, seed: int = 0) -> tuple[Any, Any]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+    )
+    model = LlamaForCausalLM(config).eval()
+    return model, byte_tokenizer(CHAT_TEMPLATE)
+
+
+def tiny_gpt2(max_positions: int = 128, seed: int = 0) -> tuple[Any, Any]:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=300,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=max_positions,
+        bos_token_id=0,
+        eos_token_id=1,
+    )
+    model = GPT2LMHeadModel(config).eval()
+    return model, byte_tokenizer(None)
+
+
+def base_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Clones of every non-LoRA parameter and buffer, keyed by the name without peft's prefix."""
+    out = {}
+    for name, t in model.state_dict().items():
+        if "lora_" in name:
+            continue
+        key = name.replace("base_model.model.", "").replace(".base_layer", "")
+        out[key] = t.detach().clone()
+    return out
