@@ -1,0 +1,294 @@
+"""Ingest files into a vector store: read, chunk by LM tokens, embed in batches, upsert.
+
+Ids are UUIDv5 of (source, chunk index, content hash), so re-running is idempotent and an
+interrupted run (Ctrl-C, kill -9) resumes: chunks already stored are found by id and neither
+re-embedded nor duplicated. Bad files are skipped and reported, never fatal to the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdrant_sift.errors import DimensionMismatchError, InvalidInputError
+
+from .chunking import as_span_tokenizer, chunk_text
+from .stores._base import VectorStore
+
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "IngestReport",
+    "add_texts",
+    "chunk_id",
+    "ingest",
+    "iter_files",
+]
+
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".rst", ".py", ".jsonl")
+#: Namespace of every chunk id; changing it would orphan every stored collection.
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/qdrant-sift/chunk")
+_RESERVED = ("text", "source", "chunk_index")
+
+
+def chunk_id(source: str, chunk_index: int, text: str) -> str:
+    """Deterministic point id: same source, position and content → same id."""
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return str(uuid.uuid5(_NAMESPACE, f"{source}\x00{chunk_index}\x00{digest}"))
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did; ``skipped`` lists (path, reason) of files/records left out."""
+
+    files_read: int = 0
+    records_read: int = 0
+    chunks: int = 0
+    upserted: int = 0
+    skipped_existing: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def files_skipped(self) -> int:
+        return len(self.skipped)
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.files_read} files ({self.records_read} records) → {self.chunks} chunks: "
+            f"{self.upserted} upserted, {self.skipped_existing} already stored, "
+            f"{len(self.skipped)} skipped, {self.seconds:.1f} s"
+        ]
+        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped[:20]]
+        if len(self.skipped) > 20:
+            lines.append(f"  … and {len(self.skipped) - 20} more")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Doc:
+    source: str
+    text: str
+    metadata: dict[str, Any]
+
+
+def iter_files(paths: Iterable[str | os.PathLike[str]], report: IngestReport) -> list[Path]:
+    """Supported files under ``paths`` (folders recursively, hidden entries skipped), deduped."""
+    seen: dict[Path, None] = {}
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+                for name in sorted(files):
+                    if name.startswith("."):
+                        continue
+                    f = Path(root) / name
+                    if f.suffix.lower() in SUPPORTED_SUFFIXES:
+                        seen.setdefault(f.resolve(), None)
+                    else:
+                        report.skipped.append((str(f), f"unsupported type {f.suffix or '(none)'}"))
+        elif path.is_file():
+            if path.suffix.lower() in SUPPORTED_SUFFIXES:
+                seen.setdefault(path.resolve(), None)
+            else:
+                report.skipped.append((str(path), f"unsupported type {path.suffix or '(none)'}"))
+        else:
+            report.skipped.append((str(path), "not found"))
+    return list(seen)
+
+
+def _read_docs(path: Path, report: IngestReport) -> Iterator[_Doc]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        report.skipped.append((str(path), f"not UTF-8 ({exc.reason} at byte {exc.start})"))
+        return
+    except OSError as exc:
+        report.skipped.append((str(path), f"unreadable ({exc.strerror or exc})"))
+        return
+    report.files_read += 1
+    if path.suffix.lower() != ".jsonl":
+        report.records_read += 1
+        yield _Doc(str(path), text, {})
+        return
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            report.skipped.append((where, f"invalid JSON ({exc.msg})"))
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            report.skipped.append((where, "no string field 'text'"))
+            continue
+        report.records_read += 1
+        meta = {k: v for k, v in record.items() if k != "text"}
+        yield _Doc(where, record["text"], meta)
+
+
+def _payload(meta: Mapping[str, Any], text: str, source: str, index: int) -> dict[str, Any]:
+    payload = {k: v for k, v in meta.items() if k not in _RESERVED}
+    payload.update(text=text, source=source, chunk_index=index)
+    return payload
+
+
+class _Writer:
+    """Batches (id, text, payload), skips ids already stored, embeds the rest, upserts."""
+
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Any,
+        report: IngestReport,
+        batch_size: int,
+        skip_existing: bool,
+    ) -> None:
+        self.store, self.embedder, self.report = store, embedder, report
+        self.batch_size, self.skip_existing = batch_size, skip_existing
+        self.pending: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def add(self, pid: str, text: str, payload: dict[str, Any]) -> None:
+        if pid in self.pending:
+            self.report.skipped_existing += 1
+            return
+        self.pending[pid] = (text, payload)
+        if len(self.pending) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        ids = list(self.pending)
+        if self.skip_existing:
+            stored = {p.id for p in self.store.retrieve(ids, with_vectors=False)}
+            self.report.skipped_existing += len(stored)
+            ids = [i for i in ids if i not in stored]
+        if ids:
+            texts = [self.pending[i][0] for i in ids]
+            vectors = np.asarray(self.embedder.embed_documents(texts), dtype=np.float32)
+            if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+                raise DimensionMismatchError(
+                    f"embedder returned shape {vectors.shape} for {len(ids)} texts"
+                )
+            self.store.upsert(ids, vectors, [self.pending[i][1] for i in ids])
+            self.report.upserted += len(ids)
+        self.pending.clear()
+
+
+def _progress_hook(
+    progress: bool | Callable[[IngestReport], None], total_bytes: int
+) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """(advance(n_bytes), close()) for a tqdm bar, a user callback, or nothing."""
+    if callable(progress):
+        return (lambda _n: None), (lambda: None)
+    if not progress:
+        return (lambda _n: None), (lambda: None)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", leave=True)
+    return bar.update, bar.close
+
+
+def ingest(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    store: VectorStore,
+    embedder: Any = None,
+    *,
+    tokenizer: Any = None,
+    chunk_tokens: int = 512,
+    overlap: int = 64,
+    batch_size: int = 64,
+    metadata: Mapping[str, Any] | None = None,
+    skip_existing: bool = True,
+    progress: bool | Callable[[IngestReport], None] = True,
+) -> IngestReport:
+    """Read ``paths`` (.txt .md .rst .py files, .jsonl with a ``text`` field, folders),
+    chunk by ``chunk_tokens`` of the LM tokenizer (default SmolLM2's), embed and upsert.
+
+    The collection is created with the embedder's dimension if missing; one of another
+    dimension raises :class:`DimensionMismatchError` before anything is written. ``progress``
+    is a tqdm bar (True), silent (False) or a callback receiving the report after each batch.
+    """
+    started = time.perf_counter()
+    if batch_size <= 0:
+        raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if embedder is None:
+        from .embed import default_embedder
+
+        embedder = default_embedder()
+    spans = as_span_tokenizer(tokenizer)
+    store.create(embedder.dim, distance="cosine", exist_ok=True)
+    report = IngestReport()
+    files = iter_files(paths, report)
+    total = sum(f.stat().st_size for f in files if f.exists())
+    advance, close = _progress_hook(progress, total)
+    writer = _Writer(store, embedder, report, batch_size, skip_existing)
+    base_meta = dict(metadata or {})
+    try:
+        for path in files:
+            for doc in _read_docs(path, report):
+                meta = {**base_meta, **doc.metadata}
+                for chunk in chunk_text(doc.text, spans, chunk_tokens, overlap):
+                    report.chunks += 1
+                    pid = chunk_id(doc.source, chunk.index, chunk.text)
+                    before = report.upserted + report.skipped_existing
+                    writer.add(pid, chunk.text, _payload(meta, chunk.text, doc.source, chunk.index))
+                    if callable(progress) and report.upserted + report.skipped_existing != before:
+                        report.seconds = time.perf_counter() - started
+                        progress(report)
+            advance(path.stat().st_size if path.exists() else 0)
+        writer.flush()
+    finally:
+        close()
+    report.seconds = time.perf_counter() - started
+    if callable(progress):
+        progress(report)
+    return report
+
+
+def add_texts(
+    store: VectorStore,
+    embedder: Any,
+    texts: Sequence[str],
+    metadatas: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    batch_size: int = 64,
+) -> list[str]:
+    """One point per text (no chunking); returns its deterministic id, in input order.
+
+    The id derives from ``metadata["source"]`` (if any) and the content, so adding the same
+    text again is a no-op.
+    """
+    if isinstance(texts, str):
+        raise InvalidInputError("add_texts takes a list of texts, not one str")
+    texts = list(texts)
+    metas = [dict(m) for m in metadatas] if metadatas is not None else [{} for _ in texts]
+    if len(metas) != len(texts):
+        raise InvalidInputError(f"{len(metas)} metadatas for {len(texts)} texts")
+    for t in texts:
+        if not isinstance(t, str) or not t.strip():
+            raise InvalidInputError("every text must be a non-empty str")
+    store.create(embedder.dim, distance="cosine", exist_ok=True)
+    report = IngestReport()
+    writer = _Writer(store, embedder, report, batch_size, skip_existing=True)
+    ids: list[str] = []
+    for text, meta in zip(texts, metas, strict=True):
+        source = str(meta.get("source", ""))
+        pid = chunk_id(source, 0, text)
+        ids.append(pid)
+        writer.add(pid, text, _payload(meta, text, source, 0))
+    writer.flush()
+    return ids
