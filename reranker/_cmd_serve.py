@@ -1,0 +1,158 @@
+"""``qdrant-sift serve``: run the gRPC reranker until SIGTERM/SIGINT, then drain and exit 0.
+
+Also runnable as ``python -m qdrant_sift.reranker._cmd_serve``. Logs are JSON lines on stderr;
+the first ``listening`` line carries the bound ``port`` and ``metrics_port`` (useful with
+``--port 0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+__all__ = ["add_arguments", "main", "register", "run"]
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The serve flags (the deploy manifests rely on these names)."""
+    p.add_argument("--host", default="0.0.0.0", help="interface to bind (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=50051, help="gRPC port; 0 picks a free one")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_env_int("QDRANT_SIFT_METRICS_PORT", None),
+        help="serve Prometheus /metrics on this port (off unless given)",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("QDRANT_SIFT_TOKEN") or None,
+        help="require 'authorization: Bearer TOKEN' (env QDRANT_SIFT_TOKEN); health stays open",
+    )
+    p.add_argument("--tls-cert", default=None, help="PEM certificate chain (enables TLS)")
+    p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present)")
+    p.add_argument("--max-workers", type=int, default=8, help="RPC thread pool size")
+    p.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=64,
+        help="calls admitted at once; more get RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--qdrant-url",
+        default=os.environ.get("QDRANT_URL") or None,
+        help="Qdrant server for the Recall RPC (env QDRANT_URL)",
+    )
+    p.add_argument(
+        "--qdrant-api-key",
+        default=os.environ.get("QDRANT_API_KEY") or None,
+        help="Qdrant API key (env QDRANT_API_KEY)",
+    )
+    p.add_argument(
+        "--edge-path", default=None, help="embedded Qdrant Edge folder for Recall (no server)"
+    )
+    p.add_argument("--grace", type=float, default=10.0, help="seconds to drain on shutdown")
+    p.add_argument(
+        "--unready-for",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, report NOT_SERVING this many seconds before closing the port",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads")
+    limits = p.add_argument_group("limits (violations answer INVALID_ARGUMENT naming the limit)")
+    limits.add_argument("--max-k", type=int, default=50_000, help="candidates per request")
+    limits.add_argument("--max-d", type=int, default=8_192, help="vector dimension")
+    limits.add_argument("--max-n", type=int, default=10_000, help="picks per request")
+    limits.add_argument("--max-m", type=int, default=1_024, help="query vectors per request")
+    limits.add_argument("--max-batch", type=int, default=1_024, help="requests per SelectBatch")
+    limits.add_argument("--max-recall-k", type=int, default=10_000, help="k per Recall")
+    limits.add_argument(
+        "--max-message-mb", type=int, default=64, help="largest message (RESOURCE_EXHAUSTED)"
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "serve",
+        help="run the gRPC SIFT reranker service",
+        description="Serve qdrant_sift.v1.Reranker (Select, SelectBatch, Recall) over gRPC.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qdrant_sift.errors import ConfigError
+
+    from ._matrix import Limits
+    from ._metrics import configure_json_logging
+    from ._server import build_server
+
+    configure_json_logging(args.log_level)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    limits = Limits(
+        max_k=args.max_k,
+        max_d=args.max_d,
+        max_n=args.max_n,
+        max_m=args.max_m,
+        max_batch=args.max_batch,
+        max_recall_k=args.max_recall_k,
+        max_message_bytes=args.max_message_mb * 1024 * 1024,
+    )
+    try:
+        handle = build_server(
+            host=args.host,
+            port=args.port,
+            device=None if args.device == "auto" else args.device,
+            token=args.token,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            max_workers=args.max_workers,
+            max_concurrent_rpcs=args.max_concurrent_rpcs,
+            limits=limits,
+            metrics_port=args.metrics_port,
+            qdrant_url=args.qdrant_url,
+            qdrant_api_key=args.qdrant_api_key,
+            edge_path=args.edge_path,
+        )
+    except (ConfigError, OSError) as exc:
+        print(f"qdrant-sift serve: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        handle.start()
+        while not stop.wait(0.5):
+            pass
+        handle.stop(args.grace, unready_for=args.unready_for)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qdrant-sift serve", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
