@@ -27,6 +27,7 @@ __all__ = [
     "RegexTokenizer",
     "SpanTokenizer",
     "as_span_tokenizer",
+    "check_window",
     "chunk_text",
     "default_tokenizer",
 ]
@@ -145,6 +146,14 @@ def as_span_tokenizer(tokenizer: Any = None) -> SpanTokenizer:
     raise InvalidInputError(f"unsupported tokenizer {type(tokenizer).__name__}")
 
 
+def check_window(chunk_tokens: int, overlap: int) -> None:
+    """ConfigError unless 0 ≤ overlap < chunk_tokens."""
+    if chunk_tokens <= 0:
+        raise ConfigError(f"chunk_tokens must be positive, got {chunk_tokens}")
+    if not 0 <= overlap < chunk_tokens:
+        raise ConfigError(f"overlap must be in [0, chunk_tokens={chunk_tokens}), got {overlap}")
+
+
 def chunk_text(
     text: str, tokenizer: Any = None, chunk_tokens: int = 512, overlap: int = 64
 ) -> list[Chunk]:
@@ -153,10 +162,7 @@ def chunk_text(
     Whitespace-only windows are dropped; the last window ends at the text's last token, so no
     chunk is made only of overlap.
     """
-    if chunk_tokens <= 0:
-        raise ConfigError(f"chunk_tokens must be positive, got {chunk_tokens}")
-    if not 0 <= overlap < chunk_tokens:
-        raise ConfigError(f"overlap must be in [0, chunk_tokens), got {overlap}")
+    check_window(chunk_tokens, overlap)
     spans = as_span_tokenizer(tokenizer)(text)
     chunks: list[Chunk] = []
     step = chunk_tokens - overlap

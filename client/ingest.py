@@ -21,7 +21,7 @@ import numpy as np
 
 from qdrant_sift.errors import DimensionMismatchError, InvalidInputError
 
-from .chunking import as_span_tokenizer, chunk_text
+from .chunking import as_span_tokenizer, check_window, chunk_text
 from .stores._base import VectorStore
 
 __all__ = [
@@ -223,6 +223,7 @@ def ingest(
     started = time.perf_counter()
     if batch_size <= 0:
         raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
+    check_window(chunk_tokens, overlap)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if embedder is None:
