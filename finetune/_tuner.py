@@ -223,7 +223,8 @@ class TestTimeTuner:
             t = p.detach().to("cpu").contiguous()
             h.update(name.encode())
             h.update(str(t.dtype).encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            if t.numel():
+                h.update(t.view(torch.uint8).numpy())  # a view: hashed without a copy
         return h.hexdigest()
 
     @property
