@@ -1,0 +1,280 @@
+"""A Cohere-style ``rerank()`` over SIFT, and the selection core every RAG adapter shares.
+
+Callers with only texts get ``rerank(query, documents, top_n) -> [RerankResult]``, the shape hosted
+reranker APIs use. The scores are **not** independent relevances: SIFT picks greedily, so a
+result's ``relevance_score`` is the *gain* of that pick given the picks before it — the fraction of
+the prompt's prior uncertainty it removed. A near-duplicate of an earlier pick gains almost
+nothing even if it is very similar to the query, which is the point. Keep the order given (it is
+the selection order); do not re-sort by score.
+
+No framework and no torch is imported here; the embedder and the selector load on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from qdrant_sift.errors import (
+    ConfigError,
+    DimensionMismatchError,
+    InvalidInputError,
+    NonFiniteError,
+)
+
+__all__ = ["RerankResult", "rerank"]
+
+#: Strategies that rank each candidate at most once whatever ``unique`` says.
+_UNIQUE_ONLY = ("nearest", "mmr", "random")
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """One pick, in selection order.
+
+    ``index`` points into the ``documents`` passed in. ``relevance_score`` is the gain of this
+    pick: (σ²ₙ₋₁ − σ²ₙ) / σ²₀, the share of the prompt's prior variance it removed given the picks
+    before it (in [0, 1]; the scores of one call sum to at most 1). ``uncertainty`` is σ²ₙ, the
+    prompt's posterior variance left after this pick.
+    """
+
+    index: int
+    relevance_score: float
+    uncertainty: float
+
+
+# --- shared core (used by the LangChain, LlamaIndex and Haystack adapters) --------------------
+
+
+def check_count(value: Any, name: str) -> int:
+    """A non-negative int count (``k``, ``top_n``, ``top_k``) or a ConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
+    return int(value)
+
+
+def as_vectors(value: Any, name: str) -> np.ndarray:
+    """A finite (n, d) float32 matrix from a vector, a list of vectors or an array."""
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} is not a numeric vector or matrix: {exc}") from exc
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise InvalidInputError(f"{name} must have shape (d,) or (n, d), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise NonFiniteError(f"{name} contain NaN or infinity")
+    return arr
+
+
+def resolve_embedder(embedder: Any) -> Any:
+    """``None`` -> the offline default (MiniLM); anything else is used as given."""
+    if embedder is None:
+        from qdrant_sift.client.embed import default_embedder
+
+        return default_embedder()
+    return embedder
+
+
+def embed_texts(embedder: Any, texts: Sequence[str]) -> np.ndarray:
+    """Document vectors from our ``Embedder``, a LangChain ``Embeddings`` (same method names)
+    or a LlamaIndex ``BaseEmbedding``."""
+    if not texts:
+        raise InvalidInputError("no texts to embed")
+    if hasattr(embedder, "embed_documents"):
+        raw = embedder.embed_documents(list(texts))
+    elif hasattr(embedder, "get_text_embedding_batch"):
+        raw = embedder.get_text_embedding_batch(list(texts))
+    else:
+        raise ConfigError(
+            f"{type(embedder).__name__} cannot embed documents: pass an object with "
+            "embed_documents/embed_query (qdrant_sift Embedder, LangChain Embeddings) or a "
+            "LlamaIndex BaseEmbedding"
+        )
+    vecs = as_vectors(raw, "document embeddings")
+    if vecs.shape[0] != len(texts):
+        raise InvalidInputError(f"embedder returned {vecs.shape[0]} vectors for {len(texts)} texts")
+    return vecs
+
+
+def embed_queries(embedder: Any, queries: Sequence[str]) -> np.ndarray:
+    """One target vector per query string, (m, d)."""
+    if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
+        raise InvalidInputError("query must be a non-empty string (or a list of them)")
+    if hasattr(embedder, "embed_query"):
+        rows = [embedder.embed_query(q) for q in queries]
+    elif hasattr(embedder, "get_query_embedding"):
+        rows = [embedder.get_query_embedding(q) for q in queries]
+    else:
+        raise ConfigError(f"{type(embedder).__name__} cannot embed queries (no embed_query)")
+    return as_vectors(np.asarray(rows, dtype=np.float32), "query embedding")
+
+
+def fill_vectors(
+    texts: Sequence[str],
+    vectors: Sequence[Any],
+    embedder: Callable[[], Any],
+) -> np.ndarray:
+    """(K, d) candidate matrix: given vectors where present, the rest embedded in one batch.
+
+    ``embedder`` is a thunk so a stack that already carries every vector never loads a model.
+    """
+    missing = [i for i, v in enumerate(vectors) if v is None]
+    filled: list[np.ndarray | None] = [
+        None if v is None else as_vectors(v, f"embedding of document {i}")[0]
+        for i, v in enumerate(vectors)
+    ]
+    if missing:
+        new = embed_texts(embedder(), [texts[i] for i in missing])
+        for row, i in enumerate(missing):
+            filled[i] = new[row]
+    dims = {v.shape[0] for v in filled if v is not None}
+    if len(dims) > 1:
+        raise DimensionMismatchError(
+            f"document embeddings have different dimensions {sorted(dims)}: stored vectors and "
+            "freshly embedded ones must come from the same model"
+        )
+    return np.stack([v for v in filled if v is not None]).astype(np.float32, copy=False)
+
+
+def select_results(
+    query: np.ndarray,
+    candidates: np.ndarray,
+    n: int,
+    *,
+    strategy: str = "sift",
+    lam: float = 0.01,
+    alpha: float | None = None,
+    unique: bool = True,
+    diversity: float = 0.5,
+    reranker: Any = None,
+) -> list[RerankResult]:
+    """Run the selector (``reranker.select`` or in-process ``select``) and turn its picks into
+    gains. ``n`` is clipped to the candidate count when a candidate can be picked only once."""
+    if candidates.shape[0] == 0 or n == 0:
+        return []
+    if query.shape[1] != candidates.shape[1]:
+        raise DimensionMismatchError(
+            f"query embedding has {query.shape[1]} dimensions, documents have "
+            f"{candidates.shape[1]}: embed both with the same model"
+        )
+    if unique or strategy in _UNIQUE_ONLY:
+        n = min(n, candidates.shape[0])
+    if reranker is None:
+        from qdrant_sift.reranker import select as run
+    else:
+        run = reranker.select
+    selection = run(
+        query if query.shape[0] > 1 else query[0],
+        candidates,
+        n,
+        strategy=strategy,
+        lam=lam,
+        alpha=alpha,
+        unique=unique,
+        diversity=diversity,
+    )
+    prior = float(selection.prior_variance)
+    results: list[RerankResult] = []
+    previous = prior
+    for index, variance in zip(
+        np.asarray(selection.indices).tolist(),
+        np.asarray(selection.variances, dtype=np.float64).tolist(),
+        strict=True,
+    ):
+        gain = (previous - variance) / prior if prior > 0 else 0.0
+        results.append(RerankResult(int(index), float(max(gain, 0.0)), float(variance)))
+        previous = variance
+    return results
+
+
+# --- the facade -------------------------------------------------------------------------------
+
+
+def _document_text(doc: Any, position: int) -> str:
+    if isinstance(doc, str):
+        return doc
+    if isinstance(doc, Mapping) and isinstance(doc.get("text"), str):
+        return str(doc["text"])
+    raise InvalidInputError(
+        f"documents[{position}] must be a str or a mapping with a 'text' str, got "
+        f"{type(doc).__name__}"
+    )
+
+
+def rerank(
+    query: str | Sequence[str] | None,
+    documents: Sequence[str | Mapping[str, Any]],
+    top_n: int | None = None,
+    *,
+    embedder: Any = None,
+    query_embedding: Any = None,
+    document_embeddings: Sequence[Any] | None = None,
+    strategy: str = "sift",
+    lam: float = 0.01,
+    alpha: float | None = None,
+    unique: bool = True,
+    diversity: float = 0.5,
+    reranker: Any = None,
+) -> list[RerankResult]:
+    """Pick ``top_n`` of ``documents`` for ``query`` with SIFT, Cohere ``rerank`` style.
+
+    Args:
+        query: the prompt; a list of strings makes several targets (SIFT serves them jointly).
+            May be ``None`` when ``query_embedding`` is given.
+        documents: strings or ``{"text": ...}`` mappings (the shape Cohere accepts).
+        top_n: how many to return (default: all, in selection order). Fewer come back when
+            ``alpha`` stops early or ``unique`` runs out of documents.
+        embedder: an ``Embedder``, LangChain ``Embeddings`` or LlamaIndex ``BaseEmbedding``;
+            default the offline MiniLM. Only used for what is not given as a vector.
+        query_embedding, document_embeddings: precomputed vectors (entries may be ``None``).
+        lam: SIFT's noise variance λ (small: diverse picks; large: nearest neighbours). It is
+            not MMR's ``lambda_mult``; for MMR pass ``strategy="mmr"`` and ``diversity`` =
+            1 − ``lambda_mult``.
+        unique: return each document at most once (default here, unlike fine-tuning selection,
+            where a repeat is a second gradient step).
+        reranker: anything with ``select(...)`` (``RemoteReranker`` for a GPU service).
+
+    Returns:
+        :class:`RerankResult` per pick, in selection order; ``relevance_score`` is a gain, not an
+        independent relevance (see the module docstring).
+    """
+    docs = list(documents)
+    texts = [_document_text(d, i) for i, d in enumerate(docs)]
+    n = len(docs) if top_n is None else check_count(top_n, "top_n")
+    if document_embeddings is not None and len(document_embeddings) != len(docs):
+        raise InvalidInputError(
+            f"{len(document_embeddings)} document_embeddings for {len(docs)} documents"
+        )
+    if not docs or n == 0:
+        return []
+    cache: list[Any] = []
+
+    def get_embedder() -> Any:
+        if not cache:
+            cache.append(resolve_embedder(embedder))
+        return cache[0]
+
+    if query_embedding is not None:
+        q = as_vectors(query_embedding, "query_embedding")
+    elif query is None:
+        raise InvalidInputError("rerank needs a query or a query_embedding")
+    else:
+        q = embed_queries(get_embedder(), [query] if isinstance(query, str) else list(query))
+    vectors = list(document_embeddings) if document_embeddings is not None else [None] * len(docs)
+    cands = fill_vectors(texts, vectors, get_embedder)
+    return select_results(
+        q,
+        cands,
+        n,
+        strategy=strategy,
+        lam=lam,
+        alpha=alpha,
+        unique=unique,
+        diversity=diversity,
+        reranker=reranker,
+    )
