@@ -17,6 +17,7 @@ import numpy as np
 from qdrant_sift.errors import (
     CollectionNotFoundError,
     ConfigError,
+    QdrantSiftError,
     StoreError,
     StoreLockedError,
     StoreUnavailableError,
@@ -67,6 +68,7 @@ class QdrantStore(VectorStore):
         self._local = False
         if client is not None:
             self._client = client
+            self._local = type(getattr(client, "_client", None)).__name__ == "QdrantLocal"
             return
         from qdrant_client import QdrantClient
 
@@ -113,6 +115,8 @@ class QdrantStore(VectorStore):
 
         try:
             yield
+        except QdrantSiftError:
+            raise
         except UnexpectedResponse as exc:
             if exc.status_code == 404:
                 raise self._not_found() from exc
@@ -200,7 +204,7 @@ class QdrantStore(VectorStore):
         with self._errors():
             try:
                 self._client.create_collection(self.collection, vectors_config=cfg, **params)
-            except TypeError as exc:
+            except (TypeError, AssertionError) as exc:  # qdrant-client asserts on unknown kwargs
                 raise ConfigError(f"unknown collection parameter: {exc}") from exc
         self._shape = None
 

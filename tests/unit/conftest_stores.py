@@ -220,8 +220,13 @@ class StoreContract:
         self._check_filter(store, vecs, payloads, Range("i", gt=10, lte=100),
                            lambda p: 10 < p["i"] <= 100, both=False)  # fmt: skip
         flt = Filter(should=(Match("tag", "green"), Range("i", lt=30)), must_not=(Match("i", 3),))
-        self._check_filter(store, vecs, payloads, flt,
-                           lambda p: (p["tag"] == "green" or p["i"] < 30) and p["i"] != 3)  # fmt: skip
+        self._check_filter(
+            store,
+            vecs,
+            payloads,
+            flt,
+            lambda p: (p["tag"] == "green" or p["i"] < 30) and p["i"] != 3,
+        )
 
     def test_native_filter_passes_through(self, filled) -> None:
         store, _, vecs, payloads = filled
@@ -349,16 +354,18 @@ class StoreContract:
 
         corpus = write_corpus(tmp_path / "corpus", n_files=30, words=100)
         marker = tmp_path / "marker"
-        code = _CHILD.format(here=str(HERE), spec=json.dumps(store_factory.spec), marker=str(marker),
-                             collection=store_factory.spec["collection"], corpus=str(corpus),
-                             dim=DIM)  # fmt: skip
+        spec = store_factory.spec
+        code = _CHILD.format(
+            here=str(HERE), spec=json.dumps(spec), marker=str(marker),
+            collection=spec["collection"], corpus=str(corpus), dim=DIM,
+        )  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(HERE)}
         child = subprocess.Popen([sys.executable, "-c", code], env=env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and child.poll() is None:
-            if marker.exists() and marker.read_text() not in ("", "done"):
-                if int(marker.read_text()) >= 18:
-                    break
+            done = marker.read_text() if marker.exists() else ""
+            if done.isdigit() and int(done) >= 18:
+                break
             time.sleep(0.01)
         child.send_signal(signal.SIGKILL)
         assert child.wait(timeout=30) == -signal.SIGKILL, "child finished before it was killed"

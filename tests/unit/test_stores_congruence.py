@@ -13,8 +13,9 @@ from qdrant_sift.client.stores import EdgeStore, QdrantStore
 def store_factory(request, tmp_path) -> StoreFactory:
     kind = request.param
     if kind == "memory":
-        return StoreFactory(kind, lambda collection="c": QdrantStore(collection, location=":memory:"),
-                            persistent=False)  # fmt: skip
+        return StoreFactory(
+            kind, lambda collection="c": QdrantStore(collection, location=":memory:"), False
+        )
     if kind == "local":
         path = str(tmp_path / "local")
         return StoreFactory(kind, lambda collection="c": QdrantStore(collection, path=path), True,
