@@ -8,18 +8,28 @@ Hugging Face causal LM); ``bits_per_byte`` scores text as lm-evaluation-harness 
 from __future__ import annotations
 
 from ._bpb import BpbResult, bits_per_byte, prefix_token_id, rolling_windows
-from ._config import FULL_LEARNING_RATE, LORA_LEARNING_RATE, TuneConfig, resolve_dtype
+from ._config import (
+    FULL_LEARNING_RATE,
+    LORA_LEARNING_RATE,
+    AdaptOutcome,
+    StepReport,
+    TuneConfig,
+    TuneReport,
+    resolve_dtype,
+)
 from ._models import (
     CACHE_MARKER,
     DEFAULT_MODEL_NAME,
+    attach_lora,
     build_cache_atomically,
     context_length_of,
     convert_to_safetensors,
     default_model_cache,
+    default_target_modules,
     load_model,
     smollm2_gguf_path,
 )
-from ._tuner import AdaptOutcome, StepReport, TestTimeTuner, TuneReport, default_target_modules
+from ._tuner import TestTimeTuner
 
 __all__ = [
     "CACHE_MARKER",
@@ -32,6 +42,7 @@ __all__ = [
     "TestTimeTuner",
     "TuneConfig",
     "TuneReport",
+    "attach_lora",
     "bits_per_byte",
     "build_cache_atomically",
     "context_length_of",

@@ -1,4 +1,4 @@
-"""Settings of test-time fine-tuning; the defaults follow the SIFT paper (Hübotter et al., 2025)."""
+"""Settings of test-time fine-tuning (defaults follow the SIFT paper) and the records it returns."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import torch
 
 from qdrant_sift.errors import ConfigError
 
-__all__ = ["FULL_LEARNING_RATE", "LORA_LEARNING_RATE", "TuneConfig", "resolve_dtype"]
+__all__ = [
+    "FULL_LEARNING_RATE",
+    "LORA_LEARNING_RATE",
+    "AdaptOutcome",
+    "StepReport",
+    "TuneConfig",
+    "TuneReport",
+    "resolve_dtype",
+]
 
 #: The paper's learning rates: Adam at 5e-4 for LoRA (rank 64, alpha 16), 5e-5 for all weights.
 LORA_LEARNING_RATE = 5e-4
@@ -125,3 +133,46 @@ class TuneConfig:
             except (RuntimeError, TypeError) as exc:
                 raise ConfigError(f"invalid device {self.device!r}: {exc}") from exc
         object.__setattr__(self, "dtype", resolve_dtype(self.dtype))
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One gradient step: which chunk, its loss before the update, and where the time went."""
+
+    index: int
+    text_index: int
+    loss: float
+    tokens: int
+    seconds: float
+    forward_seconds: float
+    backward_seconds: float
+    optimizer_seconds: float
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    """All steps of one prompt, in order, and the wall time of the whole ``tune`` call."""
+
+    steps: tuple[StepReport, ...]
+    seconds: float
+
+    @property
+    def losses(self) -> list[float]:
+        return [s.loss for s in self.steps]
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.steps)
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.tokens for s in self.steps)
+
+
+@dataclass(frozen=True)
+class AdaptOutcome:
+    """The adapted model's answer and the tuning that produced it."""
+
+    text: str
+    report: TuneReport
+    generate_seconds: float

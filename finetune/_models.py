@@ -17,24 +17,27 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from qdrant_sift.errors import ModelLoadError
+from qdrant_sift.errors import InvalidInputError, ModelLoadError
 
-from ._config import resolve_dtype
+from ._config import TuneConfig, resolve_dtype
 
 __all__ = [
     "CACHE_MARKER",
     "DEFAULT_MODEL_NAME",
     "SMOLLM2_GGUF_FILE",
+    "attach_lora",
     "build_cache_atomically",
     "context_length_of",
     "convert_to_safetensors",
     "default_model_cache",
+    "default_target_modules",
     "load_model",
     "smollm2_gguf_path",
 ]
@@ -247,3 +250,53 @@ def load_model(
 
 def _opt_path(value: str | os.PathLike[str] | None) -> Path | None:
     return None if value is None else Path(value).expanduser()
+
+
+def default_target_modules(model: torch.nn.Module) -> list[str]:
+    """Names of all linear projections except the output embedding (LoRA's usual "all-linear")."""
+    from transformers.pytorch_utils import Conv1D
+
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, (torch.nn.Linear, Conv1D)) and module is not output
+    }
+    if output is not None:  # lm_head's own name must not be matched by suffix either
+        names -= {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if m is output}
+    if not names:
+        raise InvalidInputError("found no linear layers to adapt; set TuneConfig.target_modules")
+    return sorted(names)
+
+
+def attach_lora(model: Any, config: TuneConfig) -> tuple[Any, list[str]]:
+    """Wrap ``model`` in a fresh LoRA adapter (peft, in place); return it and the target names.
+
+    The adapter is initialised from ``config.seed`` (A ~ Kaiming, B = 0, so it starts as a no-op)
+    without disturbing the caller's random state.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    cfg = config
+    targets = list(cfg.target_modules) if cfg.target_modules else default_target_modules(model)
+    conv1d = any(
+        isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in targets for n, m in model.named_modules()
+    )
+    lora = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        bias=cfg.bias,
+        target_modules=targets,
+        fan_in_fan_out=conv1d,
+        task_type="CAUSAL_LM",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        try:
+            with warnings.catch_warnings():  # peft calls a deprecated transformers helper
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+                return get_peft_model(model, lora), targets
+        except ValueError as exc:
+            raise InvalidInputError(f"cannot attach LoRA to this model: {exc}") from exc

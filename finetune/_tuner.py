@@ -13,9 +13,7 @@ import hashlib
 import math
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,70 +21,10 @@ import torch
 from qdrant_sift.errors import InvalidInputError, PromptTooLongError, QdrantSiftError, TuningError
 
 from ._bpb import BpbResult, bits_per_byte, prefix_token_id
-from ._config import TuneConfig
-from ._models import context_length_of, load_model
+from ._config import AdaptOutcome, StepReport, TuneConfig, TuneReport
+from ._models import attach_lora, context_length_of, load_model
 
-__all__ = ["AdaptOutcome", "StepReport", "TestTimeTuner", "TuneReport", "default_target_modules"]
-
-
-@dataclass(frozen=True)
-class StepReport:
-    """One gradient step: which chunk, its loss before the update, and where the time went."""
-
-    index: int
-    text_index: int
-    loss: float
-    tokens: int
-    seconds: float
-    forward_seconds: float
-    backward_seconds: float
-    optimizer_seconds: float
-
-
-@dataclass(frozen=True)
-class TuneReport:
-    """All steps of one prompt, in order, and the wall time of the whole ``tune`` call."""
-
-    steps: tuple[StepReport, ...]
-    seconds: float
-
-    @property
-    def losses(self) -> list[float]:
-        return [s.loss for s in self.steps]
-
-    @property
-    def n_steps(self) -> int:
-        return len(self.steps)
-
-    @property
-    def tokens(self) -> int:
-        return sum(s.tokens for s in self.steps)
-
-
-@dataclass(frozen=True)
-class AdaptOutcome:
-    """The adapted model's answer and the tuning that produced it."""
-
-    text: str
-    report: TuneReport
-    generate_seconds: float
-
-
-def default_target_modules(model: torch.nn.Module) -> list[str]:
-    """Names of all linear projections except the output embedding (LoRA's usual "all-linear")."""
-    from transformers.pytorch_utils import Conv1D
-
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    names = {
-        name.rsplit(".", 1)[-1]
-        for name, module in model.named_modules()
-        if isinstance(module, (torch.nn.Linear, Conv1D)) and module is not output
-    }
-    if output is not None:  # lm_head's own name must not be matched by suffix either
-        names -= {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if m is output}
-    if not names:
-        raise InvalidInputError("found no linear layers to adapt; set TuneConfig.target_modules")
-    return sorted(names)
+__all__ = ["TestTimeTuner"]
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -106,6 +44,9 @@ class TestTimeTuner:
 
     ``TestTimeTuner(model, tokenizer)`` wraps ``model`` in a LoRA adapter in place (peft); keep
     using ``tuner.model`` afterwards. Bits per byte after tuning: ``with tuner.session(): ...``.
+    ``tuner.config`` may be swapped between prompts (``dataclasses.replace``) for the per-prompt
+    fields (learning rate, Adam settings, ``max_length``, ``steps_per_chunk``); the adapter's
+    shape (rank, alpha, targets, mode) is fixed when the tuner is built.
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -129,7 +70,7 @@ class TestTimeTuner:
             self.model = model
             self.target_modules: list[str] = []
         else:
-            self.model = self._wrap_lora(model)
+            self.model, self.target_modules = attach_lora(model, config)
         self._trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         if not self._trainable:
             raise InvalidInputError("the adapter has no trainable parameters")
@@ -163,36 +104,6 @@ class TestTimeTuner:
             trust_remote_code=trust_remote_code,
         )
         return cls(model, tokenizer, config)
-
-    def _wrap_lora(self, model: Any) -> Any:
-        from peft import LoraConfig, get_peft_model
-        from transformers.pytorch_utils import Conv1D
-
-        cfg = self.config
-        targets = list(cfg.target_modules) if cfg.target_modules else default_target_modules(model)
-        self.target_modules = targets
-        conv1d = any(
-            isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in targets
-            for n, m in model.named_modules()
-        )
-        lora = LoraConfig(
-            r=cfg.lora_rank,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            bias=cfg.bias,
-            target_modules=targets,
-            fan_in_fan_out=conv1d,
-            task_type="CAUSAL_LM",
-        )
-        # Seeded, without disturbing the caller's random state: A ~ Kaiming(seed), B = 0.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            try:
-                with warnings.catch_warnings():  # peft calls a deprecated transformers helper
-                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-                    return get_peft_model(model, lora)
-            except ValueError as exc:
-                raise InvalidInputError(f"cannot attach LoRA to this model: {exc}") from exc
 
     # --- properties -----------------------------------------------------------------------
 
@@ -279,8 +190,11 @@ class TestTimeTuner:
             for m in self._dropouts:
                 m.train()
             try:
+                encoded: dict[str, torch.Tensor] = {}  # a repeated chunk is tokenised once
                 for text_index, text in enumerate(texts):
-                    ids = self._encode(text)
+                    ids = encoded.get(text)
+                    if ids is None:
+                        ids = encoded[text] = self._encode(text)
                     for _ in range(cfg.steps_per_chunk):
                         step = self._step(optimizer, ids, len(steps), text_index)
                         steps.append(step)
@@ -434,15 +348,9 @@ class TestTimeTuner:
             report = self.tune(texts, progress=progress)
             start = time.perf_counter()
             try:
-                if not texts and not self.config.full_finetune:
-                    with self.model.disable_adapter():
-                        text = self.generate(
-                            prompt,
-                            max_new_tokens=max_new_tokens,
-                            chat_template=chat_template,
-                            **generation_kwargs,
-                        )
-                else:
+                base_only = not texts and not self.config.full_finetune
+                # No texts: switch the adapter off, so the answer is the base model's, exactly.
+                with self.model.disable_adapter() if base_only else contextlib.nullcontext():
                     text = self.generate(
                         prompt,
                         max_new_tokens=max_new_tokens,

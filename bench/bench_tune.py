@@ -1,0 +1,149 @@
+"""Where the time of one test-time fine-tuning step goes, and how fast the adapter resets.
+
+For each chunk length: a warm-up step, then ``--steps`` steps of ``TestTimeTuner.tune`` split into
+forward, backward, optimizer and everything else (tokenising, optimizer set-up, bookkeeping:
+``tune``'s wall time minus the three phases), next to a bare forward/backward/Adam loop on the same
+model and input (the baseline, same run). Then ``reset()`` timings. Prints markdown tables.
+
+    .venv/bin/python bench/bench_tune.py --quick            # SmolLM2, 256 and 1024 tokens
+    .venv/bin/python bench/bench_tune.py --device cuda      # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from qdrant_sift.finetune import TestTimeTuner, TuneConfig, load_model
+
+__all__ = ["main"]
+
+
+def _corpus() -> str:
+    """Real text: Python standard library sources (several thousand tokens)."""
+    import argparse as a
+    import dataclasses as d
+    import inspect as i
+
+    return "\n".join(inspect.getsource(m) for m in (i, a, d))
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _raw_loop(tuner: TestTimeTuner, text: str, steps: int) -> float:
+    """Median seconds of a bare forward/backward/Adam step on the same adapter and tokens."""
+    ids = tuner._encode(text)
+    params = [p for p in tuner.model.parameters() if p.requires_grad]
+    cfg = tuner.config
+    opt = torch.optim.Adam(params, lr=cfg.learning_rate, eps=cfg.adam_eps)
+
+    def step() -> None:
+        loss = tuner.model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    times = [_timed(step, tuner.device) for _ in range(steps)]
+    tuner.reset()
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="HF id or path (default: offline SmolLM2)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="3 steps per length, 2 baseline")
+    parser.add_argument("--resets", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--rank", type=int, default=64)
+    args = parser.parse_args(argv)
+    steps = 3 if args.quick else args.steps
+    baseline_steps = 2 if args.quick else max(2, steps // 2)
+    torch.set_num_threads(args.threads)
+
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(args.model, device=args.device)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tuner = TestTimeTuner(model, tokenizer, TuneConfig(lora_rank=args.rank))
+    init_s = time.perf_counter() - t0
+    device = tuner.device
+    n_adapter = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    text = _corpus()
+    print(
+        f"model {args.model or 'SmolLM2-135M-Instruct'} on {device}, {args.threads} threads, "
+        f"LoRA rank {args.rank} ({n_adapter / 1e6:.1f}M adapter params); "
+        f"load {load_s:.2f} s, tuner init {init_s:.2f} s\n"
+    )
+    print(
+        "| tokens | steps | step s | forward s | backward s | optimizer s | else s | else % "
+        "| bare loop s | step / bare | peak RSS MiB | peak GPU MiB |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for length in args.lengths:
+        tuner.config = dataclasses.replace(tuner.config, max_length=length)
+        # A chunk a bit longer than the window (truncated by the tuner), as a store would hold.
+        chunk = text[: 8 * length]
+        tuner.tune([chunk])  # warm-up
+        tuner.reset()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        # Distinct chunks, so no step reuses another's tokenisation.
+        report = tuner.tune([chunk[i:] for i in range(steps)])
+        tuner.reset()
+        gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+        n = report.n_steps
+        fwd = sum(s.forward_seconds for s in report.steps) / n
+        bwd = sum(s.backward_seconds for s in report.steps) / n
+        opt = sum(s.optimizer_seconds for s in report.steps) / n
+        step = report.seconds / n
+        other = step - fwd - bwd - opt
+        bare = _raw_loop(tuner, chunk, baseline_steps)
+        print(
+            f"| {report.steps[0].tokens} | {n} | {step:.3f} | {fwd:.3f} | {bwd:.3f} | {opt:.3f} "
+            f"| {other:.4f} | {100 * other / step:.2f}% | {bare:.3f} | {step / bare:.3f} "
+            f"| {_peak_rss_mib():.0f} | {gpu:.0f} |"
+        )
+
+    tuner.config = dataclasses.replace(tuner.config, max_length=64)
+    resets = []
+    for _ in range(args.resets):
+        tuner.tune([text])
+        resets.append(_timed(tuner.reset, device) * 1000)
+    t0 = time.perf_counter()
+    unchanged = tuner.base_unchanged()
+    fp_s = time.perf_counter() - t0
+    print("\n| reset ms (median) | reset ms (max) | target | base fingerprint check s | base ok |")
+    print("|---:|---:|---:|---:|---|")
+    print(
+        f"| {statistics.median(resets):.2f} | {max(resets):.2f} | ≤ 50 | {fp_s:.2f} | {unchanged} |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
