@@ -1,0 +1,120 @@
+"""Haystack adapter: the ``SiftRanker`` component picks ``top_k`` documents with SIFT.
+
+Importing this module imports ``haystack`` (``pip install 'qdrant-sift[haystack]'``); importing
+``qdrant_sift.client`` does not.
+
+Wire it after a retriever that returns embeddings, e.g.
+``QdrantEmbeddingRetriever(document_store, top_k=200, return_embedding=True)``, and feed the text
+embedder's output to ``query_embedding``; documents without ``embedding`` (and the query, when
+only ``query`` text is given) are embedded with ``embedder``.
+
+Output: ``{"documents": [...]}`` in selection order, as copies whose ``score`` is the pick's
+*gain* (share of the prompt's prior uncertainty it removed given the earlier picks) — not an
+independent relevance, so keep the order — and whose ``meta`` gains ``sift_uncertainty`` (σ²ₙ
+after the pick) and ``sift_rank``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+try:
+    from haystack import Document, component
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "qdrant_sift.client.haystack needs haystack-ai: pip install 'qdrant-sift[haystack]'"
+    ) from exc
+
+from qdrant_sift.client._rerank import (
+    as_vectors,
+    check_count,
+    embed_queries,
+    fill_vectors,
+    resolve_embedder,
+    select_results,
+)
+from qdrant_sift.errors import InvalidInputError
+
+__all__ = ["SiftRanker"]
+
+
+@component
+class SiftRanker:
+    """Select ``top_k`` informative, non-redundant documents for a query (SIFT).
+
+    Args:
+        embedder: a qdrant_sift ``Embedder`` (``embed_documents``/``embed_query``) used only for
+            what arrives without a vector; default the offline MiniLM, loaded on first need.
+        top_k: how many documents to keep (``run(top_k=...)`` overrides).
+        strategy: ``sift``, ``nearest``, ``mmr`` or ``random``.
+        lam: SIFT's noise variance λ (small → diverse, large → nearest neighbours); not MMR's
+            lambda. With ``strategy="mmr"``, ``diversity`` is 1 − MMR's lambda.
+        alpha: adaptive stopping (fewer documents when the query is already well covered).
+        unique: return each document at most once.
+        reranker: anything with ``select(...)`` (``RemoteReranker`` for a GPU service).
+    """
+
+    def __init__(
+        self,
+        embedder: Any = None,
+        top_k: int = 10,
+        strategy: str = "sift",
+        lam: float = 0.01,
+        alpha: float | None = None,
+        unique: bool = True,
+        diversity: float = 0.5,
+        reranker: Any = None,
+    ) -> None:
+        self.embedder = embedder
+        self.top_k = check_count(top_k, "top_k")
+        self.strategy = strategy
+        self.lam = lam
+        self.alpha = alpha
+        self.unique = unique
+        self.diversity = diversity
+        self.reranker = reranker
+        self._embedder: Any = None
+
+    def _get_embedder(self) -> Any:
+        if self._embedder is None:
+            self._embedder = resolve_embedder(self.embedder)
+        return self._embedder
+
+    @component.output_types(documents=list[Document])
+    def run(
+        self,
+        documents: list[Document],
+        query_embedding: list[float] | None = None,
+        query: str | None = None,
+        top_k: int | None = None,
+    ) -> dict[str, list[Document]]:
+        """Return ``{"documents": picks}``; ``query_embedding`` wins over ``query`` text."""
+        n = check_count(self.top_k if top_k is None else top_k, "top_k")
+        if query_embedding is None and (query is None or not query.strip()):
+            raise InvalidInputError("SiftRanker.run needs query_embedding or a non-empty query")
+        if not documents or n == 0:
+            return {"documents": []}
+        if query_embedding is not None:
+            target = as_vectors(query_embedding, "query_embedding")
+        else:
+            target = embed_queries(self._get_embedder(), [str(query)])
+        texts = [d.content or "" for d in documents]
+        candidates = fill_vectors(texts, [d.embedding for d in documents], self._get_embedder)
+        results = select_results(
+            target,
+            candidates,
+            n,
+            strategy=self.strategy,
+            lam=self.lam,
+            alpha=self.alpha,
+            unique=self.unique,
+            diversity=self.diversity,
+            reranker=self.reranker,
+        )
+        picked = []
+        for rank, r in enumerate(results):
+            doc = documents[r.index]
+            meta = {**doc.meta, "sift_uncertainty": r.uncertainty, "sift_rank": rank}
+            picked.append(replace(doc, score=r.relevance_score, meta=meta))
+        return {"documents": picked}

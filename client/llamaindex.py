@@ -1,0 +1,130 @@
+"""LlamaIndex adapter: ``SiftNodePostprocessor`` picks ``top_n`` retrieved nodes with SIFT.
+
+Importing this module imports ``llama_index.core`` (``pip install 'qdrant-sift[llamaindex]'``);
+importing ``qdrant_sift.client`` does not.
+
+Vectors: the query's from ``QueryBundle.embedding`` when the retriever set it (LlamaIndex's vector
+retrievers do), else ``QueryBundle.embedding_strs`` embedded with ``embed_model`` (several strings
+become several SIFT targets); each node's from ``node.embedding`` when present, else its
+``MetadataMode.EMBED`` content embedded with ``embed_model`` — pass the index's embed model so
+nodes and query share a space.
+
+Output: nodes in selection order. ``NodeWithScore.score`` is the pick's *gain* (share of the
+prompt's prior uncertainty it removed given the earlier picks), not an independent relevance;
+keep the order. Each returned node is a copy whose metadata gains ``sift_uncertainty`` (σ²ₙ
+after the pick) and ``sift_rank``, both hidden from the LLM and embed text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from llama_index.core.bridge.pydantic import Field
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
+    from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "qdrant_sift.client.llamaindex needs llama-index-core: "
+        "pip install 'qdrant-sift[llamaindex]'"
+    ) from exc
+
+from qdrant_sift.client._rerank import (
+    RerankResult,
+    as_vectors,
+    check_count,
+    embed_queries,
+    fill_vectors,
+    resolve_embedder,
+    select_results,
+)
+from qdrant_sift.errors import InvalidInputError
+
+__all__ = ["SiftNodePostprocessor"]
+
+_KEYS = ("sift_uncertainty", "sift_rank", "retrieval_score")
+
+
+class SiftNodePostprocessor(BaseNodePostprocessor):
+    """Keep the ``top_n`` nodes SIFT picks for the query, in selection order.
+
+    ``lam`` is SIFT's noise variance λ (small → diverse, large → nearest neighbours), unrelated
+    to MMR's ``mmr_threshold``/``lambda_mult``; with ``strategy="mmr"``, ``diversity`` is
+    1 − ``mmr_threshold``.
+    """
+
+    top_n: int = Field(default=5, description="How many nodes to keep.")
+    embed_model: Any = Field(
+        default=None,
+        description="LlamaIndex BaseEmbedding or qdrant_sift Embedder; default offline MiniLM.",
+    )
+    strategy: str = Field(default="sift", description="sift, nearest, mmr or random.")
+    lam: float = Field(default=0.01, description="SIFT noise variance λ (not MMR's lambda).")
+    alpha: float | None = Field(default=None, description="Adaptive stopping; None: off.")
+    unique: bool = Field(default=True, description="Return each node at most once.")
+    diversity: float = Field(default=0.5, description="MMR diversity (strategy='mmr').")
+    reranker: Any = Field(default=None, description="Object with select(); default in-process.")
+    keep_retrieval_score: bool = Field(
+        default=False, description="Keep the retriever's score in metadata['retrieval_score']."
+    )
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SiftNodePostprocessor"
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        if query_bundle is None:
+            raise InvalidInputError("SiftNodePostprocessor needs a query (query_bundle/query_str)")
+        top_n = check_count(self.top_n, "top_n")
+        if not nodes or top_n == 0:
+            return []
+        cache: list[Any] = []
+
+        def get_embedder() -> Any:
+            if not cache:
+                cache.append(resolve_embedder(self.embed_model))
+            return cache[0]
+
+        if query_bundle.embedding is not None:
+            target = as_vectors(query_bundle.embedding, "QueryBundle.embedding")
+        else:
+            target = embed_queries(get_embedder(), query_bundle.embedding_strs)
+        texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+        candidates = fill_vectors(texts, [n.node.embedding for n in nodes], get_embedder)
+        results = select_results(
+            target,
+            candidates,
+            top_n,
+            strategy=self.strategy,
+            lam=self.lam,
+            alpha=self.alpha,
+            unique=self.unique,
+            diversity=self.diversity,
+            reranker=self.reranker,
+        )
+        return [self._annotated(nodes[r.index], r, rank) for rank, r in enumerate(results)]
+
+    def _annotated(self, item: NodeWithScore, result: RerankResult, rank: int) -> NodeWithScore:
+        node = item.node
+        metadata = {
+            **node.metadata,
+            "sift_uncertainty": result.uncertainty,
+            "sift_rank": rank,
+        }
+        if self.keep_retrieval_score:
+            metadata["retrieval_score"] = item.score
+        hidden = [k for k in _KEYS if k in metadata]
+        copy = node.model_copy(
+            update={
+                "metadata": metadata,
+                "excluded_embed_metadata_keys": _merged(node.excluded_embed_metadata_keys, hidden),
+                "excluded_llm_metadata_keys": _merged(node.excluded_llm_metadata_keys, hidden),
+            }
+        )
+        return NodeWithScore(node=copy, score=result.relevance_score)
+
+
+def _merged(keys: list[str], extra: list[str]) -> list[str]:
+    return [*keys, *(k for k in extra if k not in keys)]
