@@ -1,0 +1,85 @@
+"""The image's CMD, run as the container would run it, minus the container.
+
+The reranker images start ``qdrant-sift serve`` with the arguments of the Dockerfile's CMD and
+judge health with deploy/healthcheck.py. Here the same arguments (ports swapped for free ones,
+since tests share the machine) start the real server in a subprocess; the health script must
+see SERVING, /metrics must answer, and SIGTERM (what ``docker stop`` and Kubernetes send) must
+end it with exit 0 after health turned NOT_SERVING.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "deploy" / "Dockerfile.reranker-cpu"
+HEALTHCHECK = REPO / "deploy" / "healthcheck.py"
+
+pytest.importorskip("qdrant_sift.reranker._cmd_serve", reason="serve CLI not built yet")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _image_cmd() -> list[str]:
+    cmds = re.findall(r"^CMD (\[.*\])$", DOCKERFILE.read_text(), re.M)
+    return list(json.loads(cmds[-1]))
+
+
+def _health(port: int) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "QDRANT_SIFT_HEALTH_PORT": str(port)}
+    return subprocess.run(
+        [sys.executable, str(HEALTHCHECK), "--timeout", "2"], env=env, capture_output=True
+    )
+
+
+def test_image_cmd_serves_health_and_metrics_then_drains_on_sigterm() -> None:
+    cmd = _image_cmd()
+    assert cmd[0] == "serve"
+    port, metrics = _free_port(), _free_port()
+    args = list(cmd[1:])
+    args[args.index("--port") + 1] = str(port)
+    args[args.index("--metrics-port") + 1] = str(metrics)
+    args[args.index("--host") + 1] = "127.0.0.1"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "QDRANT_SIFT_TOKEN": "entrypoint-test"}
+    env.pop("QDRANT_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qdrant_sift.reranker._cmd_serve", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            result = _health(port)
+            if result.returncode == 0:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "server never became healthy"
+            time.sleep(0.5)
+        assert b"SERVING" in result.stderr
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as resp:
+            assert resp.status == 200
+            assert b"# HELP" in resp.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert _health(port).returncode == 1  # gone: unhealthy, not a crash of the script
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
