@@ -103,16 +103,16 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    limits = Limits(
-        max_k=args.max_k,
-        max_d=args.max_d,
-        max_n=args.max_n,
-        max_m=args.max_m,
-        max_batch=args.max_batch,
-        max_recall_k=args.max_recall_k,
-        max_message_bytes=args.max_message_mb * 1024 * 1024,
-    )
     try:
+        limits = Limits(
+            max_k=args.max_k,
+            max_d=args.max_d,
+            max_n=args.max_n,
+            max_m=args.max_m,
+            max_batch=args.max_batch,
+            max_recall_k=args.max_recall_k,
+            max_message_bytes=args.max_message_mb * 1024 * 1024,
+        )
         handle = build_server(
             host=args.host,
             port=args.port,

@@ -13,7 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from qdrant_sift.errors import DimensionMismatchError, InvalidInputError, NonFiniteError
+from qdrant_sift.errors import (
+    ConfigError,
+    DimensionMismatchError,
+    InvalidInputError,
+    NonFiniteError,
+)
 from qdrant_sift.v1 import reranker_pb2 as pb
 
 __all__ = [
@@ -82,7 +87,7 @@ class Limits:
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
             if not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"Limits.{name} must be a positive int, got {value!r}")
+                raise ConfigError(f"Limits.{name} must be a positive int, got {value!r}")
 
 
 def _check(limit: str, value: int, maximum: int, what: str) -> None:
@@ -154,8 +159,6 @@ def strategy_to_proto(name: str) -> int:
     try:
         return _STRATEGY_CODES[name]
     except (KeyError, TypeError):
-        from qdrant_sift.errors import ConfigError
-
         known = ", ".join(sorted(_STRATEGY_CODES))
         raise ConfigError(f"unknown strategy {name!r}; choose one of {known}") from None
 

@@ -62,7 +62,7 @@ class RecallResult:
 
 
 def _selection(resp: pb.SelectResponse) -> Any:
-    from qdrant_sift.reranker import Selection
+    from ._select import Selection
 
     return Selection(
         indices=np.asarray(resp.indices, dtype=np.int64),
@@ -190,7 +190,7 @@ class RemoteReranker:
         """One selection per query, in input order; ``candidates`` is shared (K, d) or a list."""
         opts = options_to_proto(strategy, lam, alpha, unique, normalize, diversity, seed)
         qs = self._queries(queries)
-        per_query = isinstance(candidates, (list, tuple))
+        per_query = isinstance(candidates, (list, tuple)) or np.ndim(candidates) == 3
         if per_query and len(candidates) != len(qs):
             raise errors.InvalidInputError(
                 f"{len(qs)} queries but {len(candidates)} candidate sets"
