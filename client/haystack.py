@@ -30,13 +30,14 @@ from qdrant_sift.client._rerank import (
     as_vectors,
     check_count,
     embed_queries,
+    embed_texts,
     fill_vectors,
     resolve_embedder,
     select_results,
 )
 from qdrant_sift.errors import InvalidInputError
 
-__all__ = ["SiftRanker"]
+__all__ = ["SiftDocumentEmbedder", "SiftRanker", "SiftTextEmbedder"]
 
 
 @component
@@ -118,3 +119,39 @@ class SiftRanker:
             meta = {**doc.meta, "sift_uncertainty": r.uncertainty, "sift_rank": rank}
             picked.append(replace(doc, score=r.relevance_score, meta=meta))
         return {"documents": picked}
+
+
+class _EmbedderComponent:
+    def __init__(self, embedder: Any = None) -> None:
+        self.embedder = embedder
+        self._resolved: Any = None
+
+    def warm_up(self) -> None:
+        """Resolve the embedder (the default MiniLM loads its weights on first embed)."""
+        if self._resolved is None:
+            self._resolved = resolve_embedder(self.embedder)
+
+
+@component
+class SiftTextEmbedder(_EmbedderComponent):
+    """Embeds the query text with a qdrant_sift ``Embedder`` (default: the offline MiniLM)."""
+
+    @component.output_types(embedding=list[float])
+    def run(self, text: str) -> dict[str, list[float]]:
+        self.warm_up()
+        return {"embedding": embed_queries(self._resolved, [text])[0].tolist()}
+
+
+@component
+class SiftDocumentEmbedder(_EmbedderComponent):
+    """Sets ``Document.embedding`` with a qdrant_sift ``Embedder`` (copies; default MiniLM)."""
+
+    @component.output_types(documents=list[Document])
+    def run(self, documents: list[Document]) -> dict[str, list[Document]]:
+        if not documents:
+            return {"documents": []}
+        self.warm_up()
+        vectors = embed_texts(self._resolved, [d.content or "" for d in documents]).tolist()
+        return {
+            "documents": [replace(d, embedding=v) for d, v in zip(documents, vectors, strict=True)]
+        }

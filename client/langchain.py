@@ -27,6 +27,7 @@ from typing import Any
 try:
     from langchain_core.callbacks import CallbackManagerForRetrieverRun, Callbacks
     from langchain_core.documents import BaseDocumentCompressor, Document
+    from langchain_core.embeddings import Embeddings
     from langchain_core.retrievers import BaseRetriever
     from pydantic import ConfigDict
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -38,13 +39,14 @@ from qdrant_sift.client._rerank import (
     RerankResult,
     check_count,
     embed_queries,
+    embed_texts,
     fill_vectors,
     resolve_embedder,
     select_results,
 )
 from qdrant_sift.errors import InvalidInputError
 
-__all__ = ["SiftCompressor", "SiftRetriever"]
+__all__ = ["SiftCompressor", "SiftEmbeddings", "SiftRetriever"]
 
 _SIFT_OPTIONS = ("strategy", "lam", "alpha", "unique", "diversity")
 
@@ -56,6 +58,28 @@ def _gains_from_uncertainties(uncertainties: Sequence[float], prior: float) -> l
         gains.append(max((previous - variance) / prior, 0.0) if prior > 0 else 0.0)
         previous = variance
     return gains
+
+
+class SiftEmbeddings(Embeddings):
+    """A qdrant_sift ``Embedder`` (default: the offline MiniLM) as LangChain ``Embeddings``, so
+    langchain-qdrant can write a collection in the space ``SiftClient`` recalls from."""
+
+    def __init__(self, embedder: Any = None) -> None:
+        self.embedder = embedder
+        self._resolved: Any = None
+
+    def _get(self) -> Any:
+        if self._resolved is None:
+            self._resolved = resolve_embedder(self.embedder)
+        return self._resolved
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return embed_texts(self._get(), texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return embed_queries(self._get(), [text])[0].tolist()
 
 
 class SiftRetriever(BaseRetriever):

@@ -20,7 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    from llama_index.core.bridge.pydantic import Field
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+    from llama_index.core.bridge.pydantic import Field, PrivateAttr
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -34,15 +35,45 @@ from qdrant_sift.client._rerank import (
     as_vectors,
     check_count,
     embed_queries,
+    embed_texts,
     fill_vectors,
     resolve_embedder,
     select_results,
 )
 from qdrant_sift.errors import InvalidInputError
 
-__all__ = ["SiftNodePostprocessor"]
+__all__ = ["SiftEmbedding", "SiftNodePostprocessor"]
 
 _KEYS = ("sift_uncertainty", "sift_rank", "retrieval_score")
+
+
+class SiftEmbedding(BaseEmbedding):
+    """A qdrant_sift ``Embedder`` (default: the offline MiniLM) as a LlamaIndex embed model, so
+    an index and the postprocessor embed in one space without a hosted model."""
+
+    embedder: Any = Field(default=None, description="qdrant_sift Embedder; None: MiniLM.")
+    _resolved: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SiftEmbedding"
+
+    def _get(self) -> Any:
+        if self._resolved is None:
+            self._resolved = resolve_embedder(self.embedder)
+        return self._resolved
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return embed_queries(self._get(), [query])[0].tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return embed_texts(self._get(), [text])[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return embed_texts(self._get(), texts).tolist() if texts else []
 
 
 class SiftNodePostprocessor(BaseNodePostprocessor):

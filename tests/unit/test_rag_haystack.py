@@ -88,3 +88,36 @@ def test_errors_and_empty_input() -> None:
         SiftRanker(top_k=-2)
     with pytest.raises(ConfigError):
         ranker.run(documents=_documents(True), query=QUERY, top_k=-1)
+
+
+def test_indexing_and_query_pipelines_with_sift_embedders() -> None:
+    pytest.importorskip("haystack_integrations.document_stores.qdrant", reason="qdrant-haystack")
+    from haystack.components.writers import DocumentWriter
+    from haystack_integrations.components.retrievers.qdrant import QdrantEmbeddingRetriever
+    from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
+
+    from qdrant_sift.client.haystack import SiftDocumentEmbedder, SiftTextEmbedder
+
+    embedder = HashingEmbedder()
+    store = QdrantDocumentStore(
+        location=":memory:", embedding_dim=256, recreate_index=True, progress_bar=False
+    )
+    indexing = Pipeline()
+    indexing.add_component("embed", SiftDocumentEmbedder(embedder))
+    indexing.add_component("write", DocumentWriter(store))
+    indexing.connect("embed.documents", "write.documents")
+    indexing.run({"embed": {"documents": _documents(with_embeddings=False)}})
+    assert store.count_documents() == len(CORPUS)
+
+    querying = Pipeline()
+    querying.add_component("text", SiftTextEmbedder(embedder))
+    querying.add_component("retriever", QdrantEmbeddingRetriever(store, return_embedding=True))
+    querying.add_component("ranker", SiftRanker(embedder, top_k=3))
+    querying.connect("text.embedding", "retriever.query_embedding")
+    querying.connect("text.embedding", "ranker.query_embedding")
+    querying.connect("retriever.documents", "ranker.documents")
+    calls = embedder.document_calls
+    docs = querying.run({"text": {"text": QUERY}})["ranker"]["documents"]
+    assert embedder.document_calls == calls  # the ranker used the stored vectors
+    ref = rerank(QUERY, CORPUS, 3, embedder=HashingEmbedder())
+    assert [_canon(d.meta["i"]) for d in docs] == [_canon(r.index) for r in ref]

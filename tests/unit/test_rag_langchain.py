@@ -193,3 +193,16 @@ class TestSiftRetrieverStandard(RetrieversIntegrationTests):
     @property
     def retriever_query_example(self) -> str:
         return QUERY
+
+
+def test_sift_embeddings_write_a_collection_sift_can_read() -> None:
+    from qdrant_sift.client.langchain import SiftEmbeddings
+
+    embeddings = SiftEmbeddings(HashingEmbedder())
+    store = QdrantVectorStore.from_texts(
+        CORPUS, embeddings, location=":memory:", collection_name="wrapped"
+    )
+    assert embeddings.embed_documents([]) == []
+    assert embeddings.embed_query(QUERY) == HashingEmbedder().embed_query(QUERY)
+    docs = SiftRetriever.from_vector_store(store, k=3).invoke(QUERY)
+    assert len({CORPUS.index(d.page_content) for d in docs} & COPIES) == 1

@@ -114,3 +114,20 @@ def test_errors_and_empty_input() -> None:
             nodes, query_str=QUERY
         )
     assert SiftNodePostprocessor.class_name() == "SiftNodePostprocessor"
+
+
+def test_sift_embedding_as_the_index_embed_model() -> None:
+    from qdrant_sift.client.llamaindex import SiftEmbedding
+
+    inner = HashingEmbedder()
+    embed = SiftEmbedding(embedder=inner)
+    assert embed.get_query_embedding(QUERY) == HashingEmbedder().embed_query(QUERY)
+    index = VectorStoreIndex(
+        [TextNode(text=t, id_=f"n{i}") for i, t in enumerate(CORPUS)], embed_model=embed
+    )
+    nodes = index.as_retriever(similarity_top_k=len(CORPUS)).retrieve(QUERY)
+    out = SiftNodePostprocessor(top_n=3, embed_model=embed).postprocess_nodes(
+        nodes, query_str=QUERY
+    )
+    assert len({CORPUS.index(n.node.get_content()) for n in out} & COPIES) == 1
+    assert inner.document_calls >= 2  # the index, then the postprocessor (nodes lack vectors)
