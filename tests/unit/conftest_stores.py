@@ -113,7 +113,7 @@ def open_from_spec(spec: dict[str, Any], collection: str) -> VectorStore:
     if spec["kind"] == "edge":
         return EdgeStore(spec["path"], collection)
     if "url" in spec:
-        return QdrantStore(collection, url=spec["url"])
+        return QdrantStore(collection, url=spec["url"], api_key=spec.get("api_key"))
     return QdrantStore(collection, path=spec["path"])
 
 
