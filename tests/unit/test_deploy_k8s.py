@@ -309,3 +309,12 @@ def test_helm_and_compose_pin_the_same_qdrant() -> None:
     assert HELM["image"]["tag"] == tag
     assert HELM["image"]["repository"].endswith(repo)
     assert tag.startswith("v") and tag[1:].replace(".", "").isdigit()
+
+
+def test_readme_commands_match_the_files() -> None:
+    readme = (REPO / "deploy" / "README.md").read_text()
+    assert f"--version {HELM['image']['tag'].lstrip('v')}" in readme  # chart follows app version
+    assert f"shard_number={CONFIG['QDRANT_SIFT_SHARDS']}" in readme
+    assert f"replication_factor={CONFIG['QDRANT_SIFT_REPLICATION']}" in readme
+    for path in [*_manifests(), HELM_VALUES, COMPOSE]:
+        assert path.relative_to(REPO / "deploy").parts[0] in readme, path
