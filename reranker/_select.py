@@ -1,0 +1,393 @@
+"""Public selection API: :func:`select`, :func:`select_batch`, :class:`Selection`, rerankers.
+
+Routing: a single prompt on the CPU runs the lean numpy engine (:mod:`._sift_np`, the lowest
+per-pick overhead); batches, and single prompts on CUDA, run the batched engine
+(:mod:`._sift_batch`, one vectorised program per batch: numpy on the CPU, torch on CUDA). The
+baselines compute their order on the CPU (a sort or an n-step scan) and replay it through the
+same engine, which reports SIFT's posterior variances for their picks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from qdrant_sift.errors import ConfigError, DimensionMismatchError, InvalidInputError, RerankerError
+
+from ._baselines import baseline_order
+from ._blas import single_thread_blas
+from ._sift_batch import BatchInput, greedy_batch
+from ._sift_np import GRAM_MAX_K, greedy_numpy
+from ._validate import (
+    STRATEGIES,
+    Options,
+    as_numpy_matrix,
+    as_torch_matrix,
+    check_options,
+    resolve_device,
+    resolve_dtype,
+    row_sqnorms_numpy,
+    row_sqnorms_torch,
+)
+
+__all__ = ["STRATEGIES", "LocalReranker", "Reranker", "Selection", "select", "select_batch"]
+
+
+@dataclass(frozen=True, eq=False)
+class Selection:
+    """The outcome of one selection, in pick order.
+
+    ``variances[i]`` is σ²ᵢ₊₁, the targets' total posterior variance after the first i+1 picks
+    (for every strategy, so strategies compare on SIFT's objective); ``prior_variance`` is σ²₀.
+    ``stopped_early`` says adaptive stopping (``alpha``) cut the picks short.
+    """
+
+    indices: np.ndarray
+    variances: np.ndarray
+    prior_variance: float
+    stopped_early: bool
+    strategy: str
+
+    def __post_init__(self) -> None:
+        idx = np.array(self.indices, dtype=np.int64).reshape(-1)
+        var = np.array(self.variances, dtype=np.float64).reshape(-1)
+        if idx.shape != var.shape:
+            raise InvalidInputError(
+                f"indices ({idx.size}) and variances ({var.size}) must have the same length"
+            )
+        idx.flags.writeable = False
+        var.flags.writeable = False
+        object.__setattr__(self, "indices", idx)
+        object.__setattr__(self, "variances", var)
+        object.__setattr__(self, "prior_variance", float(self.prior_variance))
+        object.__setattr__(self, "stopped_early", bool(self.stopped_early))
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    @property
+    def gains(self) -> np.ndarray:
+        """Variance reduction of each pick, σ²ᵢ₋₁ − σ²ᵢ (SIFT's greedy criterion)."""
+        return -np.diff(self.variances, prepend=self.prior_variance)
+
+
+def _cut(variances: np.ndarray, alpha: float | None) -> int:
+    """Length of the prefix kept by adaptive stopping: pick i stays while α·i·σᵢ ≤ 1."""
+    if alpha is None or variances.size == 0:
+        return int(variances.size)
+    steps = np.arange(1, variances.size + 1)
+    bad = alpha * steps * np.sqrt(np.maximum(variances, 0.0)) > 1.0
+    return int(np.argmax(bad)) if bad.any() else int(variances.size)
+
+
+def _check_sizes(k: int, d_q: int, d_x: int, opts: Options, where: str = "") -> None:
+    if k > 0 and d_q != d_x:
+        raise DimensionMismatchError(
+            f"{where}query has dimension {d_q} but candidates have dimension {d_x}"
+        )
+    if k == 0 and opts.n > 0:
+        raise InvalidInputError(f"{where}no candidates to select {opts.n} from (K = 0)")
+    if opts.n > k and (opts.unique or opts.strategy != "sift"):
+        why = "unique=True" if opts.strategy == "sift" else f"strategy {opts.strategy!r}"
+        raise ConfigError(
+            f"{where}cannot pick n={opts.n} distinct candidates out of K={k} ({why} never "
+            f"repeats); pass n=min(n, K) or use strategy='sift' with repeats"
+        )
+
+
+def _finish(
+    idx: np.ndarray, var: np.ndarray, prior: float, opts: Options, stopped: bool = False
+) -> Selection:
+    keep = _cut(var, opts.alpha)
+    return Selection(
+        indices=idx[:keep],
+        variances=var[:keep],
+        prior_variance=prior,
+        stopped_early=stopped or keep < var.size,
+        strategy=opts.strategy,
+    )
+
+
+def _prior(sqq: np.ndarray, normalize: bool) -> float:
+    return float(sqq.size) if normalize else float(sqq.sum())
+
+
+def _select_cpu(query: Any, candidates: Any, opts: Options, dtype: torch.dtype) -> Selection:
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    Q = as_numpy_matrix(query, "query", np_dtype, allow_vector=True)
+    X = as_numpy_matrix(candidates, "candidates", np_dtype, allow_vector=False)
+    K = X.shape[0]
+    _check_sizes(K, Q.shape[1], X.shape[1], opts)
+    sqq = row_sqnorms_numpy(Q, "query", opts.normalize)
+    sqx = row_sqnorms_numpy(X, "candidates", opts.normalize)
+    with single_thread_blas() if K <= GRAM_MAX_K else nullcontext():
+        order = None
+        if opts.strategy != "sift":
+            order = baseline_order(
+                opts.strategy,
+                X,
+                sqx,
+                Q,
+                sqq,
+                opts.n,
+                normalize=opts.normalize,
+                diversity=opts.diversity,
+                seed=opts.seed,
+            )
+        idx, var, prior, stopped = greedy_numpy(
+            X,
+            sqx,
+            Q,
+            sqq,
+            n=opts.n,
+            lam=opts.lam,
+            normalize=opts.normalize,
+            unique=opts.unique,
+            alpha=opts.alpha,
+            order=order,
+        )
+    return _finish(idx, var, prior, opts, stopped)
+
+
+def _as_input(
+    x: Any,
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    allow_vector: bool,
+    normalize: bool,
+) -> tuple[Any, Any]:
+    """Array + float64 squared norms: numpy on the CPU (zero-copy), torch tensors on CUDA."""
+    if device.type == "cpu":
+        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        arr = as_numpy_matrix(x, name, np_dtype, allow_vector=allow_vector)
+        return arr, row_sqnorms_numpy(arr, name, normalize)
+    t = as_torch_matrix(x, name, device, dtype, allow_vector=allow_vector)
+    return t, row_sqnorms_torch(t, name, normalize)
+
+
+def _prepare(
+    query: Any,
+    candidates: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    normalize: bool,
+    where: str,
+) -> BatchInput:
+    Q, sqq = _as_input(
+        query, f"{where}query", device, dtype, allow_vector=True, normalize=normalize
+    )
+    X, sqx = _as_input(
+        candidates, f"{where}candidates", device, dtype, allow_vector=False, normalize=normalize
+    )
+    return BatchInput(X=X, sqx=sqx, Q=Q, sqq=sqq)
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.cpu().numpy() if isinstance(x, torch.Tensor) else x
+
+
+def _baseline_orders(prompts: list[BatchInput], cands: list[BatchInput], opts: Options) -> Any:
+    orders = [
+        baseline_order(
+            opts.strategy,
+            _numpy(c.X),
+            _numpy(c.sqx),
+            _numpy(p.Q),
+            _numpy(p.sqq),
+            opts.n,
+            normalize=opts.normalize,
+            diversity=opts.diversity,
+            seed=opts.seed,
+        )
+        for p, c in zip(prompts, cands, strict=True)
+    ]
+    return np.stack(orders)
+
+
+def _run_batch(
+    prompts: list[BatchInput], shared: BatchInput | None, opts: Options
+) -> list[Selection]:
+    cands = [shared] * len(prompts) if shared is not None else prompts
+    orders = _baseline_orders(prompts, cands, opts) if opts.strategy != "sift" else None
+    out = greedy_batch(
+        prompts,
+        shared,
+        n=opts.n,
+        lam=opts.lam,
+        normalize=opts.normalize,
+        unique=opts.unique,
+        orders=orders,
+    )
+    return [
+        _finish(idx, var, _prior(_numpy(p.sqq), opts.normalize), opts)
+        for (idx, var), p in zip(out, prompts, strict=True)
+    ]
+
+
+def select(
+    query: Any,
+    candidates: Any,
+    n: int,
+    *,
+    strategy: str = "sift",
+    lam: float = 0.01,
+    alpha: float | None = None,
+    unique: bool = False,
+    normalize: bool = True,
+    device: Any = None,
+    dtype: Any = torch.float32,
+    diversity: float = 0.5,
+    seed: int | None = None,
+) -> Selection:
+    """Pick ``n`` of the K ``candidates`` for ``query`` (one (d,) vector or m targets (m, d)).
+
+    ``strategy`` is ``"sift"`` (exact greedy SIFT, repeats allowed unless ``unique``),
+    ``"nearest"``, ``"mmr"`` (``diversity`` ∈ [0, 1], 0 = pure relevance) or ``"random"``
+    (``seed``). ``lam`` is SIFT's noise variance λ; ``alpha`` enables adaptive stopping (keep
+    pick i while α·i·σᵢ ≤ 1). Inputs are numpy arrays, torch tensors or nested lists of any real
+    dtype; ``dtype`` (float32/float64) is the precision of the kernel products, the greedy
+    itself always runs in float64. ``device=None`` uses CUDA when present.
+    Bad input raises a :class:`~qdrant_sift.errors.InvalidInputError` subclass.
+    """
+    opts = check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
+    dev = resolve_device(device)
+    tdt = resolve_dtype(dtype)
+    if dev.type == "cpu":
+        return _select_cpu(query, candidates, opts, tdt)
+    p = _prepare(query, candidates, dev, tdt, opts.normalize, "")
+    k = p.X.shape[0]
+    _check_sizes(k, p.Q.shape[1], p.X.shape[1], opts)
+    return _run_batch([p], None, opts)[0]
+
+
+def _is_per_prompt(candidates: Any) -> bool:
+    """A 3-D array, or a sequence whose items are matrices, holds one candidate set per prompt."""
+    if isinstance(candidates, (np.ndarray, torch.Tensor)):
+        return candidates.ndim == 3
+    if isinstance(candidates, Sequence) and len(candidates) > 0:
+        first = candidates[0]
+        if isinstance(first, (np.ndarray, torch.Tensor)):
+            return first.ndim == 2
+        return (
+            isinstance(first, Sequence)
+            and len(first) > 0
+            and isinstance(first[0], (Sequence, np.ndarray, torch.Tensor))
+        )
+    return False
+
+
+def select_batch(
+    queries: Any,
+    candidates: Any,
+    n: int,
+    *,
+    strategy: str = "sift",
+    lam: float = 0.01,
+    alpha: float | None = None,
+    unique: bool = False,
+    normalize: bool = True,
+    device: Any = None,
+    dtype: Any = torch.float32,
+    diversity: float = 0.5,
+    seed: int | None = None,
+) -> list[Selection]:
+    """:func:`select` for many prompts at once; results in input order.
+
+    ``queries`` is a sequence of (d,) / (m, d) queries (a 2-D array is read as B single-target
+    prompts). ``candidates`` is either one (K, d) matrix shared by every prompt or one (Kᵢ, d)
+    matrix per prompt (a sequence, or a (B, K, d) array); ragged K and m are padded and masked,
+    and the whole batch runs as one tensor program on ``device``.
+    """
+    opts = check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
+    dev = resolve_device(device)
+    tdt = resolve_dtype(dtype)
+    if isinstance(queries, (str, bytes)) or not hasattr(queries, "__len__"):
+        raise InvalidInputError("queries must be a sequence of query vectors or matrices")
+    qs = list(queries)
+    if not qs:
+        return []
+    per_prompt = _is_per_prompt(candidates)
+    if per_prompt and len(candidates) != len(qs):
+        raise InvalidInputError(
+            f"got {len(qs)} queries but {len(candidates)} candidate sets; pass one per query "
+            "or one shared (K, d) matrix"
+        )
+    shared = None
+    if not per_prompt:
+        X, sqx = _as_input(
+            candidates, "candidates", dev, tdt, allow_vector=False, normalize=opts.normalize
+        )
+        shared = BatchInput(X=X, sqx=sqx, Q=X[:0], sqq=sqx[:0])
+    prompts = []
+    for b, q in enumerate(qs):
+        where = f"queries[{b}]: "
+        if per_prompt:
+            p = _prepare(q, candidates[b], dev, tdt, opts.normalize, where)
+        else:
+            assert shared is not None
+            Q, sqq = _as_input(
+                q, f"{where}query", dev, tdt, allow_vector=True, normalize=opts.normalize
+            )
+            p = BatchInput(X=shared.X, sqx=shared.sqx, Q=Q, sqq=sqq)
+        k = p.X.shape[0]
+        _check_sizes(k, p.Q.shape[1], p.X.shape[1], opts, where)
+        prompts.append(p)
+    return _run_batch(prompts, shared, opts)
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """What the client needs from a reranker, in-process (:class:`LocalReranker`) or remote."""
+
+    def select(self, query: Any, candidates: Any, n: int, **kwargs: Any) -> Selection: ...
+
+    def select_batch(
+        self, queries: Any, candidates: Any, n: int, **kwargs: Any
+    ) -> list[Selection]: ...
+
+
+class LocalReranker:
+    """In-process reranker: :func:`select` / :func:`select_batch` bound to a device and dtype.
+
+    The twin of the gRPC ``RemoteReranker``, so callers can swap one for the other.
+    """
+
+    def __init__(self, device: Any = None, dtype: Any = torch.float32) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self._closed = False
+
+    def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self._closed:
+            raise RerankerError("this LocalReranker is closed")
+        kwargs.setdefault("device", self.device)
+        kwargs.setdefault("dtype", self.dtype)
+        return kwargs
+
+    def select(self, query: Any, candidates: Any, n: int, **kwargs: Any) -> Selection:
+        """:func:`select` on this reranker's device and dtype."""
+        return select(query, candidates, n, **self._kwargs(kwargs))
+
+    def select_batch(self, queries: Any, candidates: Any, n: int, **kwargs: Any) -> list[Selection]:
+        """:func:`select_batch` on this reranker's device and dtype."""
+        return select_batch(queries, candidates, n, **self._kwargs(kwargs))
+
+    def close(self) -> None:
+        """Release nothing (no remote resources) but refuse further calls, like the remote twin."""
+        self._closed = True
+
+    def __enter__(self) -> LocalReranker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LocalReranker(device={str(self.device)!r}, dtype={self.dtype})"

@@ -1,0 +1,151 @@
+"""Exact greedy SIFT for one prompt on the CPU (numpy), the latency-critical path.
+
+State, with points P = [candidates; targets] and Σ the posterior covariance over P:
+
+* ``W`` (n × (K+m)): rows wᵢ = Σᵢ₋₁[:, jᵢ] / √(Σᵢ₋₁[jᵢ,jᵢ] + λ), so that
+  Σₙ = Σ₀ − Σᵢ wᵢ wᵢᵀ without ever storing Σ;
+* ``dl`` (K): Σ[j,j] + λ for every candidate, ``C`` (m × K): Σ[t,j], and the target variance sum.
+
+One pick costs one kernel column (K·d), its rank-n correction (n·(K+m)) and O(m·K) updates, so
+memory is O(K·(n+m)) beside the input. For small K (``K ≤ GRAM_MAX_K`` and K small relative to
+n) the kernel columns come from one symmetric Gram product (BLAS syrk) instead of n mat-vecs: the
+same numbers, fewer passes, and the K×K block is at most a few MB. The kernel products run in
+the caller's dtype (float32 by default); everything after them is float64, so float32 only adds
+the rounding of the inner products themselves.
+
+Ties: ``argmax`` returns the first maximum, i.e. the lowest index among equal computed gains.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["GRAM_MAX_K", "GreedyResult", "greedy_numpy", "use_gram"]
+
+GRAM_MAX_K = 2048
+_GRAM_K_PER_PICK = 6  # syrk's K²·d/2 beats n mat-vecs of K·d while K ≤ ~6n (measured)
+
+GreedyResult = tuple[np.ndarray, np.ndarray, float, bool]
+
+
+def use_gram(k: int, n: int) -> bool:
+    """Whether the small-K Gram path is cheaper than one mat-vec per pick."""
+    return 0 < k <= GRAM_MAX_K and k <= _GRAM_K_PER_PICK * max(n, 1)
+
+
+def _empty(prior: float) -> GreedyResult:
+    return np.zeros(0, np.int64), np.zeros(0, np.float64), prior, False
+
+
+def greedy_numpy(
+    X: np.ndarray,
+    sqx: np.ndarray,
+    Q: np.ndarray,
+    sqq: np.ndarray,
+    *,
+    n: int,
+    lam: float,
+    normalize: bool,
+    unique: bool = False,
+    alpha: float | None = None,
+    order: np.ndarray | None = None,
+    gram: bool | None = None,
+) -> GreedyResult:
+    """Run (or, with ``order``, replay) the greedy and return (indices, σ²ₙ, σ²₀, stopped).
+
+    ``X`` (K, d) and ``Q`` (m, d) are raw vectors in the compute dtype, ``sqx``/``sqq`` their
+    float64 squared norms (already checked finite and, if ``normalize``, non-zero). With
+    ``order`` the picks are given (baselines) and only the posterior variances are computed.
+    """
+    K, m = X.shape[0], Q.shape[0]
+    prior = float(m) if normalize else float(sqq.sum())
+    steps = n if order is None else len(order)
+    if steps == 0 or K == 0:
+        return _empty(prior)
+    if gram is None:
+        gram = use_gram(K, steps)
+    if normalize:
+        rx = 1.0 / np.sqrt(sqx)
+        rq = 1.0 / np.sqrt(sqq)
+    else:
+        rx = np.ones(K)
+        rq = np.ones(m)
+
+    # Kernel columns: GT[j] = k(P, x_j) over candidates then targets (Gram path) or on demand.
+    GT = None
+    if gram:
+        if normalize:
+            Xn = X * rx[:, None].astype(X.dtype)
+            Qn = Q * rq[:, None].astype(Q.dtype)
+        else:
+            Xn, Qn = X, Q
+        GT = np.empty((K, K + m))
+        GT[:, :K] = Xn @ Xn.T  # same buffer transposed → BLAS syrk
+        GT[:, K:] = Xn @ Qn.T
+        dl = np.diagonal(GT).copy()
+        C = np.ascontiguousarray(GT[:, K:].T)
+    else:
+        dl = sqx * rx * rx
+        C = (Q @ X.T) * rq[:, None] * rx[None, :]
+    dl += lam
+    tv = prior
+
+    W = np.empty((steps, K + m))
+    picks = np.empty(steps, np.int64)
+    variances = np.empty(steps)
+    gain = np.empty(K)
+    tmp = np.empty(K)
+    pen = np.zeros(K) if unique and order is None else None
+    single = m == 1
+    c = C[0] if single else None
+    col = np.empty(K + m)
+    stopped = False
+    taken = steps
+    for i in range(steps):
+        if order is None:
+            if single:
+                np.multiply(c, c, out=gain)
+            else:
+                np.einsum("tk,tk->k", C, C, out=gain)
+            np.divide(gain, dl, out=gain)
+            if pen is not None:
+                gain += pen
+            j = int(gain.argmax())
+        else:
+            j = int(order[i])
+        if GT is not None:
+            col[:] = GT[j]
+        else:
+            xj = X[j]
+            np.multiply(X @ xj, rx * rx[j], out=col[:K])
+            np.multiply(Q @ xj, rq * rx[j], out=col[K:])
+        if i:
+            col -= W[:i, j] @ W[:i]
+        s = col[j] + lam
+        if s < lam:  # Σ[j,j] ≥ 0 in exact arithmetic; clip rounding below zero
+            s = lam
+        w = W[i]
+        np.multiply(col, 1.0 / math.sqrt(s), out=w)
+        wc = w[:K]
+        np.multiply(wc, wc, out=tmp)
+        dl -= tmp
+        if single:
+            wt0 = float(w[K])
+            np.multiply(wc, wt0, out=tmp)
+            c -= tmp
+            tv -= wt0 * wt0
+        else:
+            wt = w[K:]
+            C -= np.outer(wt, wc)
+            tv -= float(wt @ wt)
+        var = tv if tv > 0.0 else 0.0
+        if alpha is not None and alpha * (i + 1) * math.sqrt(var) > 1.0:
+            stopped, taken = True, i
+            break
+        picks[i] = j
+        variances[i] = var
+        if pen is not None:
+            pen[j] = -np.inf
+    return picks[:taken].copy(), variances[:taken].copy(), prior, stopped
