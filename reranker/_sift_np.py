@@ -85,7 +85,7 @@ def greedy_numpy(
         GT[:, :K] = Xn @ Xn.T  # same buffer transposed → BLAS syrk
         GT[:, K:] = Xn @ Qn.T
         dl = np.diagonal(GT).copy()
-        C = np.ascontiguousarray(GT[:, K:].T)
+        C = GT[:, K:].T.copy()  # own memory: C is updated in place, GT must stay intact
     else:
         dl = sqx * rx * rx
         C = (Q @ X.T) * rq[:, None] * rx[None, :]

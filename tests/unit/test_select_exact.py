@@ -216,3 +216,13 @@ def test_shared_and_per_prompt_candidates_agree_in_batch() -> None:
         assert s.indices.tolist() == p.indices.tolist() == single.indices.tolist()
         np.testing.assert_allclose(s.variances, single.variances, atol=1e-6)
         np.testing.assert_allclose(p.variances, single.variances, atol=1e-6)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_single_candidate_repeated(engine: str) -> None:
+    """K = 1: every pick repeats the only point (regression: state must not alias the Gram)."""
+    X, Q = np.array([[0.35, -0.2]]), np.array([[0.64, 0.1]])
+    idx, var = _engine(engine, X, Q, 4, 0.01, False, True)
+    ref_idx, ref_var, _ = brute_sift(X, Q, 4, 0.01)
+    assert idx.tolist() == ref_idx == [0, 0, 0, 0]
+    np.testing.assert_allclose(var, ref_var, atol=1e-9)
