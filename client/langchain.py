@@ -206,13 +206,14 @@ class SiftCompressor(BaseDocumentCompressor):
         kwargs.setdefault("store", vector_store)
         return cls(**kwargs)
 
-    def _stored_vectors(self, documents: Sequence[Document]) -> dict[Any, Any]:
+    def _stored_vectors(self, documents: Sequence[Document]) -> list[Any]:
+        """Per document, its stored vector by ``metadata[id_key]`` or ``None``.
+
+        Only ids that Qdrant could hold count, and only for documents whose
+        ``_collection_name`` (set by langchain-qdrant) is absent or names this store's collection.
+        """
         if self.store is None:
-            return {}
-        ids = [d.metadata.get(self.id_key) for d in documents]
-        ids = [i for i in ids if i is not None]
-        if not ids:
-            return {}
+            return [None] * len(documents)
         store = self.store
         if not hasattr(store, "retrieve") and hasattr(store, "collection_name"):
             from qdrant_sift.client.stores import QdrantStore
@@ -220,9 +221,18 @@ class SiftCompressor(BaseDocumentCompressor):
             store = QdrantStore(
                 store.collection_name, client=store.client, vector_name=store.vector_name or None
             )
-        from qdrant_sift.client.stores._base import normalize_id
-
-        return {normalize_id(p.id): p.vector for p in store.retrieve(ids, with_vectors=True)}
+        collection = getattr(store, "collection", None)
+        ids = []
+        for d in documents:
+            same = d.metadata.get("_collection_name", collection) == collection
+            pid = d.metadata.get(self.id_key)
+            usable = same and pid is not None and d.metadata.get(self.embedding_key) is None
+            ids.append(_norm_or_none(pid) if usable else None)
+        wanted = [i for i in ids if i is not None]
+        if not wanted:
+            return [None] * len(documents)
+        found = {p.id: p.vector for p in store.retrieve(wanted, with_vectors=True)}
+        return [found.get(i) if i is not None else None for i in ids]
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
@@ -239,14 +249,9 @@ class SiftCompressor(BaseDocumentCompressor):
                 cache.append(resolve_embedder(self.embedder))
             return cache[0]
 
-        stored = self._stored_vectors([d for d in docs if self.embedding_key not in d.metadata])
-        vectors: list[Any] = []
-        for d in docs:
-            if d.metadata.get(self.embedding_key) is not None:
-                vectors.append(d.metadata[self.embedding_key])
-                continue
-            pid = d.metadata.get(self.id_key)
-            vectors.append(stored.get(_norm_or_none(pid)) if pid is not None else None)
+        given = [d.metadata.get(self.embedding_key) for d in docs]
+        stored = self._stored_vectors(docs)
+        vectors = [g if g is not None else s for g, s in zip(given, stored, strict=True)]
         candidates = fill_vectors([d.page_content for d in docs], vectors, get_embedder)
         target = embed_queries(get_embedder(), [query])
         results = select_results(

@@ -206,3 +206,19 @@ def test_sift_embeddings_write_a_collection_sift_can_read() -> None:
     assert embeddings.embed_query(QUERY) == HashingEmbedder().embed_query(QUERY)
     docs = SiftRetriever.from_vector_store(store, k=3).invoke(QUERY)
     assert len({CORPUS.index(d.page_content) for d in docs} & COPIES) == 1
+
+
+def test_compressor_embeds_what_the_store_cannot_supply(vector_store) -> None:
+    base = vector_store.as_retriever(search_kwargs={"k": len(CORPUS)}).invoke(QUERY)
+    docs = [Document(page_content=d.page_content, metadata=dict(d.metadata)) for d in base]
+    docs[0].metadata["_id"] = "not-a-qdrant-id"
+    docs[1].metadata["_collection_name"] = "another-collection"
+    docs[2].metadata["_id"] = "00000000-0000-0000-0000-000000000000"  # valid, but not stored
+    spy = HashEmbeddings()
+    compressor = SiftCompressor(embedder=spy, store=vector_store, k=3)
+    out = compressor.compress_documents(docs, QUERY)
+    assert spy.inner.document_calls == 1  # one batch: just the three without a stored vector
+    ref = rerank(QUERY, [d.page_content for d in docs], 3, embedder=HashingEmbedder())
+    np.testing.assert_allclose(
+        [d.metadata["sift_uncertainty"] for d in out], [r.uncertainty for r in ref], atol=1e-5
+    )

@@ -126,3 +126,27 @@ def test_bad_input_is_a_typed_error() -> None:
         rerank(None, CORPUS, 1, embedder=emb, query_embedding=[np.nan] * 256)
     with pytest.raises(ConfigError, match="cannot embed"):
         rerank(QUERY, CORPUS, 1, embedder=object())
+
+
+def test_a_reranker_object_local_or_remote_over_grpc_gives_the_same_picks() -> None:
+    pytest.importorskip("grpc", reason="the remote reranker needs grpcio ([reranker] extra)")
+    from qdrant_sift.reranker import LocalReranker
+    from qdrant_sift.reranker._remote import RemoteReranker
+    from qdrant_sift.reranker._server import build_server
+
+    expected = rerank(QUERY, CORPUS, 4, embedder=HashingEmbedder())
+    local = rerank(QUERY, CORPUS, 4, embedder=HashingEmbedder(), reranker=LocalReranker("cpu"))
+    assert local == expected
+    server = build_server(port=0, device="cpu", max_workers=2).start()
+    try:
+        remote = RemoteReranker(f"grpc://127.0.0.1:{server.port}")
+        try:
+            got = rerank(QUERY, CORPUS, 4, embedder=HashingEmbedder(), reranker=remote)
+        finally:
+            remote.close()
+    finally:
+        server.stop(grace=0)
+    assert [r.index for r in got] == [r.index for r in expected]
+    np.testing.assert_allclose(
+        [r.uncertainty for r in got], [r.uncertainty for r in expected], atol=1e-5
+    )
