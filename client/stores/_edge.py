@@ -26,7 +26,7 @@ from qdrant_sift.errors import (
     StoreLockedError,
 )
 
-from ._base import PointId, StoredPoint, VectorStore, normalize_id
+from ._base import Hits, PointId, StoredPoint, VectorStore, normalize_id
 from ._filters import Filter, Match, Range, as_filter, to_edge
 from ._qdrant import HNSW_EF_FACTOR
 
@@ -167,7 +167,7 @@ class EdgeStore(VectorStore):
 
     def _search(
         self, queries: list[np.ndarray], k: int, filter: Any, params: dict[str, Any]
-    ) -> list[list[tuple[PointId, float, np.ndarray, dict[str, Any]]]]:
+    ) -> list[Hits]:
         import qdrant_edge as qe
 
         shard = self._require()
@@ -194,9 +194,10 @@ class EdgeStore(VectorStore):
             res = shard.query_batch(qe.QueryBatchRequest(reqs))
         except Exception as exc:
             raise StoreError(f"Edge query failed: {exc}") from exc
+        dim = self.dim
         return [
-            [(normalize_id(p.id), float(p.score), np.asarray(p.vector, np.float32), p.payload or {})
-             for p in r]
+            Hits.build([normalize_id(p.id) for p in r], [p.score for p in r],
+                       [p.vector for p in r], [p.payload or {} for p in r], dim)
             for r in res
         ]  # fmt: skip
 

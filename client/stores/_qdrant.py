@@ -23,7 +23,7 @@ from qdrant_sift.errors import (
     StoreUnavailableError,
 )
 
-from ._base import PointId, StoredPoint, VectorStore, normalize_id
+from ._base import Hits, PointId, StoredPoint, VectorStore, normalize_id
 from ._filters import Filter, Match, Range, as_filter, to_qdrant
 
 __all__ = ["HNSW_EF_FACTOR", "QdrantStore"]
@@ -234,14 +234,15 @@ class QdrantStore(VectorStore):
             return False
         return [self.vector_name] if self.vector_name else True
 
+    def _raw_vec(self, v: Any) -> Any:
+        return v[self.vector_name or ""] if isinstance(v, dict) else v
+
     def _vec(self, v: Any) -> np.ndarray:
-        if isinstance(v, dict):
-            v = v[self.vector_name or ""]
-        return np.asarray(v, dtype=np.float32)
+        return np.asarray(self._raw_vec(v), dtype=np.float32)
 
     def _search(
         self, queries: list[np.ndarray], k: int, filter: Any, params: dict[str, Any]
-    ) -> list[list[tuple[PointId, float, np.ndarray, dict[str, Any]]]]:
+    ) -> list[Hits]:
         from qdrant_client import models
 
         unknown = set(params) - {"hnsw_ef", "exact"}
@@ -252,7 +253,7 @@ class QdrantStore(VectorStore):
             exact=bool(params.get("exact", False)),
         )
         flt = self._native_filter(filter)
-        with_vec: Any = [self.vector_name] if self.vector_name else True
+        with_vec = self._with_vectors(True)
         reqs = [
             models.QueryRequest(
                 query=q.tolist(),
@@ -267,11 +268,15 @@ class QdrantStore(VectorStore):
         ]
         with self._errors():
             res = self._client.query_batch_points(self.collection, requests=reqs)
+        dim = self.dim
         return [
-            [
-                (normalize_id(p.id), float(p.score), self._vec(p.vector), p.payload or {})
-                for p in r.points
-            ]
+            Hits.build(
+                [normalize_id(p.id) for p in r.points],
+                [p.score for p in r.points],
+                [self._raw_vec(p.vector) for p in r.points],
+                [p.payload or {} for p in r.points],
+                dim,
+            )
             for r in res
         ]
 
@@ -279,9 +284,7 @@ class QdrantStore(VectorStore):
         norm = [normalize_id(i) for i in ids]
         if not norm:
             return []
-        with_vec: Any = (
-            ([self.vector_name] if self.vector_name else True) if with_vectors else False
-        )
+        with_vec = self._with_vectors(with_vectors)
         with self._errors():
             recs = self._client.retrieve(
                 self.collection, ids=norm, with_payload=True, with_vectors=with_vec
@@ -313,9 +316,7 @@ class QdrantStore(VectorStore):
 
     def scroll(self, batch_size: int = 1000, with_vectors: bool = False) -> Iterator[StoredPoint]:
         offset: Any = None
-        with_vec: Any = (
-            ([self.vector_name] if self.vector_name else True) if with_vectors else False
-        )
+        with_vec = self._with_vectors(with_vectors)
         while True:
             with self._errors():
                 recs, offset = self._client.scroll(
