@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--optimize", action="store_true", help="build the HNSW index afterwards (Edge)"
     )
+    parser.add_argument(
+        "--recreate", action="store_true", help="drop the collection first (start from scratch)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -72,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         url=url if kind == "qdrant" and not args.path else None,
         **extra,
     ) as store:
+        if args.recreate:
+            store.drop()
         report = ingest(
             args.paths,
             store,

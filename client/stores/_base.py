@@ -205,6 +205,10 @@ class VectorStore(ABC):
     def close(self) -> None:
         """Release the client / shard (and its lock)."""
 
+    @abstractmethod
+    def drop(self) -> None:
+        """Delete the whole collection (its points and configuration); no-op if missing."""
+
     def optimize(self) -> bool:
         """Build indexes now where the backend needs an explicit call; True if anything ran."""
         return False

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -256,6 +257,16 @@ class EdgeStore(VectorStore):
         ran = bool(shard.optimize())
         shard.flush()
         return ran
+
+    def drop(self) -> None:
+        if self._lock_fd is None:
+            raise StoreError(f"{self!r} is closed")
+        if self._shard is not None:
+            with contextlib.suppress(Exception):
+                self._shard.close()
+            self._shard = None
+        shutil.rmtree(self.shard_dir, ignore_errors=True)
+        self._shape = None
 
     def flush(self) -> None:
         """Make every acknowledged write durable in the segments (the WAL already has them)."""

@@ -333,9 +333,9 @@ class QdrantStore(VectorStore):
                 return
 
     def drop(self) -> None:
-        """Delete the whole collection (tests, re-ingest from scratch)."""
         with self._errors():
-            self._client.delete_collection(self.collection)
+            if self._client.collection_exists(self.collection):
+                self._client.delete_collection(self.collection)
         self._shape = None
 
     def close(self) -> None:

@@ -300,6 +300,12 @@ class StoreContract:
             assert store.exists() and store.count() == 0
             with pytest.raises(EmptyCollectionError):
                 store.recall(np.ones(DIM), 3)
+            store.upsert([1], np.ones((1, DIM)), [{}])
+            store.drop()
+            assert not store.exists()
+            store.drop()  # dropping a missing collection is fine
+            store.create(DIM * 2)
+            assert store.dim == DIM * 2 and store.count() == 0
 
     def test_persistence_across_reopen(self, store_factory) -> None:
         if not store_factory.persistent:

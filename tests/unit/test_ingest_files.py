@@ -200,6 +200,8 @@ def test_cli_ingest_into_edge(tmp_path, monkeypatch, capsys) -> None:
         assert n > 4 and store.dim == DIM
     assert f"collection 'k': {n} points" in out
     assert args.func(args) == 0 and "0 upserted" in capsys.readouterr().out
+    args = _parse([*argv[:-1], "--recreate"])
+    assert args.func(args) == 0 and f"{n} upserted" in capsys.readouterr().out
     args = _parse(["ingest", str(tmp_path / "nothing.txt"), "--path", str(tmp_path / "e")])
     assert args.func(args) == 1
 
