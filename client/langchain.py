@@ -222,7 +222,7 @@ class SiftCompressor(BaseDocumentCompressor):
                 store.collection_name, client=store.client, vector_name=store.vector_name or None
             )
         collection = getattr(store, "collection", None)
-        ids = []
+        ids: list[Any] = []
         for d in documents:
             same = d.metadata.get("_collection_name", collection) == collection
             pid = d.metadata.get(self.id_key)

@@ -87,7 +87,10 @@ class SiftNodePostprocessor(BaseNodePostprocessor):
     top_n: int = Field(default=5, description="How many nodes to keep.")
     embed_model: Any = Field(
         default=None,
-        description="LlamaIndex BaseEmbedding or qdrant_sift Embedder; default offline MiniLM.",
+        description=(
+            "LlamaIndex BaseEmbedding or qdrant_sift Embedder; default Settings.embed_model "
+            "when one was set, else the offline MiniLM."
+        ),
     )
     strategy: str = Field(default="sift", description="sift, nearest, mmr or random.")
     lam: float = Field(default=0.01, description="SIFT noise variance λ (not MMR's lambda).")
@@ -115,7 +118,7 @@ class SiftNodePostprocessor(BaseNodePostprocessor):
 
         def get_embedder() -> Any:
             if not cache:
-                cache.append(resolve_embedder(self.embed_model))
+                cache.append(resolve_embedder(self.embed_model or _settings_embed_model()))
             return cache[0]
 
         if query_bundle.embedding is not None:
@@ -155,6 +158,16 @@ class SiftNodePostprocessor(BaseNodePostprocessor):
             }
         )
         return NodeWithScore(node=copy, score=result.relevance_score)
+
+
+def _settings_embed_model() -> Any:
+    """The embed model set on LlamaIndex's global ``Settings`` (the one indexes use), if any.
+
+    Reads the private slot so an unset ``Settings`` does not resolve to OpenAI.
+    """
+    from llama_index.core import Settings
+
+    return getattr(Settings, "_embed_model", None)
 
 
 def _merged(keys: list[str], extra: list[str]) -> list[str]:

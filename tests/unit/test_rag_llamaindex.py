@@ -131,3 +131,19 @@ def test_sift_embedding_as_the_index_embed_model() -> None:
     )
     assert len({CORPUS.index(n.node.get_content()) for n in out} & COPIES) == 1
     assert inner.document_calls >= 2  # the index, then the postprocessor (nodes lack vectors)
+
+
+def test_defaults_to_the_embed_model_set_on_settings() -> None:
+    from llama_index.core import Settings
+
+    embed = HashEmbedding()
+    previous = Settings._embed_model
+    Settings.embed_model = embed
+    try:
+        out = SiftNodePostprocessor(top_n=3).postprocess_nodes(
+            [NodeWithScore(node=TextNode(text=t)) for t in CORPUS], query_str=QUERY
+        )
+    finally:
+        Settings._embed_model = previous
+    assert embed.inner.query_calls == 1 and embed.inner.document_calls >= 1
+    assert len({CORPUS.index(n.node.get_content()) for n in out} & COPIES) == 1
