@@ -76,14 +76,12 @@ def greedy_numpy(
     # Kernel columns: GT[j] = k(P, x_j) over candidates then targets (Gram path) or on demand.
     GT = None
     if gram:
-        if normalize:
-            Xn = X * rx[:, None].astype(X.dtype)
-            Qn = Q * rq[:, None].astype(Q.dtype)
-        else:
-            Xn, Qn = X, Q
         GT = np.empty((K, K + m))
-        GT[:, :K] = Xn @ Xn.T  # same buffer transposed → BLAS syrk
-        GT[:, K:] = Xn @ Qn.T
+        # raw products (syrk: same buffer transposed), then scale rows and columns in float64:
+        # no normalised copy of X is made
+        np.multiply(X @ X.T, rx, out=GT[:, :K])
+        np.multiply(X @ Q.T, rq, out=GT[:, K:])
+        GT *= rx[:, None]
         dl = np.diagonal(GT).copy()
         C = GT[:, K:].T.copy()  # own memory: C is updated in place, GT must stay intact
     else:
@@ -100,7 +98,6 @@ def greedy_numpy(
     pen = np.zeros(K) if unique and order is None else None
     single = m == 1
     c = C[0] if single else None
-    col = np.empty(K + m)
     stopped = False
     taken = steps
     for i in range(steps):
@@ -115,19 +112,22 @@ def greedy_numpy(
             j = int(gain.argmax())
         else:
             j = int(order[i])
+        w = W[i]
         if GT is not None:
-            col[:] = GT[j]
+            if i:
+                np.subtract(GT[j], W[:i, j] @ W[:i], out=w)
+            else:
+                w[:] = GT[j]
         else:
             xj = X[j]
-            np.multiply(X @ xj, rx * rx[j], out=col[:K])
-            np.multiply(Q @ xj, rq * rx[j], out=col[K:])
-        if i:
-            col -= W[:i, j] @ W[:i]
-        s = col[j] + lam
+            np.multiply(X @ xj, rx * rx[j], out=w[:K])
+            np.multiply(Q @ xj, rq * rx[j], out=w[K:])
+            if i:
+                w -= W[:i, j] @ W[:i]
+        s = float(w[j]) + lam
         if s < lam:  # Σ[j,j] ≥ 0 in exact arithmetic; clip rounding below zero
             s = lam
-        w = W[i]
-        np.multiply(col, 1.0 / math.sqrt(s), out=w)
+        w *= 1.0 / math.sqrt(s)
         wc = w[:K]
         np.multiply(wc, wc, out=tmp)
         dl -= tmp

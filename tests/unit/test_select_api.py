@@ -280,3 +280,22 @@ def test_cuda_matches_cpu() -> None:
     batch = select_batch(queries, cands, 40, device="cuda", unique=True)
     for q, c, s in zip(queries, cands, batch, strict=True):
         assert s.indices.tolist() == select(q, c, 40, device="cpu", unique=True).indices.tolist()
+
+
+def test_batch_chunking_keeps_results_and_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU batches run in cache-sized chunks; chunk borders must not change anything."""
+    import qdrant_sift.reranker._sift_batch as sb
+
+    rng = np.random.default_rng(5)
+    queries = [rng.standard_normal((m, 6)) for m in (1, 3, 2, 1, 2)]
+    cands = [rng.standard_normal((k, 6)) for k in (30, 9, 17, 25, 12)]
+    whole = select_batch(queries, cands, 7, device="cpu", unique=True)
+    monkeypatch.setattr(sb, "_CPU_CHUNK_BYTES", 8 * 7 * 40 * 2)  # two prompts per chunk
+    chunked = select_batch(queries, cands, 7, device="cpu", unique=True)
+    nearest = select_batch(queries, cands, 7, strategy="nearest", device="cpu")
+    for a, b, q, c, s in zip(whole, chunked, queries, cands, nearest, strict=True):
+        assert a.indices.tolist() == b.indices.tolist()
+        np.testing.assert_allclose(a.variances, b.variances, atol=1e-12)
+        ref = select(q, c, 7, strategy="nearest", device="cpu")
+        assert s.indices.tolist() == ref.indices.tolist()
+        np.testing.assert_allclose(s.variances, ref.variances, atol=1e-6)
