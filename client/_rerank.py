@@ -124,6 +124,13 @@ def fill_vectors(
     ``embedder`` is a thunk so a stack that already carries every vector never loads a model.
     """
     missing = [i for i, v in enumerate(vectors) if v is None]
+    if not missing:  # the common stack: every vector came from Qdrant; convert in one go
+        try:
+            matrix = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            matrix = None  # ragged: fall through to the per-row checks and their messages
+        if matrix is not None and matrix.ndim == 2:
+            return as_vectors(matrix, "document embeddings")
     filled: list[np.ndarray | None] = [
         None if v is None else as_vectors(v, f"embedding of document {i}")[0]
         for i, v in enumerate(vectors)
