@@ -10,7 +10,8 @@ One seeded clustered collection (default 20k × 384, cosine) written by langchai
   * ``ContextualCompressionRetriever`` + ``SiftCompressor`` (base k=K) — vectors fetched by id;
   * ``rerank()`` on K precomputed vectors vs the bare ``select`` it wraps (adapter overhead).
 
-Run: ``.venv/bin/python bench/bench_rag.py`` (``--n 5000`` for a quick look).
+Run: ``.venv/bin/python bench/bench_rag.py`` (``--n 5000`` for a quick look). Rows are timed
+round-robin, so drift on a shared machine hits them alike.
 """
 
 from __future__ import annotations
@@ -35,14 +36,18 @@ def clustered(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, q
 
 
-def median_ms(fn: Callable[[int], Any], reps: int) -> float:
-    fn(0)  # warm-up (first torch call, caches)
-    times = []
+def interleaved_ms(rows: list[tuple[str, Callable[[int], Any]]], reps: int) -> list[float]:
+    """Median ms per row, timing the rows round-robin so load drift on a shared machine hits
+    every row alike."""
+    for _, fn in rows:
+        fn(0)  # warm-up (first torch call, caches)
+    times: list[list[float]] = [[] for _ in rows]
     for i in range(reps):
-        started = time.perf_counter()
-        fn(i)
-        times.append((time.perf_counter() - started) * 1e3)
-    return statistics.median(times)
+        for slot, (_, fn) in enumerate(rows):
+            started = time.perf_counter()
+            fn(i)
+            times[slot].append((time.perf_counter() - started) * 1e3)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -130,16 +135,23 @@ def main() -> None:
         ("SiftRetriever (fetch_k=K, both directions)", lambda i: (q_of(i), sift.invoke("q"))),
         ("ContextualCompression + SiftCompressor", lambda i: (q_of(i), compress.invoke("q"))),
     ]
-    results = [(name, median_ms(fn, args.reps)) for name, fn in rows]
+    results = list(zip([name for name, _ in rows], interleaved_ms(rows, args.reps), strict=True))
     base = results[0][1]
     print(f"\nK={K}, N={N}, {args.n} points, median of {args.reps}, 2 torch threads\n")
     print("| path | ms | × NN |\n|---|---:|---:|")
     for name, ms in results:
         print(f"| {name} | {ms:.1f} | {ms / base:.2f} |")
 
-    raw = median_ms(lambda i: select(q_of(i), cand, N, unique=True), args.reps * 4)
-    facade = median_ms(
-        lambda i: rerank(None, texts[:K], N, query_embedding=q_of(i), document_embeddings=cand),
+    raw, facade = interleaved_ms(
+        [
+            ("select", lambda i: select(q_of(i), cand, N, unique=True)),
+            (
+                "rerank",
+                lambda i: rerank(
+                    None, texts[:K], N, query_embedding=q_of(i), document_embeddings=cand
+                ),
+            ),
+        ],
         args.reps * 4,
     )
     print("\n| selection on K precomputed vectors | ms | × select |\n|---|---:|---:|")
