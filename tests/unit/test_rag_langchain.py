@@ -99,6 +99,8 @@ def test_retriever_invoke_overrides_and_filter(vector_store) -> None:
     assert len(retriever.invoke(QUERY, k=1)) == 1
     assert retriever.invoke(QUERY, k=0) == []
     assert len(retriever.invoke(QUERY, k=2, strategy="nearest")) == 2
+    assert retriever.invoke(QUERY, alpha=100.0) == []  # adaptive stopping: nothing worth it
+    assert len(retriever.invoke(QUERY, k=5, alpha=1.05)) == 1  # α·n·σ_n: 0.96, then 1.83
     only = models.Filter(
         must=[models.FieldCondition(key="metadata.source", match=models.MatchAny(any=[4, 5, 6]))]
     )
