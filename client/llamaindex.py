@@ -118,7 +118,10 @@ class SiftNodePostprocessor(BaseNodePostprocessor):
 
         def get_embedder() -> Any:
             if not cache:
-                cache.append(resolve_embedder(self.embed_model or _settings_embed_model()))
+                model = (
+                    self.embed_model if self.embed_model is not None else _settings_embed_model()
+                )
+                cache.append(resolve_embedder(model))
             return cache[0]
 
         if query_bundle.embedding is not None:
