@@ -22,6 +22,7 @@ from qdrant_sift.errors import (
     EmptyCollectionError,
     InvalidInputError,
     NonFiniteError,
+    StoreError,
 )
 
 __all__ = ["DISTANCES", "Candidates", "Hits", "PointId", "StoredPoint", "VectorStore"]
@@ -228,8 +229,6 @@ class VectorStore(ABC):
         An existing collection of another dimension is a :class:`DimensionMismatchError` even
         with ``exist_ok``, so ingest never writes vectors of the wrong size.
         """
-        from qdrant_sift.errors import StoreError
-
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
             raise InvalidInputError(f"dim must be a positive int, got {dim!r}")
         if distance not in DISTANCES:
