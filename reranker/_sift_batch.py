@@ -87,22 +87,20 @@ def _pad(xp: _Xp, rows: list[Array], length: int) -> Array:
     return out
 
 
-def _gram_blocks(
-    xp: _Xp, prompts: list[BatchInput], rx: Array, rq: Array, kmax: int, mmax: int
-) -> Array:
-    """(B, K, K+M) kernel columns [candidates | targets] of every prompt in the compute dtype."""
+def _gram_blocks(xp: _Xp, prompts: list[BatchInput], kmax: int, mmax: int) -> Array:
+    """(B, K, K+M) raw inner products [candidates | targets] per prompt, in the compute dtype.
+
+    Unnormalised on purpose: scaling happens on the fetched float64 column, which saves a
+    normalised copy of every candidate matrix (a cold-memory pass as costly as the product).
+    """
     if xp.torch:  # CUDA: one batched matmul
-        Xn = _pad(xp, [p.X for p in prompts], kmax) * rx.to(prompts[0].X.dtype)[:, :, None]
-        Qn = _pad(xp, [p.Q for p in prompts], mmax) * rq.to(prompts[0].Q.dtype)[:, :, None]
-        return Xn @ xp.cat([Xn, Qn], 1).swapaxes(1, 2)
-    dt = prompts[0].X.dtype
-    out = np.zeros((len(prompts), kmax, kmax + mmax), dtype=dt)
+        Xp = _pad(xp, [p.X for p in prompts], kmax)
+        return Xp @ xp.cat([Xp, _pad(xp, [p.Q for p in prompts], mmax)], 1).swapaxes(1, 2)
+    out = np.zeros((len(prompts), kmax, kmax + mmax), dtype=prompts[0].X.dtype)
     for b, p in enumerate(prompts):  # CPU: syrk per prompt, half the flops of a matmul
         k, m = p.X.shape[0], p.Q.shape[0]
-        xn = p.X * rx[b, :k].astype(dt)[:, None]
-        qn = p.Q * rq[b, :m].astype(dt)[:, None]
-        out[b, :k, :k] = xn @ xn.T
-        out[b, :k, kmax : kmax + m] = xn @ qn.T
+        out[b, :k, :k] = p.X @ p.X.T
+        out[b, :k, kmax : kmax + m] = p.X @ p.Q.T
     return out
 
 
@@ -154,12 +152,13 @@ def _kernels(
             and (xp.torch or use_gram(kmax, n))
         )
     if gram:
-        GT = _gram_blocks(xp, prompts, rx, rq, kmax, mmax)
-        diag = xp.f64(xp.diag(GT[:, :, :kmax]))
-        C0 = xp.f64(GT[:, :, kmax:].swapaxes(1, 2))
+        GT = _gram_blocks(xp, prompts, kmax, mmax)
+        diag = xp.f64(xp.diag(GT[:, :, :kmax])) * rx * rx
+        C0 = xp.f64(GT[:, :, kmax:].swapaxes(1, 2)) * rq[:, :, None] * rx[:, None, :]
+        scale = xp.cat([rx, rq], 1)  # (B, K+M)
 
         def gram_col(j: Array) -> Array:
-            return xp.f64(GT[ar, j])
+            return xp.f64(GT[ar, j]) * (scale * rx[ar, j][:, None])
 
         return gram_col, C0, diag, valid
 
@@ -247,28 +246,37 @@ def _run(
     order_arr = None
     if orders is not None:
         order_arr = torch.from_numpy(orders).to(xp.device) if xp.torch else orders
+    single = mmax == 1
+    c = C[:, 0] if single else None  # (B, K) view: the one target's Σ[t, j]
     for i in range(n):
         if order_arr is not None:
             j = order_arr[:, i]
         else:
-            gain = C[:, 0] * C[:, 0] if mmax == 1 else (C * C).sum(1)
+            gain = c * c if single else (C * C).sum(1)
             gain /= dl
             if blocked is not None:
                 gain[blocked] = -np.inf
             j = gain.argmax(1)
-        col = kernel_col(j)
+        w = kernel_col(j)  # fresh float64 array, turned into wᵢ in place
         if i:
-            col -= (W[ar, :i, j][:, None, :] @ W[:, :i])[:, 0]
-        s = col[ar, j].clip(min=0.0) + lam  # Σ[j,j] ≥ 0 up to rounding
-        w = col * (s**-0.5)[:, None]
+            w -= (W[ar, :i, j][:, None, :] @ W[:, :i])[:, 0]
+        s = w[ar, j].clip(min=0.0) + lam  # Σ[j,j] ≥ 0 up to rounding
+        w *= (s**-0.5)[:, None]
         W[:, i] = w
-        wc, wt = w[:, :kmax], w[:, kmax:]
+        wc = w[:, :kmax]
         dl -= wc * wc
-        C -= wt[:, :, None] * wc[:, None, :]
-        tv -= (wt * wt).sum(1)
-        var[:, i] = tv.clip(min=0.0)
+        if single:
+            wt0 = w[:, kmax]
+            c -= wt0[:, None] * wc
+            tv -= wt0 * wt0
+        else:
+            wt = w[:, kmax:]
+            C -= wt[:, :, None] * wc[:, None, :]
+            tv -= (wt * wt).sum(1)
+        var[:, i] = tv
         picks[:, i] = j
         if unique:
             blocked[ar, j] = True
+    var = var.clip(min=0.0)
     picks_np, var_np = xp.numpy(picks), xp.numpy(var)
     return [(picks_np[b].copy(), var_np[b].copy()) for b in range(B)]
