@@ -6,6 +6,7 @@ Importing this package never imports torch; heavy parts load on first use.
 from __future__ import annotations
 
 from qdrant_sift.client._client import SiftClient
+from qdrant_sift.client._rerank import RerankResult, rerank
 from qdrant_sift.client._types import (
     AdaptResult,
     Document,
@@ -19,6 +20,8 @@ __all__ = [
     "Document",
     "ProgressCallback",
     "ProgressEvent",
+    "RerankResult",
     "SiftClient",
     "StageTimings",
+    "rerank",
 ]

@@ -228,26 +228,23 @@ class SiftClient:
             progress=progress,
         )
         texts = [doc.text for doc in documents]
-        losses: list[float] = []
-        tune_s = 0.0
+        total_steps = len(texts) * int(getattr(tuner.config, "steps_per_chunk", 1))
 
         def on_step(step: Any) -> None:
             if progress is not None:
-                progress(ProgressEvent("tune", step.index + 1, len(texts), {"loss": step.loss}))
+                progress(ProgressEvent("tune", step.index + 1, total_steps, {"loss": step.loss}))
 
-        with tuner.session():
-            if texts:
-                started = time.perf_counter()
-                report = tuner.tune(texts, progress=on_step)
-                tune_s = time.perf_counter() - started
-                losses = [float(step.loss) for step in report.steps]
-            if progress is not None:
-                progress(ProgressEvent("generate", 0, 1))
-            started = time.perf_counter()
-            answer = tuner.generate(prompt, max_new_tokens=max_new_tokens, **generation_kwargs)
-            generate_s = time.perf_counter() - started
+        if progress is not None:
+            progress(ProgressEvent("tune", 0, total_steps))
+        outcome = tuner.adapt(
+            texts, prompt, max_new_tokens=max_new_tokens, progress=on_step, **generation_kwargs
+        )
         if progress is not None:
             progress(ProgressEvent("generate", 1, 1))
+        answer = outcome.text
+        losses = [float(step.loss) for step in outcome.report.steps]
+        tune_s = float(outcome.report.seconds)
+        generate_s = float(outcome.generate_seconds)
 
         reason = None
         if not texts:
@@ -261,7 +258,7 @@ class SiftClient:
         return AdaptResult(
             text=answer,
             documents=documents,
-            steps=len(texts),
+            steps=len(losses),
             uncertainty_before=prior,
             uncertainty_after=float(variances[-1]) if len(variances) else prior,
             losses=losses,
@@ -278,11 +275,9 @@ class SiftClient:
         )
 
     def generate(self, prompt: str, *, max_new_tokens: int = 128, **generation_kwargs: Any) -> str:
-        """Answer with the base model alone (the adapter is at its reset state, a no-op)."""
-        tuner = self.tuner
-        tuner.check_prompt(prompt, max_new_tokens=max_new_tokens)
-        with tuner.session():
-            return str(tuner.generate(prompt, max_new_tokens=max_new_tokens, **generation_kwargs))
+        """Answer with the base model alone (adapter switched off): the no-fine-tuning baseline."""
+        outcome = self.tuner.adapt([], prompt, max_new_tokens=max_new_tokens, **generation_kwargs)
+        return str(outcome.text)
 
     # --- plumbing -------------------------------------------------------------------------
 

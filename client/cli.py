@@ -19,7 +19,10 @@ __all__ = ["build_parser", "main"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "qdrant_sift.client._cmd_ingest",
     "qdrant_sift.client._cmd_generate",
+    "qdrant_sift.reranker._cmd_serve",
+    "qdrant_sift.finetune._cmd_eval",
     "qdrant_sift.client._cmd_demo",
 )
 
