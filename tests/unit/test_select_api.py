@@ -299,3 +299,38 @@ def test_batch_chunking_keeps_results_and_order(monkeypatch: pytest.MonkeyPatch)
         ref = select(q, c, 7, strategy="nearest", device="cpu")
         assert s.indices.tolist() == ref.indices.tolist()
         np.testing.assert_allclose(s.variances, ref.variances, atol=1e-6)
+
+
+def test_single_thread_blas_restores_and_nests() -> None:
+    import threading
+
+    from qdrant_sift.reranker import _blas
+
+    libs = _blas._blas_controllers()
+    if not libs:
+        pytest.skip("threadpoolctl not installed: the BLAS cap is a no-op")
+    before = [lc.get_num_threads() for lc in libs]
+    errors: list[BaseException] = []
+
+    with _blas.single_thread_blas():  # capped in the main thread
+        assert all(lc.get_num_threads() == 1 for lc in libs)
+        with _blas.single_thread_blas():  # nested: still capped, not restored early
+            pass
+        assert all(lc.get_num_threads() == 1 for lc in libs)
+    assert [lc.get_num_threads() for lc in libs] == before
+
+    def worker() -> None:  # concurrent selections: no errors, setting restored afterwards
+        try:
+            for _ in range(20):
+                with _blas.single_thread_blas():
+                    select(Q, X, 5, device="cpu")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [lc.get_num_threads() for lc in libs] == before
