@@ -235,3 +235,18 @@ def test_recall_filter_and_errors(recall_server: tuple[Any, Any, list[Any]]) -> 
             client.recall("docs", Q1[:4], k=5, n=3)
         with pytest.raises(errors.InvalidInputError):
             client.recall("docs", Q1, k=0, n=3)
+
+
+def test_recall_over_embedded_edge(tmp_path: Any) -> None:
+    from qdrant_sift.client.stores import EdgeStore
+
+    with EdgeStore(tmp_path, "docs") as store:
+        store.create(D, distance="cosine")
+        store.upsert(list(range(len(X))), X, [{"i": i} for i in range(len(X))])
+        cands = store.recall(Q1, 25)
+    want = select(Q1, cands.vectors, 6, device="cpu")
+    handle = serve(port=0, device="cpu", edge_path=tmp_path)
+    with handle, RemoteReranker(f"grpc://127.0.0.1:{handle.port}") as client:
+        got = client.recall("docs", Q1, k=25, n=6, with_payload=True)
+    assert got.ids == [cands.ids[i] for i in want.indices]
+    assert got.payloads == [{"i": i} for i in got.ids]
