@@ -334,3 +334,51 @@ def test_single_thread_blas_restores_and_nests() -> None:
         t.join()
     assert not errors
     assert [lc.get_num_threads() for lc in libs] == before
+
+
+def test_torch_code_path_on_cpu_tensors_matches_numpy_path() -> None:
+    """What CUDA runs (torch conversion, torch norms, torch batch engine), here on CPU tensors."""
+    from qdrant_sift.reranker import _select as ss
+    from qdrant_sift.reranker._sift_batch import BatchInput
+    from qdrant_sift.reranker._validate import as_torch_matrix, check_options, row_sqnorms_torch
+
+    cpu = torch.device("cpu")
+    rng = np.random.default_rng(6)
+    queries = [rng.standard_normal(6), rng.standard_normal((3, 6))]
+    cands = [rng.standard_normal((15, 6)), rng.standard_normal((9, 6))]
+    for strategy, unique in (("sift", False), ("sift", True), ("mmr", True), ("random", True)):
+        opts = check_options(6, strategy, 0.01, None, unique, True, 0.5, 2)
+        prompts = []
+        for q, c in zip(queries, cands, strict=True):
+            tq = as_torch_matrix(q, "query", cpu, torch.float64, allow_vector=True)
+            tc = as_torch_matrix(c, "candidates", cpu, torch.float64, allow_vector=False)
+            prompts.append(
+                BatchInput(
+                    X=tc,
+                    sqx=row_sqnorms_torch(tc, "candidates", True),
+                    Q=tq,
+                    sqq=row_sqnorms_torch(tq, "query", True),
+                )
+            )
+        got = ss._run_batch(prompts, None, opts)
+        for q, c, sel in zip(queries, cands, got, strict=True):
+            ref = select(
+                q, c, 6, strategy=strategy, unique=unique, seed=2, device="cpu", dtype=torch.float64
+            )
+            assert sel.indices.tolist() == ref.indices.tolist()
+            np.testing.assert_allclose(sel.variances, ref.variances, atol=1e-9)
+
+
+def test_torch_validation_helpers() -> None:
+    from qdrant_sift.reranker._validate import row_sqnorms_torch
+
+    t = torch.ones(3, 4)
+    t[1, 2] = float("nan")
+    with pytest.raises(NonFiniteError, match="row 1"):
+        row_sqnorms_torch(t, "candidates", True)
+    with pytest.raises(InvalidInputError, match="zero norm"):
+        row_sqnorms_torch(torch.zeros(2, 4), "candidates", True)
+    with pytest.raises(InvalidInputError, match="too large"):
+        row_sqnorms_torch(torch.full((2, 4), 1e30), "candidates", True)
+    sq = row_sqnorms_torch(torch.full((2, 4), 2.0), "candidates", True)
+    assert sq.dtype == torch.float64 and sq.tolist() == [16.0, 16.0]
