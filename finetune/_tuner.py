@@ -186,15 +186,18 @@ class TestTimeTuner:
                 eps=cfg.adam_eps,
                 weight_decay=cfg.weight_decay,
             )
+            encoded: dict[str, torch.Tensor] = {}  # a repeated chunk is tokenised once
+            for i, text in enumerate(texts):
+                if text not in encoded:
+                    encoded[text] = self._encode(text)
+                    if encoded[text].shape[1] < 2:
+                        raise InvalidInputError(f"texts[{i}] has no tokens to learn from")
             steps: list[StepReport] = []
             for m in self._dropouts:
                 m.train()
             try:
-                encoded: dict[str, torch.Tensor] = {}  # a repeated chunk is tokenised once
                 for text_index, text in enumerate(texts):
-                    ids = encoded.get(text)
-                    if ids is None:
-                        ids = encoded[text] = self._encode(text)
+                    ids = encoded[text]
                     for _ in range(cfg.steps_per_chunk):
                         step = self._step(optimizer, ids, len(steps), text_index)
                         steps.append(step)
