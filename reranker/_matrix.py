@@ -98,7 +98,7 @@ def _check(limit: str, value: int, maximum: int, what: str) -> None:
 def from_matrix(
     matrix: pb.Matrix, name: str, *, max_rows: tuple[str, int], max_cols: tuple[str, int]
 ) -> np.ndarray:
-    """Decode and validate a ``Matrix`` into a writable (rows, cols) float32 array."""
+    """Decode and validate a ``Matrix`` into a read-only (rows, cols) float32 view (no copy)."""
     rows, cols = int(matrix.rows), int(matrix.cols)
     if rows == 0 or cols == 0:
         raise InvalidInputError(f"{name}: empty matrix (rows={rows}, cols={cols})")
@@ -110,7 +110,8 @@ def from_matrix(
             f"{name}: data holds {len(matrix.data)} bytes, rows×cols×4 = {rows}×{cols}×4 "
             f"= {expected} expected (float32 little-endian, row-major)"
         )
-    array = np.frombuffer(matrix.data, dtype=_F32).reshape(rows, cols).astype(np.float32)
+    array = np.frombuffer(matrix.data, dtype=_F32).reshape(rows, cols)
+    array = array.astype(np.float32, copy=False)  # a copy only on big-endian hosts
     if not np.isfinite(array).all():
         raise NonFiniteError(f"{name}: holds NaN or infinity")
     return array

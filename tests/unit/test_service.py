@@ -6,8 +6,10 @@ from __future__ import annotations
 import filecmp
 import io
 import json
+import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -404,7 +406,8 @@ def test_graceful_stop_drains_in_flight_call() -> None:
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
-    subprocess.run(["bash", "scripts/gen_proto.sh", str(tmp_path)], cwd=REPO, check=True)
+    env = {**os.environ, "PYTHON": sys.executable}
+    subprocess.run(["bash", "scripts/gen_proto.sh", str(tmp_path)], cwd=REPO, check=True, env=env)
     committed = REPO / "reranker" / "proto" / "qdrant_sift" / "v1"
     for name in ("reranker_pb2.py", "reranker_pb2.pyi", "reranker_pb2_grpc.py"):
         fresh = tmp_path / "qdrant_sift" / "v1" / name
