@@ -73,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--blas-threads",
         type=int,
         default=1,
-        help="BLAS/OpenMP threads per call (default 1: concurrent calls are the parallelism; "
+        help="BLAS threads per call (default 1: concurrent calls are the parallelism; "
         "0 keeps the library default)",
     )
     limits = p.add_argument_group("limits (violations answer INVALID_ARGUMENT naming the limit)")
