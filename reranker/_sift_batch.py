@@ -80,7 +80,12 @@ def _inv(sq: Array, normalize: bool) -> Array:
 
 
 def _pad(xp: _Xp, rows: list[Array], length: int) -> Array:
-    """Stack along a new batch axis, zero-padding axis 0 to ``length``."""
+    """Stack along a new batch axis, zero-padding axis 0 to ``length`` (read-only result).
+
+    A single full-length row is returned as a view: no copy of a large candidate matrix.
+    """
+    if len(rows) == 1 and rows[0].shape[0] == length:
+        return rows[0][None]
     out = xp.zeros((len(rows), length, *rows[0].shape[1:]), "same", like=rows[0])
     for b, r in enumerate(rows):
         out[b, : r.shape[0]] = r
@@ -122,17 +127,16 @@ def _kernels(
 
     if shared is not None:
         X, K = shared.X, shared.X.shape[0]
-        rx1 = _inv(shared.sqx, normalize)
-        Xn = X * (rx1.to(X.dtype) if xp.torch else rx1.astype(X.dtype))[:, None]
-        T = xp.f64(Qn @ Xn.T)  # (B, M, K)
+        rx1 = _inv(shared.sqx, normalize)  # raw products, scaled in float64: no copy of X
+        T = xp.f64(Qn @ X.T) * rx1  # (B, M, K)
         diag = xp.f64(shared.sqx * rx1 * rx1)[None, :] + xp.zeros((B, K), "f64")
         if gram is None:
             gram = K <= GRAM_MAX_K and (xp.torch or use_gram(K, n))
-        G = Xn @ Xn.T if gram else None  # computed once for the whole batch (syrk on numpy)
+        G = X @ X.T if gram else None  # computed once for the whole batch (syrk on numpy)
 
         def shared_col(j: Array) -> Array:
-            colc = G[j] if G is not None else Xn[j] @ Xn.T
-            return xp.cat([xp.f64(colc), T[ar, :, j]], 1)
+            colc = xp.f64(G[j] if G is not None else X[j] @ X.T) * rx1 * rx1[j][:, None]
+            return xp.cat([colc, T[ar, :, j]], 1)
 
         return shared_col, T, diag, None
 

@@ -50,8 +50,11 @@ def _engine(
         tx, tq = torch.from_numpy(X), torch.from_numpy(Q)
         p = BatchInput(X=tx, sqx=torch.from_numpy(_sq(X)), Q=tq, sqq=torch.from_numpy(_sq(Q)))
     gram = name.endswith("gram")
+    shared = None
+    if "shared" in name:  # the candidates as the batch's shared matrix
+        shared = BatchInput(X=p.X, sqx=p.sqx, Q=p.Q[:0], sqq=p.sqq[:0])
     [(idx, var)] = greedy_batch(
-        [p], None, n=n, lam=lam, normalize=normalize, unique=unique, gram=gram
+        [p], shared, n=n, lam=lam, normalize=normalize, unique=unique, gram=gram
     )
     return idx, var
 
@@ -63,6 +66,10 @@ ENGINES = [
     "batch-np-matvec",
     "batch-torch-gram",
     "batch-torch-matvec",
+    "batch-np-shared-gram",
+    "batch-np-shared-matvec",
+    "batch-torch-shared-gram",
+    "batch-torch-shared-matvec",
 ]
 
 
