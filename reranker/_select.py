@@ -251,8 +251,11 @@ def select(
     ``strategy`` is ``"sift"`` (exact greedy SIFT, repeats allowed unless ``unique``),
     ``"nearest"``, ``"mmr"`` (``diversity`` ∈ [0, 1], 0 = pure relevance) or ``"random"``
     (``seed``). ``lam`` is SIFT's noise variance λ; ``alpha`` enables adaptive stopping (keep
-    pick i while α·i·σᵢ ≤ 1). Inputs are numpy arrays, torch tensors or nested lists of any real
-    dtype; ``dtype`` (float32/float64) is the precision of the kernel products, the greedy
+    pick i while α·i·σᵢ ≤ 1; the prefix is cut at the first violation and ``stopped_early`` is
+    set; it applies to every strategy). SIFT may pick a candidate again (n > K is fine); the
+    baselines are rankings, so they, and ``unique=True``, need n ≤ K (else :class:`ConfigError`).
+    Ties go to the lowest index. Inputs are numpy arrays, torch tensors or nested lists of any
+    real dtype; ``dtype`` (float32/float64) is the precision of the kernel products, the greedy
     itself always runs in float64. ``device=None`` uses CUDA when present.
     Bad input raises a :class:`~qdrant_sift.errors.InvalidInputError` subclass.
     """
