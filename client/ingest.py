@@ -200,12 +200,28 @@ def _progress_hook(
     return bar.update, bar.close
 
 
+def _split(
+    text: str,
+    chunker: Callable[[str], Sequence[str]] | None,
+    spans: Any,
+    chunk_tokens: int,
+    overlap: int,
+) -> list[str]:
+    if chunker is None:
+        return [c.text for c in chunk_text(text, spans, chunk_tokens, overlap)]
+    pieces = list(chunker(text))
+    if not all(isinstance(p, str) for p in pieces):
+        raise InvalidInputError("chunker must return a list of str")
+    return [p for p in pieces if p.strip()]
+
+
 def ingest(
     paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     store: VectorStore,
     embedder: Any = None,
     *,
     tokenizer: Any = None,
+    chunker: Callable[[str], Sequence[str]] | None = None,
     chunk_tokens: int = 512,
     overlap: int = 64,
     batch_size: int = 64,
@@ -217,7 +233,8 @@ def ingest(
     chunk by ``chunk_tokens`` of the LM tokenizer (default SmolLM2's), embed and upsert.
 
     The collection is created with the embedder's dimension if missing; one of another
-    dimension raises :class:`DimensionMismatchError` before anything is written. ``progress``
+    dimension raises :class:`DimensionMismatchError` before anything is written. ``chunker``
+    (``text -> [piece, ...]``) replaces token windows with your own split. ``progress``
     is a tqdm bar (True), silent (False) or a callback receiving the report after each batch.
     """
     started = time.perf_counter()
@@ -230,7 +247,7 @@ def ingest(
         from .embed import default_embedder
 
         embedder = default_embedder()
-    spans = as_span_tokenizer(tokenizer)
+    spans = as_span_tokenizer(tokenizer) if chunker is None else None
     store.create(embedder.dim, distance="cosine", exist_ok=True)
     report = IngestReport()
     files = iter_files(paths, report)
@@ -242,11 +259,13 @@ def ingest(
         for path in files:
             for doc in _read_docs(path, report):
                 meta = {**base_meta, **doc.metadata}
-                for chunk in chunk_text(doc.text, spans, chunk_tokens, overlap):
+                for index, text in enumerate(
+                    _split(doc.text, chunker, spans, chunk_tokens, overlap)
+                ):
                     report.chunks += 1
-                    pid = chunk_id(doc.source, chunk.index, chunk.text)
+                    pid = chunk_id(doc.source, index, text)
                     before = report.upserted + report.skipped_existing
-                    writer.add(pid, chunk.text, _payload(meta, chunk.text, doc.source, chunk.index))
+                    writer.add(pid, text, _payload(meta, text, doc.source, index))
                     if callable(progress) and report.upserted + report.skipped_existing != before:
                         report.seconds = time.perf_counter() - started
                         progress(report)

@@ -125,6 +125,17 @@ def test_same_file_twice_and_metadata(tmp_path, store) -> None:
     assert point.id == chunk_id(str(f.resolve()), 0, "alpha beta gamma")
 
 
+def test_custom_chunker(tmp_path, store) -> None:
+    f = tmp_path / "x.md"
+    f.write_text("para one\n\npara two\n\n\n\npara three", encoding="utf-8")
+    report = ingest(f, store, HashEmbedder(), chunker=lambda t: t.split("\n\n"), progress=False)
+    assert report.chunks == 3 and store.count() == 3
+    texts = sorted(p.payload["text"] for p in store.scroll())
+    assert texts == ["para one", "para three", "para two"]
+    with pytest.raises(InvalidInputError):
+        ingest(f, store, HashEmbedder(), chunker=lambda t: [1], progress=False)
+
+
 def test_changed_file_gets_new_ids(tmp_path, store) -> None:
     f = tmp_path / "x.txt"
     f.write_text("one two three", encoding="utf-8")
