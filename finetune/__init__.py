@@ -17,6 +17,20 @@ from ._config import (
     TuneReport,
     resolve_dtype,
 )
+from ._corpus import (
+    Chunk,
+    Corpus,
+    Prompt,
+    build_corpus,
+    dedup_documents,
+    load_documents,
+    token_chunker,
+)
+from ._corpus_sources import DEFAULT_SOURCES, Document, collect_default_documents
+from ._eval_report import summarize, write_reports
+from ._eval_setup import PRESETS as EVAL_PRESETS
+from ._eval_setup import EvalPreset, evaluate, hashing_embedder, tiny_model
+from ._evaluate import EVAL_STRATEGIES, EvalConfig, ResultStore, recall_candidates, run_evaluation
 from ._models import (
     CACHE_MARKER,
     DEFAULT_MODEL_NAME,
@@ -29,15 +43,26 @@ from ._models import (
     load_model,
     smollm2_gguf_path,
 )
+from ._plots import write_plots
 from ._tuner import TestTimeTuner
 
 __all__ = [
     "CACHE_MARKER",
     "DEFAULT_MODEL_NAME",
+    "DEFAULT_SOURCES",
+    "EVAL_PRESETS",
+    "EVAL_STRATEGIES",
     "FULL_LEARNING_RATE",
     "LORA_LEARNING_RATE",
     "AdaptOutcome",
     "BpbResult",
+    "Chunk",
+    "Corpus",
+    "Document",
+    "EvalConfig",
+    "EvalPreset",
+    "Prompt",
+    "ResultStore",
     "StepReport",
     "TestTimeTuner",
     "TuneConfig",
@@ -45,13 +70,26 @@ __all__ = [
     "attach_lora",
     "bits_per_byte",
     "build_cache_atomically",
+    "build_corpus",
+    "collect_default_documents",
     "context_length_of",
     "convert_to_safetensors",
+    "dedup_documents",
     "default_model_cache",
     "default_target_modules",
+    "evaluate",
+    "hashing_embedder",
+    "load_documents",
     "load_model",
     "prefix_token_id",
+    "recall_candidates",
     "resolve_dtype",
     "rolling_windows",
+    "run_evaluation",
     "smollm2_gguf_path",
+    "summarize",
+    "tiny_model",
+    "token_chunker",
+    "write_plots",
+    "write_reports",
 ]
