@@ -24,3 +24,6 @@ lint: setup
 
 bench: setup
 	$(RUN)$(VENV)/bin/python bench/bench_select.py
+
+proto: setup
+	bash scripts/gen_proto.sh
