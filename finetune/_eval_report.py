@@ -85,6 +85,16 @@ def _paired(rows: list[dict[str, Any]], a: str, b: str, n: int) -> dict[str, Any
     }
 
 
+def _complete(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the prompts that have every (strategy, N) of the run, so means compare alike."""
+    cells = {(r["strategy"], r["n"]) for r in rows}
+    have: dict[str, set[tuple[str, int]]] = {}
+    for r in rows:
+        have.setdefault(r["prompt_id"], set()).add((r["strategy"], r["n"]))
+    done = {pid for pid, got in have.items() if got == cells}
+    return [r for r in rows if r["prompt_id"] in done]
+
+
 def summarize(rows: list[dict[str, Any]], n_grid: Iterable[int]) -> dict[str, Any]:
     """Means per (domain, strategy, N), paired SIFT-vs-NN comparisons and the correlations."""
     grid = sorted(n_grid)
@@ -92,7 +102,8 @@ def summarize(rows: list[dict[str, Any]], n_grid: Iterable[int]) -> dict[str, An
     for dom in sorted({r["domain"] for r in rows}):
         groups[dom] = [r for r in rows if r["domain"] == dom]
     out: dict[str, Any] = {"n_grid": grid, "groups": {}}
-    for name, sub in groups.items():
+    for name, every in groups.items():
+        sub = _complete(every)
         table = {s: {str(n): _cell(sub, s, n) for n in grid} for s in _strategies(sub)}
         pairs = {
             f"{a}-vs-nearest": {str(n): _paired(sub, a, "nearest", n) for n in grid}
@@ -101,10 +112,14 @@ def summarize(rows: list[dict[str, Any]], n_grid: Iterable[int]) -> dict[str, An
         }
         out["groups"][name] = {
             "prompts": len({r["prompt_id"] for r in sub}),
+            "incomplete_prompts": len({r["prompt_id"] for r in every})
+            - len({r["prompt_id"] for r in sub}),
             "table": table,
             "paired": pairs,
         }
-    tuned = [r for r in rows if r["strategy"] != "base" and r.get("variance") is not None]
+    tuned = [
+        r for r in _complete(rows) if r["strategy"] != "base" and r.get("variance") is not None
+    ]
     sift = [r for r in tuned if r["strategy"] == "sift" and r["steps"] > 0]
 
     def pred(r: dict[str, Any]) -> float:
@@ -142,7 +157,9 @@ def _markdown(summary: dict[str, Any], title: str) -> str:
         "steps actually taken."
     )
     for name, group in summary["groups"].items():
-        lines += ["", f"## {name} ({group['prompts']} prompts)", ""]
+        partial = group["incomplete_prompts"]
+        note = f"; {partial} unfinished prompts left out" if partial else ""
+        lines += ["", f"## {name} ({group['prompts']} prompts{note})", ""]
         lines.append("| strategy | " + " | ".join(f"N={n}" for n in grid) + " |")
         lines.append("|---|" + "---|" * len(grid))
         for strategy, cells in group["table"].items():

@@ -160,6 +160,11 @@ def test_reports_and_plots(finished: ResultStore, tmp_path: Path) -> None:
     assert paths["csv"].read_text().count("\n") == len(rows) + 1
     for png in write_plots(rows, tmp_path, list(CFG.n_grid)):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A prompt with a missing row is left out of every mean, not averaged over fewer strategies.
+    gone = ("law", "sift", 3)
+    cut = [r for r in rows if (r["domain"], r["strategy"], r["n"]) != gone]
+    table = write_reports(cut, tmp_path, CFG.n_grid)["table"].read_text()
+    assert "## overall (2 prompts; 1 unfinished prompts left out)" in table
 
 
 def test_correlation() -> None:
