@@ -9,22 +9,22 @@ already catch the built-in types keep working.
 from __future__ import annotations
 
 __all__ = [
-    "QdrantSiftError",
-    "InvalidInputError",
-    "DimensionMismatchError",
-    "NonFiniteError",
-    "ConfigError",
-    "PromptTooLongError",
-    "StoreError",
-    "StoreUnavailableError",
-    "StoreLockedError",
     "CollectionNotFoundError",
+    "ConfigError",
+    "DimensionMismatchError",
     "EmptyCollectionError",
     "IngestError",
+    "InvalidInputError",
+    "ModelLoadError",
+    "NonFiniteError",
+    "PromptTooLongError",
+    "QdrantSiftError",
+    "RemoteRerankerError",
     "RerankerError",
     "RerankerUnavailableError",
-    "RemoteRerankerError",
-    "ModelLoadError",
+    "StoreError",
+    "StoreLockedError",
+    "StoreUnavailableError",
     "TuningError",
 ]
 

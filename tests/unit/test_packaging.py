@@ -18,7 +18,16 @@ REPO = Path(__file__).resolve().parents[2]
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(out),
+            str(REPO),
+        ],
         check=True,
         capture_output=True,
         cwd=out,
@@ -43,7 +52,10 @@ def test_wheel_lays_out_the_namespace(wheel: Path) -> None:
     tops = {n.split("/", 1)[0] for n in names if not n.endswith(".dist-info/") and "/" in n}
     assert tops <= {"qdrant_sift", next(n for n in tops if n.endswith(".dist-info"))}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "qdrant-sift = qdrant_sift.client.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert (
+        "qdrant-sift = qdrant_sift.client.cli:main"
+        in zipfile.ZipFile(wheel).read(entry_points).decode()
+    )
 
 
 def test_wheel_imports_without_the_checkout(wheel: Path, tmp_path: Path) -> None:
