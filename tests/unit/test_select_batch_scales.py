@@ -79,3 +79,25 @@ def test_public_batch_float32_with_wild_norms() -> None:
         ref_idx, ref_var, _ = brute_sift(X.astype(np.float32), Q.astype(np.float32), 15, 0.01)
         assert sel.indices.tolist() == ref_idx
         np.testing.assert_allclose(sel.variances, ref_var, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("gram", [True, False])
+def test_shared_chunk_borders_change_nothing(monkeypatch: pytest.MonkeyPatch, gram: bool) -> None:
+    """Shared mat-vec batches run in wide chunks, Gram ones in L2-sized chunks: same results."""
+    import qdrant_sift.reranker._sift_batch as sb
+
+    X, _ = _scaled(12, 16, 1)
+    queries = [_scaled(20 + s, 1, m)[1] for s, m in enumerate((1, 2, 1, 3, 1))]
+    shared = _inputs(X, X[:0], False)
+    prompts = [_inputs(X, Q, False) for Q in queries]
+
+    def run() -> list[tuple[np.ndarray, np.ndarray]]:
+        return greedy_batch(prompts, shared, n=6, lam=0.01, normalize=True, unique=True, gram=gram)
+
+    whole = run()
+    row = 8 * 6 * (16 + 3)  # bytes of W per prompt
+    monkeypatch.setattr(sb, "_CPU_CHUNK_BYTES", row)  # one prompt per chunk ...
+    monkeypatch.setattr(sb, "_SHARED_CHUNK_BYTES", 2 * row)  # ... or two with mat-vec columns
+    for (a_idx, a_var), (b_idx, b_var), Q in zip(whole, run(), queries, strict=True):
+        assert a_idx.tolist() == b_idx.tolist() == brute_sift(X, Q, 6, 0.01, unique=True)[0]
+        np.testing.assert_allclose(a_var, b_var, rtol=0, atol=1e-12)
