@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_selection_options", "add_store_options", "client_from_args"]
+__all__ = [
+    "add_selection_options",
+    "add_store_options",
+    "client_from_args",
+    "store_from_args",
+]
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +23,12 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
         help="embedded Qdrant Edge (default) or a Qdrant server (default when QDRANT_URL is set)",
     )
     group.add_argument("--url", default=None, help="Qdrant server URL (else $QDRANT_URL)")
-    group.add_argument("--path", default=None, help="Qdrant Edge folder (else the default cache)")
+    group.add_argument("--api-key", default=None, help="Qdrant API key (else $QDRANT_API_KEY)")
+    group.add_argument(
+        "--path",
+        default=None,
+        help="Edge folder, or qdrant-client local folder with --store qdrant",
+    )
 
 
 def add_selection_options(parser: argparse.ArgumentParser, *, n_default: int) -> None:
@@ -38,25 +48,29 @@ def add_selection_options(parser: argparse.ArgumentParser, *, n_default: int) ->
     )
 
 
-def client_from_args(args: argparse.Namespace, *, model: Any = None) -> Any:
-    """A ``SiftClient`` configured from the shared options (parts still load lazily)."""
+def store_from_args(args: argparse.Namespace) -> Any:
+    """The store the options name: a server when a URL is given, else the Edge folder."""
     import os
 
+    from qdrant_sift.client.stores import open_store
+
+    url = args.url or os.environ.get("QDRANT_URL")
+    kind = args.store or ("qdrant" if url else "edge")
+    extra = {"api_key": args.api_key} if kind == "qdrant" and args.api_key else {}
+    return open_store(
+        kind,
+        args.collection,
+        path=args.path,
+        url=url if kind == "qdrant" and not args.path else None,
+        **extra,
+    )
+
+
+def client_from_args(args: argparse.Namespace, *, model: Any = None) -> Any:
+    """A ``SiftClient`` on :func:`store_from_args` (the other parts still load lazily)."""
     from qdrant_sift.client import SiftClient
 
-    store = None
-    url = args.url or os.environ.get("QDRANT_URL")
-    if args.store == "qdrant" or (args.store is None and url):
-        from qdrant_sift.client.stores import QdrantStore
-
-        store = QdrantStore(args.collection, url=url or "http://localhost:6333")
-    elif args.store == "edge" or args.path:
-        from pathlib import Path
-
-        from qdrant_sift.client._paths import default_edge_path
-        from qdrant_sift.client.stores import EdgeStore
-
-        store = EdgeStore(Path(args.path) if args.path else default_edge_path(), args.collection)
+    store = store_from_args(args)
     reranker = None
     if getattr(args, "reranker", None):
         from qdrant_sift.reranker import RemoteReranker

@@ -11,6 +11,7 @@ import argparse
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["DEMO_MODULES", "DEMO_PROMPT", "demo_sources", "register"]
@@ -45,10 +46,10 @@ DEMO_PROMPT = (
 )
 
 
-def demo_sources() -> list[Path]:
-    """The stdlib files of :data:`DEMO_MODULES` that exist on this interpreter."""
+def demo_sources(modules: Sequence[str] = DEMO_MODULES) -> list[Path]:
+    """The stdlib files of ``modules`` that exist on this interpreter."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    return [p for m in DEMO_MODULES if (p := stdlib / f"{m}.py").is_file()]
+    return [p for m in modules if (p := stdlib / f"{m}.py").is_file()]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", default=DEMO_PROMPT)
     parser.add_argument("--path", default=None, help="Qdrant Edge folder (else the default cache)")
     parser.add_argument("--collection", default="demo-stdlib")
+    parser.add_argument(
+        "--modules",
+        type=lambda text: tuple(m for m in text.split(",") if m),
+        default=DEMO_MODULES,
+        help="comma-separated stdlib modules for the corpus (default: 21 modules)",
+    )
     parser.add_argument("--n", type=int, default=24, help="SIFT picks = LoRA steps (default 24)")
     parser.add_argument("--k", type=int, default=200, help="candidates recalled (default 200)")
     parser.add_argument("--alpha", type=float, default=None, help="adaptive stopping α")
@@ -86,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     embedder = default_embedder()
     started = time.perf_counter()
     with EdgeStore(folder, args.collection) as store:
-        sources = demo_sources()
+        sources = demo_sources(args.modules)
         report = ingest(sources, store, embedder, chunk_tokens=args.chunk_tokens, progress=show)
         print(
             f"corpus: {len(sources)} standard-library modules → {store.count()} chunks "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from qdrant_sift.client._cmd_common import add_store_options, store_from_args
+
 __all__ = ["register", "run"]
 
 
@@ -17,22 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "interrupted run.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
-    parser.add_argument("--collection", default="docs", help="collection (default: docs)")
-    parser.add_argument(
-        "--store",
-        choices=("edge", "qdrant"),
-        default=None,
-        help="embedded Qdrant Edge (default) or a Qdrant server (default when --url/QDRANT_URL)",
-    )
-    parser.add_argument("--url", default=None, help="Qdrant server URL (else $QDRANT_URL)")
-    parser.add_argument("--api-key", default=None, help="Qdrant API key (else $QDRANT_API_KEY)")
-    parser.add_argument(
-        "--path",
-        default=None,
-        help="Edge folder, or qdrant-client local folder with --store qdrant",
-    )
+    add_store_options(parser)
     parser.add_argument("--chunk-tokens", type=int, default=512, help="tokens per chunk (512)")
-    parser.add_argument("--overlap", type=int, default=64, help="overlapping tokens (64)")
+    parser.add_argument(
+        "--overlap", type=int, default=None, help="overlapping tokens (min(64, chunk tokens / 8))"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="chunks per embed/upsert (64)")
     parser.add_argument(
         "--tokenizer",
@@ -54,27 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from qdrant_sift.client.embed import HFEmbedder, default_embedder
     from qdrant_sift.client.ingest import ingest
-    from qdrant_sift.client.stores import open_store
 
-    url = args.url or os.environ.get("QDRANT_URL")
-    kind = args.store or ("qdrant" if url else "edge")
-    extra = {"api_key": args.api_key} if kind == "qdrant" and args.api_key else {}
     embedder = (
         HFEmbedder(args.embedder, device=args.device)
         if args.embedder
         else default_embedder(args.device)
     )
-    with open_store(
-        kind,
-        args.collection,
-        path=args.path,
-        url=url if kind == "qdrant" and not args.path else None,
-        **extra,
-    ) as store:
+    with store_from_args(args) as store:
         if args.recreate:
             store.drop()
         report = ingest(
@@ -83,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             embedder,
             tokenizer=args.tokenizer,
             chunk_tokens=args.chunk_tokens,
-            overlap=args.overlap,
+            overlap=args.overlap if args.overlap is not None else min(64, args.chunk_tokens // 8),
             batch_size=args.batch_size,
             progress=not args.no_progress,
         )
