@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from qdrant_sift.client import SiftClient
     from qdrant_sift.client._paths import default_edge_path
-    from qdrant_sift.client._report import TqdmProgress, format_result
+    from qdrant_sift.client._report import adapt_and_report
     from qdrant_sift.client.embed import default_embedder
     from qdrant_sift.client.ingest import ingest
     from qdrant_sift.client.stores import EdgeStore
@@ -102,19 +102,16 @@ def run(args: argparse.Namespace) -> int:
         with SiftClient(store=store, embedder=embedder, model=args.model) as client:
             print(f"\nprompt: {args.prompt}\n")
             print("loading the language model …", file=sys.stderr)
-            base = client.generate(args.prompt, max_new_tokens=args.max_new_tokens)
-            progress = TqdmProgress(disable=not show)
-            try:
-                result = client.adapt_and_generate(
-                    args.prompt,
-                    n=args.n,
-                    k=args.k,
-                    alpha=args.alpha,
-                    max_new_tokens=args.max_new_tokens,
-                    progress=progress,
-                )
-            finally:
-                progress.close()
-    print(format_result(result, base))
+            report = adapt_and_report(
+                client,
+                args.prompt,
+                compare_base=True,
+                show_progress=show,
+                max_new_tokens=args.max_new_tokens,
+                n=args.n,
+                k=args.k,
+                alpha=args.alpha,
+            )
+    print(report)
     print(f"\nwall time: {time.perf_counter() - started:.1f} s")
     return 0

@@ -72,27 +72,20 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from qdrant_sift.client._report import TqdmProgress, format_result
+    from qdrant_sift.client._report import adapt_and_report
 
-    progress = TqdmProgress(disable=args.no_progress or not sys.stderr.isatty())
     with client_from_args(args, model=args.model) as client:
-        base = (
-            client.generate(args.prompt, max_new_tokens=args.max_new_tokens)
-            if args.compare_base
-            else None
+        report = adapt_and_report(
+            client,
+            args.prompt,
+            compare_base=args.compare_base,
+            show_progress=not args.no_progress and sys.stderr.isatty(),
+            max_new_tokens=args.max_new_tokens,
+            k=args.k,
+            n=args.n,
+            lam=args.lam,
+            alpha=args.alpha,
+            strategy=args.strategy,
         )
-        try:
-            result = client.adapt_and_generate(
-                args.prompt,
-                k=args.k,
-                n=args.n,
-                lam=args.lam,
-                alpha=args.alpha,
-                strategy=args.strategy,
-                max_new_tokens=args.max_new_tokens,
-                progress=progress,
-            )
-        finally:
-            progress.close()
-    print(format_result(result, base))
+    print(report)
     return 0

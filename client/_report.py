@@ -5,10 +5,17 @@ from __future__ import annotations
 import shutil
 import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 from qdrant_sift.client._types import AdaptResult, Document, ProgressEvent
 
-__all__ = ["TqdmProgress", "format_documents", "format_result", "format_timings"]
+__all__ = [
+    "TqdmProgress",
+    "adapt_and_report",
+    "format_documents",
+    "format_result",
+    "format_timings",
+]
 
 
 def _snippet(text: str, width: int) -> str:
@@ -112,3 +119,25 @@ class TqdmProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def adapt_and_report(
+    client: Any,
+    prompt: str,
+    *,
+    compare_base: bool,
+    show_progress: bool,
+    max_new_tokens: int,
+    **options: Any,
+) -> str:
+    """Run ``adapt_and_generate`` with progress bars (and the base answer first if asked);
+    return the readable report the CLI prints."""
+    base = client.generate(prompt, max_new_tokens=max_new_tokens) if compare_base else None
+    progress = TqdmProgress(disable=not show_progress)
+    try:
+        result = client.adapt_and_generate(
+            prompt, max_new_tokens=max_new_tokens, progress=progress, **options
+        )
+    finally:
+        progress.close()
+    return format_result(result, base)
