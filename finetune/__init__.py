@@ -34,6 +34,7 @@ from ._evaluate import EVAL_STRATEGIES, EvalConfig, ResultStore, recall_candidat
 from ._models import (
     CACHE_MARKER,
     DEFAULT_MODEL_NAME,
+    WeightSnapshot,
     attach_lora,
     build_cache_atomically,
     context_length_of,
@@ -67,6 +68,7 @@ __all__ = [
     "TestTimeTuner",
     "TuneConfig",
     "TuneReport",
+    "WeightSnapshot",
     "attach_lora",
     "bits_per_byte",
     "build_cache_atomically",

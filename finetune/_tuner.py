@@ -22,7 +22,7 @@ from qdrant_sift.errors import InvalidInputError, PromptTooLongError, QdrantSift
 
 from ._bpb import BpbResult, bits_per_byte, prefix_token_id
 from ._config import AdaptOutcome, StepReport, TuneConfig, TuneReport
-from ._models import attach_lora, context_length_of, load_model
+from ._models import WeightSnapshot, attach_lora, context_length_of, load_model
 
 __all__ = ["TestTimeTuner"]
 
@@ -75,7 +75,7 @@ class TestTimeTuner:
         if not self._trainable:
             raise InvalidInputError("the adapter has no trainable parameters")
         # The exact starting point that reset() restores.
-        self._initial = [p.detach().clone() for _, p in self._trainable]
+        self._snapshot = WeightSnapshot([p for _, p in self._trainable])
         trainable_ids = {id(p) for _, p in self._trainable}
         self._base = [
             (n, p) for n, p in self.model.named_parameters() if id(p) not in trainable_ids
@@ -145,8 +145,7 @@ class TestTimeTuner:
     def base_unchanged(self) -> bool:
         """True when the base weights are bit-for-bit what they were when the tuner was built."""
         if self.config.full_finetune:
-            pairs = zip(self._trainable, self._initial, strict=True)
-            return all(torch.equal(p, saved) for (_, p), saved in pairs)
+            return self._snapshot.matches()
         return self.base_fingerprint() == self._initial_fingerprint
 
     # --- tuning ---------------------------------------------------------------------------
@@ -249,9 +248,7 @@ class TestTimeTuner:
     def reset(self) -> None:
         """Put the adapter (or, for full fine-tuning, all weights) back exactly as built."""
         with self._lock, torch.no_grad():
-            torch._foreach_copy_([p for _, p in self._trainable], self._initial)
-            for _, p in self._trainable:
-                p.grad = None
+            self._snapshot.restore()
 
     # --- generation -----------------------------------------------------------------------
 

@@ -78,6 +78,20 @@ def test_reset_restores_the_adapter_bit_for_bit(llama: Any) -> None:
     assert all(p.grad is None for p in tuner.model.parameters())
 
 
+def test_reset_survives_reallocated_parameters(llama: Any) -> None:
+    tuner, _, _ = llama
+    initial = _adapter(tuner)
+    for p in tuner.model.parameters():
+        if p.requires_grad:
+            p.data = p.data.clone()  # what moving the model between devices does
+    tuner.tune(TEXTS)
+    tuner.reset()
+    _assert_same(_adapter(tuner), initial)
+    tuner.tune(TEXTS)
+    tuner.reset()  # the flat buffers were rebuilt: the fast path restores exactly too
+    _assert_same(_adapter(tuner), initial)
+
+
 def test_base_weights_unchanged_after_success(llama: Any) -> None:
     tuner, before, _ = llama
     fingerprint = tuner.base_fingerprint()
