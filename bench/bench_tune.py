@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 
 from qdrant_sift.finetune import TestTimeTuner, TuneConfig, load_model
+from qdrant_sift.finetune._tuner import _adam
 
 __all__ = ["main"]
 
@@ -58,7 +59,7 @@ def _raw_loop(tuner: TestTimeTuner, text: str, steps: int) -> float:
     ids = tuner._encode(text)
     params = [p for p in tuner.model.parameters() if p.requires_grad]
     cfg = tuner.config
-    opt = torch.optim.Adam(params, lr=cfg.learning_rate, eps=cfg.adam_eps)
+    opt = _adam(params, cfg)  # the same (fused) Adam as the tuner: only bookkeeping differs
 
     def step() -> None:
         loss = tuner.model(input_ids=ids, labels=ids, use_cache=False).loss

@@ -39,6 +39,21 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return out
 
 
+def _adam(params: list[torch.nn.Parameter], cfg: TuneConfig) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel where torch supports it (hundreds of small LoRA tensors:
+    the per-tensor loop costs 3-70x more on a busy CPU); same update rule otherwise."""
+    kwargs: dict[str, Any] = {
+        "lr": cfg.learning_rate,
+        "betas": cfg.adam_betas,
+        "eps": cfg.adam_eps,
+        "weight_decay": cfg.weight_decay,
+    }
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, **kwargs)
+
+
 class TestTimeTuner:
     """Test-time fine-tuning of one causal LM; one prompt at a time (a lock serialises callers).
 
@@ -178,13 +193,7 @@ class TestTimeTuner:
                 return TuneReport(steps=(), seconds=0.0)
             cfg = self.config
             params = [p for _, p in self._trainable]
-            optimizer = torch.optim.Adam(
-                params,
-                lr=cfg.learning_rate,
-                betas=cfg.adam_betas,
-                eps=cfg.adam_eps,
-                weight_decay=cfg.weight_decay,
-            )
+            optimizer = _adam(params, cfg)
             encoded: dict[str, torch.Tensor] = {}  # a repeated chunk is tokenised once
             for i, text in enumerate(texts):
                 if text not in encoded:
