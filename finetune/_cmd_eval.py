@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-decontaminate", action="store_true", help="keep 13-gram overlaps")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--prompt-ids", type=_names, default=None, help="evaluate only these prompts")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -108,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     preset = preset_from_args(args)
     progress = not args.no_progress
-    result = evaluate(preset, args.out, progress=progress, plots=not args.no_plots)
+    result = evaluate(
+        preset, args.out, progress=progress, plots=not args.no_plots, prompts=args.prompt_ids
+    )
     print(Path(result["table"]).read_text(encoding="utf-8"))
     print(f"results: {args.out} ({result['rows']} rows)")
     return 0

@@ -186,6 +186,7 @@ def evaluate(
     plots: bool = True,
     on_row: Any = None,
     log: Any = print,
+    prompts: list[str] | tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Run one preset into ``out_dir`` (resuming what is there) and write table and plots."""
     from ._eval_report import write_reports
@@ -209,7 +210,7 @@ def evaluate(
     meta = {"preset": preset.meta(), "model_name": model_name}
     store = run_evaluation(
         corpus, tuner, _embedder(preset.embedder), out, preset.eval, meta=meta,
-        progress=progress, on_row=on_row,
+        progress=progress, on_row=on_row, prompts=prompts,
     )  # fmt: skip
     rows = list(store.rows.values())
     preamble = (

@@ -377,8 +377,14 @@ def run_evaluation(
     data = embed_corpus(corpus, embedder, out / "embeddings.npy")
     queries = np.asarray(embedder.embed_documents([p.text for p in chosen]), np.float32)
     store = ResultStore(out / "results.jsonl")
-    per_prompt = sum(cfg.n_grid[-1] for s in cfg.strategies if s not in ("base", "sift-adaptive"))
-    bar = tqdm(total=len(chosen) * per_prompt, unit="step", disable=not progress, desc="eval")
+    tuned = [s for s in cfg.strategies if s not in ("base", "sift-adaptive")]
+    todo = sum(  # steps still to take (a resumed run skips what is done)
+        cfg.n_grid[-1]
+        for p in chosen
+        for s in tuned
+        if any((p.id, s, n) not in store for n in cfg.n_grid)
+    )
+    bar = tqdm(total=todo, unit="step", disable=not progress, desc="eval")
     try:
         for prompt, q in zip(chosen, queries, strict=True):
             bar.set_postfix_str(prompt.id)

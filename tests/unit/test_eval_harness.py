@@ -214,3 +214,25 @@ def test_killed_process_resumes(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
     keys = [(r["prompt_id"], r["strategy"], r["n"]) for r in lines]
     assert len(keys) - len(set(keys)) <= before  # at most the half-done strategy was redone
+
+
+def test_cli_subset_of_prompts_and_strategies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qdrant_sift.client.cli import main
+
+    out = tmp_path / "subset"
+
+    def args(strategies: str, *extra: str) -> list[str]:
+        return ["eval", "--quick", "--out", str(out), "--no-progress", "--no-plots",
+                "--threads", "1", "--strategies", strategies, "--n-grid", "2",
+                "--prompt-ids", "bible/0", *extra]  # fmt: skip
+
+    assert main(args("nearest")) == 0
+    rows = ResultStore(out / "results.jsonl").rows
+    assert set(rows) == {("bible/0", "base", 0), ("bible/0", "nearest", 2)}
+    # Adding a strategy later resumes into the same folder; changing λ does not.
+    assert main(args("nearest,sift")) == 0
+    assert ("bible/0", "sift", 2) in ResultStore(out / "results.jsonl").rows
+    assert main(args("sift", "--lam", "0.5")) == 1
+    assert "different run" in capsys.readouterr().err
