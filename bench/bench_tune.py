@@ -2,8 +2,9 @@
 
 For each chunk length: a warm-up step, then ``--steps`` steps of ``TestTimeTuner.tune`` split into
 forward, backward, optimizer and everything else (tokenising, optimizer set-up, bookkeeping:
-``tune``'s wall time minus the three phases), next to a bare forward/backward/Adam loop on the same
-model and input (the baseline, same run). Then ``reset()`` timings. Prints markdown tables.
+``tune``'s wall time minus the three phases), alternating with a bare forward/backward/Adam step
+on the same model and input (the baseline, same run, same load). Then ``reset()`` timings.
+Prints markdown tables.
 
     .venv/bin/python bench/bench_tune.py --quick            # SmolLM2, 256 and 1024 tokens
     .venv/bin/python bench/bench_tune.py --device cuda      # on a GPU
@@ -54,12 +55,11 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _raw_loop(tuner: TestTimeTuner, text: str, steps: int) -> float:
-    """Median seconds of a bare forward/backward/Adam step on the same adapter and tokens."""
+def _bare_step(tuner: TestTimeTuner, text: str) -> float:
+    """Seconds of one bare forward/backward/Adam step on the same adapter and tokens."""
     ids = tuner._encode(text)
     params = [p for p in tuner.model.parameters() if p.requires_grad]
-    cfg = tuner.config
-    opt = _adam(params, cfg)  # the same (fused) Adam as the tuner: only bookkeeping differs
+    opt = _adam(params, tuner.config)  # the same (fused) Adam: only the bookkeeping differs
 
     def step() -> None:
         loss = tuner.model(input_ids=ids, labels=ids, use_cache=False).loss
@@ -67,9 +67,9 @@ def _raw_loop(tuner: TestTimeTuner, text: str, steps: int) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    times = [_timed(step, tuner.device) for _ in range(steps)]
+    seconds = _timed(step, tuner.device)
     tuner.reset()
-    return statistics.median(times)
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,14 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="HF id or path (default: offline SmolLM2)")
     parser.add_argument("--lengths", type=int, nargs="*", default=[256, 1024])
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="3 steps per length, 2 baseline")
+    parser.add_argument("--quick", action="store_true", help="3 steps per length")
     parser.add_argument("--resets", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None)
     parser.add_argument("--rank", type=int, default=64)
     args = parser.parse_args(argv)
     steps = 3 if args.quick else args.steps
-    baseline_steps = 2 if args.quick else max(2, steps // 2)
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
@@ -114,20 +113,26 @@ def main(argv: list[str] | None = None) -> int:
         tuner.reset()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        # Distinct chunks, so no step reuses another's tokenisation.
-        report = tuner.tune([chunk[i:] for i in range(steps)])
-        tuner.reset()
+        # Tuner and bare steps alternate, so both see the same load on a shared machine; each
+        # tune() call is one prompt (fresh optimizer, tokenising, report) of one step.
+        reports, bare = [], []
+        for i in range(steps):
+            reports.append(tuner.tune([chunk[i:]]))  # distinct chunks: no reused tokenisation
+            tuner.reset()
+            bare.append(_bare_step(tuner, chunk[i:]))
         gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
-        n = report.n_steps
-        fwd = sum(s.forward_seconds for s in report.steps) / n
-        bwd = sum(s.backward_seconds for s in report.steps) / n
-        opt = sum(s.optimizer_seconds for s in report.steps) / n
-        step = report.seconds / n
+        all_steps = [r.steps[0] for r in reports]
+        n = len(all_steps)
+        fwd = sum(s.forward_seconds for s in all_steps) / n
+        bwd = sum(s.backward_seconds for s in all_steps) / n
+        opt = sum(s.optimizer_seconds for s in all_steps) / n
+        step = sum(r.seconds for r in reports) / n
         other = step - fwd - bwd - opt
-        bare = _raw_loop(tuner, chunk, baseline_steps)
+        bare_s = sum(bare) / n
+        report = reports[0]
         print(
             f"| {report.steps[0].tokens} | {n} | {step:.3f} | {fwd:.3f} | {bwd:.3f} | {opt:.3f} "
-            f"| {other:.4f} | {100 * other / step:.2f}% | {bare:.3f} | {step / bare:.3f} "
+            f"| {other:.4f} | {100 * other / step:.2f}% | {bare_s:.3f} | {step / bare_s:.3f} "
             f"| {_peak_rss_mib():.0f} | {gpu:.0f} |"
         )
 
