@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     tuner.config = dataclasses.replace(tuner.config, max_length=64)
     resets, reset_cpu = [], []
     for _ in range(args.resets):
-        tuner.tune([text])
+        tuner.tune([text[:1024]])
         cpu0 = time.process_time()
         resets.append(_timed(tuner.reset, device) * 1000)
         reset_cpu.append((time.process_time() - cpu0) * 1000)
