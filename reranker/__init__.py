@@ -9,8 +9,9 @@ a name imports the submodule that defines it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from qdrant_sift._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from ._remote import RecallResult, RemoteReranker
@@ -38,30 +39,19 @@ __all__ = [
     "serve",
 ]
 
-_SOURCES: dict[str, str] = {
-    "RecallResult": "._remote",
-    "RemoteReranker": "._remote",
-    "STRATEGIES": "._select",
-    "LocalReranker": "._select",
-    "Reranker": "._select",
-    "Selection": "._select",
-    "select": "._select",
-    "select_batch": "._select",
-    "ServerHandle": "._server",
-    "build_server": "._server",
-    "serve": "._server",
-}
-
-
-def __getattr__(name: str) -> Any:
-    """Import the submodule defining ``name`` on first access and cache the attribute."""
-    source = _SOURCES.get(name)
-    if source is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(source, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    globals(),
+    {
+        "._remote": ["RecallResult", "RemoteReranker"],
+        "._select": [
+            "STRATEGIES",
+            "LocalReranker",
+            "Reranker",
+            "Selection",
+            "select",
+            "select_batch",
+        ],
+        "._server": ["ServerHandle", "build_server", "serve"],
+    },
+)
