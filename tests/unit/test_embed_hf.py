@@ -96,6 +96,7 @@ def test_errors(embedder, tmp_path) -> None:
 
 
 def test_default_is_minilm_and_lazy() -> None:
+    default_embedder.cache_clear()  # another test in this process may have used (loaded) it
     emb = default_embedder()
     assert emb is default_embedder()  # shared per process
     assert emb.dim == 384 and emb._model is None  # dim came from config.json, no weights loaded
