@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEMO_MODULES,
         help="comma-separated stdlib modules for the corpus (default: 21 modules)",
     )
-    parser.add_argument("--n", type=int, default=24, help="SIFT picks = LoRA steps (default 24)")
+    parser.add_argument("--n", type=int, default=50, help="SIFT picks = LoRA steps (default 50)")
     parser.add_argument("--k", type=int, default=200, help="candidates recalled (default 200)")
     parser.add_argument("--alpha", type=float, default=None, help="adaptive stopping α")
     parser.add_argument("--chunk-tokens", type=int, default=256)

@@ -88,28 +88,26 @@ def format_result(result: AdaptResult, base_answer: str | None = None) -> str:
 
 
 class TqdmProgress:
-    """A :data:`ProgressCallback` that draws one tqdm bar per stage (tune gets a real count)."""
+    """A :data:`ProgressCallback` drawing a tqdm bar for the fine-tuning steps (with the loss).
+
+    The other stages take milliseconds (generation's time is in the report), so a bar for each
+    would only flicker; they are not drawn.
+    """
 
     def __init__(self, disable: bool = False) -> None:
         from tqdm.auto import tqdm
 
         self._tqdm = tqdm
         self._disable = disable
-        self._bar = None
-        self._stage: str | None = None
+        self._bar: Any = None
 
     def __call__(self, event: ProgressEvent) -> None:
-        if event.stage != self._stage:
-            self.close()
-            self._stage = event.stage
+        if event.stage != "tune":
+            return
+        if self._bar is None:
             self._bar = self._tqdm(
-                total=event.total,
-                desc=event.stage,
-                unit="step" if event.stage == "tune" else "",
-                disable=self._disable,
-                leave=event.stage == "tune",
+                total=event.total, desc="tune", unit="step", disable=self._disable
             )
-        assert self._bar is not None
         self._bar.n = event.step
         if "loss" in event.info:
             self._bar.set_postfix(loss=f"{event.info['loss']:.3f}")
