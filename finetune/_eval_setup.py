@@ -26,6 +26,7 @@ __all__ = [
     "PRESETS",
     "EvalPreset",
     "build_preset_corpus",
+    "byte_level_tokenizer",
     "evaluate",
     "hashing_embedder",
     "tiny_model",
@@ -74,11 +75,10 @@ PRESETS: dict[str, EvalPreset] = {
 }
 
 
-def tiny_model(seed: int = 0, max_positions: int = 256) -> tuple[Any, Any]:
-    """A 2-layer random Llama with a byte-level tokenizer, built from a config (no download)."""
-    import torch
+def byte_level_tokenizer() -> Any:
+    """A byte-level BPE without merges: one token per UTF-8 byte plus <s>, </s>, <pad> (259)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     vocab = {"<s>": 0, "</s>": 1, "<pad>": 2}
     for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
@@ -86,11 +86,19 @@ def tiny_model(seed: int = 0, max_positions: int = 256) -> tuple[Any, Any]:
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )
+
+
+def tiny_model(seed: int = 0, max_positions: int = 256) -> tuple[Any, Any]:
+    """A 2-layer random Llama with a byte-level tokenizer, built from a config (no download)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = byte_level_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(vocab),
+        vocab_size=len(tok),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,

@@ -17,20 +17,10 @@ CHAT_TEMPLATE = (
 
 
 def byte_tokenizer(chat_template: str | None = None) -> Any:
-    """A byte-level BPE without merges: one token per UTF-8 byte plus <s>, </s>, <pad>."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    """The evaluation preset's byte-level tokenizer, optionally with a chat template."""
+    from qdrant_sift.finetune._eval_setup import byte_level_tokenizer
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {"<s>": 0, "</s>": 1, "<pad>": 2}
-    for ch in sorted(alphabet):
-        vocab[ch] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
+    fast = byte_level_tokenizer()
     if chat_template is not None:
         fast.chat_template = chat_template
     return fast
