@@ -27,23 +27,12 @@ def byte_tokenizer(chat_template: str | None = None) -> Any:
 
 
 def tiny_llama(max_positions: int = 128, seed: int = 0) -> tuple[Any, Any]:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """The evaluation preset's tiny random Llama, with a chat template on its tokenizer."""
+    from qdrant_sift.finetune._eval_setup import tiny_model
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=300,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_positions,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-    )
-    model = LlamaForCausalLM(config).eval()
-    return model, byte_tokenizer(CHAT_TEMPLATE)
+    model, tokenizer = tiny_model(seed=seed, max_positions=max_positions)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return model, tokenizer
 
 
 def tiny_gpt2(max_positions: int = 128, seed: int = 0) -> tuple[Any, Any]:
