@@ -173,9 +173,14 @@ class SiftClient:
         alpha: float | None = None,
         unique: bool = False,
         diversity: float = 0.5,
+        both_directions: bool = True,
         filter: Any = None,
     ) -> list[Document]:
-        """Recall ``k`` candidates and return the ``n`` that ``strategy`` picks, in pick order."""
+        """Recall ``k`` candidates and return the ``n`` that ``strategy`` picks, in pick order.
+
+        ``both_directions`` recalls by |cosine| (SIFT values anti-correlated chunks as much as
+        correlated ones); ``False`` halves recall time where only similar chunks matter.
+        """
         documents, _, _ = self._retrieve(
             prompt,
             n,
@@ -185,6 +190,7 @@ class SiftClient:
             alpha=alpha,
             unique=unique,
             diversity=diversity,
+            both_directions=both_directions,
             filter=filter,
             progress=None,
         )
@@ -202,6 +208,7 @@ class SiftClient:
         filter: Any = None,
         unique: bool = False,
         diversity: float = 0.5,
+        both_directions: bool = True,
         max_new_tokens: int = 128,
         progress: ProgressCallback | None = None,
         **generation_kwargs: Any,
@@ -224,6 +231,7 @@ class SiftClient:
             alpha=alpha,
             unique=unique,
             diversity=diversity,
+            both_directions=both_directions,
             filter=filter,
             progress=progress,
         )
@@ -292,6 +300,7 @@ class SiftClient:
         alpha: float | None,
         unique: bool,
         diversity: float,
+        both_directions: bool,
         filter: Any,
         progress: ProgressCallback | None,
     ) -> tuple[list[Document], Any, StageTimings]:
@@ -312,7 +321,7 @@ class SiftClient:
         notify("recall")
         started = time.perf_counter()
         try:
-            candidates = self.store.recall(query, k, both_directions=True, filter=filter)
+            candidates = self.store.recall(query, k, both_directions=both_directions, filter=filter)
         except CollectionNotFoundError as exc:
             raise EmptyCollectionError(
                 f"collection {self.collection!r} does not exist yet: add texts first "

@@ -199,3 +199,12 @@ def test_environment_selects_remote_reranker(
         client.add_texts(TEXTS[:10])
         assert len(client.search(PROMPT, n=3, k=10)) == 3
         client.close()
+
+
+def test_one_direction_recalls_only_similar_chunks() -> None:
+    with QdrantStore("docs", location=":memory:") as store:
+        client = _client(store)
+        both = client.search(PROMPT, n=40, k=40, strategy="nearest")
+        one = client.search(PROMPT, n=20, k=20, strategy="nearest", both_directions=False)
+    assert all(d.score > 0 for d in one)
+    assert any(d.score < 0 for d in both)  # |cosine| recall brings anti-correlated chunks too
