@@ -62,6 +62,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain on shutdown")
     p.add_argument(
+        "--max-connection-age",
+        type=float,
+        default=300.0,
+        help="seconds before a client connection is asked to reconnect, so load spreads to new "
+        "replicas behind a Kubernetes Service (0 = never)",
+    )
+    p.add_argument(
         "--unready-for",
         type=float,
         default=0.0,
@@ -151,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
             qdrant_url=args.qdrant_url,
             qdrant_api_key=args.qdrant_api_key,
             edge_path=args.edge_path,
+            max_connection_age=args.max_connection_age or None,
         )
     except (ConfigError, OSError) as exc:
         print(f"qdrant-sift serve: {exc}", file=sys.stderr)

@@ -179,12 +179,15 @@ def build_server(
     edge_path: str | os.PathLike[str] | None = None,
     selector: Any = None,
     store_factory: Callable[[str], Any] | None = None,
+    max_connection_age: float | None = None,
 ) -> ServerHandle:
     """Build (not start) the server; ``port=0`` binds a free port, read it from ``.port``.
 
     ``selector`` defaults to in-process SIFT on ``device`` (CUDA when present); ``store_factory``
     (collection -> store) defaults to a ``QdrantStore`` on ``qdrant_url``, else an ``EdgeStore``
     under ``edge_path``; with neither, Recall answers FAILED_PRECONDITION.
+    ``max_connection_age`` (seconds) makes long-lived client channels reconnect now and then
+    (with a 30 s grace for calls in flight), so new replicas get traffic.
     """
     limits = limits or Limits()
     if (tls_cert is None) != (tls_key is None):
@@ -207,6 +210,14 @@ def build_server(
             ("grpc.max_receive_message_length", msg),
             ("grpc.max_send_message_length", msg),
             ("grpc.so_reuseport", 0),  # a busy port must fail, not silently share
+            *(
+                [
+                    ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
+                    ("grpc.max_connection_age_grace_ms", 30_000),
+                ]
+                if max_connection_age
+                else []
+            ),
         ],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )

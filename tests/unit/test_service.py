@@ -412,3 +412,20 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     for name in ("reranker_pb2.py", "reranker_pb2.pyi", "reranker_pb2_grpc.py"):
         fresh = tmp_path / "qdrant_sift" / "v1" / name
         assert filecmp.cmp(fresh, committed / name, shallow=False), f"{name}: run gen_proto.sh"
+
+
+def test_connections_age_out_without_failing_calls() -> None:
+    """With a short max connection age the server recycles channels; calls keep succeeding."""
+    from qdrant_sift.reranker import RemoteReranker, serve
+
+    rng = np.random.default_rng(3)
+    query, cands = rng.standard_normal(8, dtype=np.float32), rng.standard_normal((20, 8))
+    handle = serve(port=0, device="cpu", max_connection_age=0.3)
+    try:
+        with RemoteReranker(f"grpc://127.0.0.1:{handle.port}", timeout=10) as remote:
+            picks = [remote.select(query, cands, 3).indices.tolist() for _ in range(3)]
+            time.sleep(1.0)  # past the age: the server sends GOAWAY, the channel reconnects
+            picks += [remote.select(query, cands, 3).indices.tolist() for _ in range(3)]
+    finally:
+        handle.stop(0)
+    assert all(p == picks[0] for p in picks)
