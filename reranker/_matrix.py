@@ -8,6 +8,7 @@ classes).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "from_matrix",
     "id_from_proto",
     "id_to_proto",
+    "is_per_prompt",
     "options_from_proto",
     "options_to_proto",
     "payload_from_proto",
@@ -327,3 +329,26 @@ def payload_from_proto(msg: Any) -> dict[str, Any]:
     from google.protobuf.json_format import MessageToDict
 
     return _ints_back(MessageToDict(msg))
+
+
+def is_per_prompt(candidates: Any) -> bool:
+    """True when ``candidates`` holds one candidate set per prompt rather than one shared set.
+
+    A 3-D array, or a sequence whose items are matrices. The local and the remote
+    ``select_batch`` both decide with this, so the same input means the same thing to both.
+    Duck-typed on ``ndim`` so that this module never needs torch.
+    """
+    ndim = getattr(candidates, "ndim", None)
+    if ndim is not None:
+        return ndim == 3
+    if isinstance(candidates, Sequence) and len(candidates) > 0:
+        first = candidates[0]
+        first_ndim = getattr(first, "ndim", None)
+        if first_ndim is not None:
+            return first_ndim == 2
+        return (
+            isinstance(first, Sequence)
+            and len(first) > 0
+            and (isinstance(first[0], Sequence) or getattr(first[0], "ndim", 0) >= 1)
+        )
+    return False

@@ -29,6 +29,7 @@ from ._matrix import (
     as_float32_2d,
     filter_to_proto,
     id_from_proto,
+    is_per_prompt,
     options_to_proto,
     payload_from_proto,
     to_matrix,
@@ -190,7 +191,7 @@ class RemoteReranker:
         """One selection per query, in input order; ``candidates`` is shared (K, d) or a list."""
         opts = options_to_proto(strategy, lam, alpha, unique, normalize, diversity, seed)
         qs = self._queries(queries)
-        per_query = isinstance(candidates, (list, tuple)) or np.ndim(candidates) == 3
+        per_query = is_per_prompt(candidates)
         if per_query and len(candidates) != len(qs):
             raise errors.InvalidInputError(
                 f"{len(qs)} queries but {len(candidates)} candidate sets"

@@ -9,7 +9,6 @@ same engine, which reports SIFT's posterior variances for their picks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -21,6 +20,7 @@ from qdrant_sift.errors import ConfigError, DimensionMismatchError, InvalidInput
 
 from ._baselines import baseline_order
 from ._blas import single_thread_blas
+from ._matrix import is_per_prompt
 from ._sift_batch import BatchInput, greedy_batch
 from ._sift_np import GRAM_MAX_K, greedy_numpy
 from ._validate import (
@@ -270,22 +270,6 @@ def select(
     return _run_batch([p], None, opts)[0]
 
 
-def _is_per_prompt(candidates: Any) -> bool:
-    """A 3-D array, or a sequence whose items are matrices, holds one candidate set per prompt."""
-    if isinstance(candidates, (np.ndarray, torch.Tensor)):
-        return candidates.ndim == 3
-    if isinstance(candidates, Sequence) and len(candidates) > 0:
-        first = candidates[0]
-        if isinstance(first, (np.ndarray, torch.Tensor)):
-            return first.ndim == 2
-        return (
-            isinstance(first, Sequence)
-            and len(first) > 0
-            and isinstance(first[0], (Sequence, np.ndarray, torch.Tensor))
-        )
-    return False
-
-
 def select_batch(
     queries: Any,
     candidates: Any,
@@ -316,7 +300,7 @@ def select_batch(
     qs = list(queries)
     if not qs:
         return []
-    per_prompt = _is_per_prompt(candidates)
+    per_prompt = is_per_prompt(candidates)
     if per_prompt and len(candidates) != len(qs):
         raise InvalidInputError(
             f"got {len(qs)} queries but {len(candidates)} candidate sets; pass one per query "

@@ -106,6 +106,20 @@ def test_select_batch_congruent(reranker: Any) -> None:
     assert reranker.select_batch([], X, 3) == []
 
 
+def test_select_batch_reads_candidate_layouts_alike(reranker: Any) -> None:
+    """Shared candidates as nested lists (K = B here, the ambiguous case) or per-prompt lists
+    of arrays / nested lists mean the same to the in-process and the remote reranker."""
+    queries = [Q1, -Q1, QM]
+    shared = X[:3].tolist()  # one shared (3, d) set given as lists, with 3 prompts
+    want = [select(q, X[:3], 2, device="cpu") for q in queries]
+    for g, w in zip(reranker.select_batch(queries, shared, 2), want, strict=True):
+        _same(g, w)
+    own = [X[:20].tolist(), X[20:40], torch.from_numpy(X[40:60])]
+    want = [select(q, X[i * 20 : (i + 1) * 20], 3, device="cpu") for i, q in enumerate(queries)]
+    for g, w in zip(reranker.select_batch(queries, own, 3), want, strict=True):
+        _same(g, w)
+
+
 @pytest.mark.parametrize(
     ("call", "error"),
     [
