@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from qdrant_sift.client._paths import sift_home
 from qdrant_sift.errors import InvalidInputError, ModelLoadError
 
 from ._config import TuneConfig, resolve_dtype
@@ -50,14 +51,9 @@ CACHE_MARKER = "qdrant-sift-complete.json"
 _STALE_TMP_SECONDS = 3600.0
 
 
-def _sift_home() -> Path:
-    home = os.environ.get("QDRANT_SIFT_HOME")
-    return Path(home) if home else Path.home() / ".cache" / "qdrant-sift"
-
-
 def default_model_cache() -> Path:
     """Where the converted default model lives: ``$QDRANT_SIFT_HOME/models/...`` or ~/.cache."""
-    return _sift_home() / "models" / DEFAULT_MODEL_NAME
+    return sift_home() / "models" / DEFAULT_MODEL_NAME
 
 
 def smollm2_gguf_path() -> Path:
@@ -150,7 +146,7 @@ def _gguf_cache_folder(gguf: Path, cache_dir: Path | None) -> Path:
         return default_model_cache()
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
-    return _sift_home() / "models" / f"{gguf.stem.lower()}-{key[:12]}"
+    return sift_home() / "models" / f"{gguf.stem.lower()}-{key[:12]}"
 
 
 def _ensure_gguf_converted(gguf: Path, cache_dir: Path | None) -> Path:
