@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -236,23 +237,23 @@ class SiftClient:
             progress=progress,
         )
         texts = [doc.text for doc in documents]
-        total_steps = len(texts) * int(getattr(tuner.config, "steps_per_chunk", 1))
+        total_steps = len(texts) * tuner.config.steps_per_chunk
 
         def on_step(step: Any) -> None:
-            if progress is not None:
-                progress(ProgressEvent("tune", step.index + 1, total_steps, {"loss": step.loss}))
+            assert progress is not None
+            progress(ProgressEvent("tune", step.index + 1, total_steps, {"loss": step.loss}))
 
         if progress is not None:
             progress(ProgressEvent("tune", 0, total_steps))
         outcome = tuner.adapt(
-            texts, prompt, max_new_tokens=max_new_tokens, progress=on_step, **generation_kwargs
+            texts,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            progress=on_step if progress is not None else None,
+            **generation_kwargs,
         )
         if progress is not None:
             progress(ProgressEvent("generate", 1, 1))
-        answer = outcome.text
-        losses = [float(step.loss) for step in outcome.report.steps]
-        tune_s = float(outcome.report.seconds)
-        generate_s = float(outcome.generate_seconds)
 
         reason = None
         if not texts:
@@ -261,23 +262,21 @@ class SiftClient:
                 if n == 0
                 else "adaptive stopping: the model is already certain enough about this prompt"
             )
-        variances = selection.variances if selection is not None else np.empty(0)
-        prior = float(selection.prior_variance) if selection is not None else float("nan")
+        prior = float(selection.prior_variance)
+        losses = [float(step.loss) for step in outcome.report.steps]
         return AdaptResult(
-            text=answer,
+            text=outcome.text,
             documents=documents,
             steps=len(losses),
             uncertainty_before=prior,
-            uncertainty_after=float(variances[-1]) if len(variances) else prior,
+            uncertainty_after=float(selection.variances[-1]) if len(selection.variances) else prior,
             losses=losses,
-            timings=StageTimings(
-                embed=timings.embed,
-                recall=timings.recall,
-                select=timings.select,
-                tune=tune_s,
-                generate=generate_s,
+            timings=replace(
+                timings,
+                tune=float(outcome.report.seconds),
+                generate=float(outcome.generate_seconds),
             ),
-            stopped_early=bool(selection.stopped_early) if selection is not None else False,
+            stopped_early=bool(selection.stopped_early),
             base_model_only=not texts,
             reason=reason,
         )
