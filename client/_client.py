@@ -71,7 +71,9 @@ class SiftClient:
         close_parts: bool = False,
         text_key: str = "text",
     ) -> None:
-        self.collection = collection
+        from qdrant_sift.client.stores._names import validate_collection_name
+
+        self.collection = validate_collection_name(collection)
         self.text_key = text_key
         self._store = store
         self._reranker = reranker

@@ -9,13 +9,30 @@ __all__ = [
     "add_selection_options",
     "add_store_options",
     "client_from_args",
+    "collection_arg",
     "store_from_args",
 ]
 
 
+def collection_arg(value: str) -> str:
+    """``--collection``: a valid collection name, checked before anything loads (exit 2)."""
+    from qdrant_sift.client.stores._names import validate_collection_name
+    from qdrant_sift.errors import InvalidInputError
+
+    try:
+        return validate_collection_name(value)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def add_store_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("store")
-    group.add_argument("--collection", default="docs", help="Qdrant collection (default: docs)")
+    group.add_argument(
+        "--collection",
+        type=collection_arg,
+        default="docs",
+        help="Qdrant collection (default: docs)",
+    )
     group.add_argument(
         "--store",
         choices=("edge", "qdrant"),

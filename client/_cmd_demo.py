@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from qdrant_sift.client._cmd_common import collection_arg
+
 __all__ = ["DEMO_MODULES", "DEMO_PROMPT", "demo_sources", "register"]
 
 #: Standard-library modules whose source makes the demo corpus (several topics, ~0.7 MB of text).
@@ -62,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--prompt", default=DEMO_PROMPT)
     parser.add_argument("--path", default=None, help="Qdrant Edge folder (else the default cache)")
-    parser.add_argument("--collection", default="demo-stdlib")
+    parser.add_argument("--collection", type=collection_arg, default="demo-stdlib")
     parser.add_argument(
         "--modules",
         type=lambda text: tuple(m for m in text.split(",") if m),

@@ -11,11 +11,13 @@ from ._base import DISTANCES, Candidates, PointId, StoredPoint, VectorStore
 from ._edge import EdgeStore
 from ._factory import open_store
 from ._filters import Filter, Match, Range, as_filter
+from ._names import MAX_COLLECTION_NAME, shard_path, validate_collection_name
 from ._qdrant import HNSW_EF_FACTOR, QdrantStore
 
 __all__ = [
     "DISTANCES",
     "HNSW_EF_FACTOR",
+    "MAX_COLLECTION_NAME",
     "Candidates",
     "EdgeStore",
     "Filter",
@@ -27,4 +29,6 @@ __all__ = [
     "VectorStore",
     "as_filter",
     "open_store",
+    "shard_path",
+    "validate_collection_name",
 ]

@@ -29,6 +29,7 @@ from qdrant_sift.errors import (
 
 from ._base import Hits, PointId, StoredPoint, VectorStore, normalize_id
 from ._filters import Filter, Match, Range, as_filter, to_edge
+from ._names import shard_path, validate_collection_name
 from ._qdrant import HNSW_EF_FACTOR
 
 __all__ = ["EdgeStore"]
@@ -49,15 +50,15 @@ class EdgeStore(VectorStore):
     """A collection as an Edge shard in ``path/collection`` (created on :meth:`create`)."""
 
     def __init__(self, path: str | os.PathLike[str], collection: str = "docs") -> None:
-        if not collection or not isinstance(collection, str) or "/" in collection:
-            raise ConfigError(f"collection must be a plain non-empty name, got {collection!r}")
+        validate_collection_name(collection)
+        shard_path(path, collection)  # refuse before creating anything
         self.collection = collection
-        self.root = Path(path).expanduser()
-        self.shard_dir = self.root / collection
+        self.root = Path(path).expanduser().resolve()
         self._shard: Any = None
         self._shape: tuple[int, str] | None = None
         self._lock_fd: int | None = None
         self.root.mkdir(parents=True, exist_ok=True)
+        self.shard_dir = shard_path(self.root, collection)
         self._lock()
         if (self.shard_dir / "edge_config.json").exists():
             self._open()
@@ -265,7 +266,12 @@ class EdgeStore(VectorStore):
             with contextlib.suppress(Exception):
                 self._shard.close()
             self._shard = None
-        shutil.rmtree(self.shard_dir, ignore_errors=True)
+        folder = shard_path(self.root, self.collection)  # re-checked: never outside the root
+        if folder.exists():
+            try:
+                shutil.rmtree(folder)
+            except OSError as exc:
+                raise StoreError(f"cannot delete Edge shard {folder}: {exc}") from exc
         self._shape = None
 
     def flush(self) -> None:

@@ -25,6 +25,7 @@ from qdrant_sift.errors import (
 
 from ._base import Hits, PointId, StoredPoint, VectorStore, normalize_id
 from ._filters import Filter, Match, Range, as_filter, to_qdrant
+from ._names import validate_collection_name
 
 __all__ = ["HNSW_EF_FACTOR", "QdrantStore"]
 
@@ -58,8 +59,7 @@ class QdrantStore(VectorStore):
         vector_name: str | None = None,
         timeout: float | None = 30.0,
     ) -> None:
-        if not collection or not isinstance(collection, str):
-            raise ConfigError(f"collection must be a non-empty str, got {collection!r}")
+        validate_collection_name(collection)
         self.collection = collection
         self.vector_name = vector_name
         self._owns_client = client is None
