@@ -7,9 +7,11 @@ re-embedded nor duplicated. Bad files are skipped and reported, never fatal to t
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -80,37 +82,113 @@ class _Doc:
     metadata: dict[str, Any]
 
 
+def _entry_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file, without opening it; None for a regular file.
+
+    ``stat`` first, never ``open``: opening a FIFO blocks until a writer appears.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if path.is_symlink():
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            return f"dangling symlink (to {target})"
+        return "not found" if exc.errno == errno.ENOENT else f"unreadable ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+        return None
+    return f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')})"
+
+
+_KINDS = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+def _add_file(f: Path, seen: dict[Path, None], report: IngestReport) -> None:
+    problem = _entry_problem(f)
+    if problem is None and f.is_dir():
+        problem = "symlink to a folder (not followed)"
+    if problem is not None:
+        report.skipped.append((str(f), problem))
+    elif f.suffix.lower() not in SUPPORTED_SUFFIXES:
+        report.skipped.append((str(f), f"unsupported type {f.suffix or '(none)'}"))
+    else:
+        seen.setdefault(Path(os.path.realpath(f)), None)
+
+
 def iter_files(paths: Iterable[str | os.PathLike[str]], report: IngestReport) -> list[Path]:
-    """Supported files under ``paths`` (folders recursively, hidden entries skipped), deduped."""
+    """Supported regular files under ``paths`` (folders recursively, hidden entries and
+    symlinked folders skipped), deduplicated by their resolved path.
+
+    Everything else is reported in ``report.skipped`` under its own path, never fatal:
+    FIFOs, sockets and devices, symlink loops, dangling links, unreadable files and folders.
+    """
     seen: dict[Path, None] = {}
+
+    def on_walk_error(exc: OSError) -> None:
+        report.skipped.append((str(exc.filename), f"unreadable folder ({exc.strerror or exc})"))
+
     for raw in paths:
         path = Path(raw).expanduser()
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
+        problem = _entry_problem(path)
+        if problem is not None:
+            report.skipped.append((str(path), problem))
+        elif path.is_dir():
+            for root, dirs, files in os.walk(path, onerror=on_walk_error):
                 dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+                for d in [d for d in dirs if (Path(root) / d).is_symlink()]:
+                    report.skipped.append(
+                        (str(Path(root) / d), "symlink to a folder (not followed)")
+                    )
                 for name in sorted(files):
-                    if name.startswith("."):
-                        continue
-                    f = Path(root) / name
-                    if f.suffix.lower() in SUPPORTED_SUFFIXES:
-                        seen.setdefault(f.resolve(), None)
-                    else:
-                        report.skipped.append((str(f), f"unsupported type {f.suffix or '(none)'}"))
-        elif path.is_file():
-            if path.suffix.lower() in SUPPORTED_SUFFIXES:
-                seen.setdefault(path.resolve(), None)
-            else:
-                report.skipped.append((str(path), f"unsupported type {path.suffix or '(none)'}"))
+                    if not name.startswith("."):
+                        _add_file(Path(root) / name, seen, report)
         else:
-            report.skipped.append((str(path), "not found"))
+            _add_file(path, seen, report)
     return list(seen)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; :class:`_NotRegular` when it is not (any longer) a regular file.
+
+    Opened non-blocking and checked with ``fstat`` on the open descriptor, so a FIFO swapped in
+    after :func:`iter_files` looked cannot make ingest hang.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegular(_KINDS.get(stat.S_IFMT(st.st_mode), "special file"))
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+class _NotRegular(Exception):
+    pass
 
 
 def _read_docs(path: Path, report: IngestReport) -> Iterator[_Doc]:
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = _read_bytes(path)
+        if b"\x00" in data:
+            report.skipped.append((str(path), "binary (contains NUL bytes)"))
+            return
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         report.skipped.append((str(path), f"not UTF-8 ({exc.reason} at byte {exc.start})"))
+        return
+    except _NotRegular as exc:
+        report.skipped.append((str(path), f"not a regular file ({exc})"))
         return
     except OSError as exc:
         report.skipped.append((str(path), f"unreadable ({exc.strerror or exc})"))
@@ -135,6 +213,13 @@ def _read_docs(path: Path, report: IngestReport) -> Iterator[_Doc]:
         report.records_read += 1
         meta = {k: v for k, v in record.items() if k != "text"}
         yield _Doc(where, record["text"], meta)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _payload(meta: Mapping[str, Any], text: str, source: str, index: int) -> dict[str, Any]:
@@ -251,7 +336,7 @@ def ingest(
     store.create(embedder.dim, distance="cosine", exist_ok=True)
     report = IngestReport()
     files = iter_files(paths, report)
-    total = sum(f.stat().st_size for f in files if f.exists())
+    total = sum(_size(f) for f in files)
     advance, close = _progress_hook(progress, total)
     writer = _Writer(store, embedder, report, batch_size, skip_existing)
     base_meta = dict(metadata or {})
@@ -269,7 +354,7 @@ def ingest(
                     if callable(progress) and report.upserted + report.skipped_existing != before:
                         report.seconds = time.perf_counter() - started
                         progress(report)
-            advance(path.stat().st_size if path.exists() else 0)
+            advance(_size(path))
         writer.flush()
     finally:
         close()
