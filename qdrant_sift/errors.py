@@ -22,6 +22,7 @@ __all__ = [
     "RemoteRerankerError",
     "RerankerError",
     "RerankerUnavailableError",
+    "SelectionCancelledError",
     "StoreError",
     "StoreLockedError",
     "StoreUnavailableError",
@@ -92,6 +93,15 @@ class RerankerError(QdrantSiftError, RuntimeError):
 
 class RerankerUnavailableError(RerankerError):
     """The remote reranker cannot be reached (after retries)."""
+
+
+class SelectionCancelledError(RerankerError):
+    """A selection stopped between picks: its call was cancelled, its deadline passed, or the
+    server shut down. ``reason`` is ``"cancelled"`` or ``"deadline"``."""
+
+    def __init__(self, message: str, reason: str = "cancelled") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class RemoteRerankerError(RerankerError):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._cancel import current_check
+
 __all__ = ["baseline_order", "relevance"]
 
 
@@ -44,7 +46,10 @@ def _mmr(
     picked = np.zeros(K, bool)
     order = np.empty(n, np.int64)
     score = np.empty(K)
+    stop = current_check()
     for i in range(n):
+        if stop is not None:
+            stop()
         if i == 0:
             score[:] = rel
         else:

@@ -1,8 +1,10 @@
 """``qdrant-sift serve``: run the gRPC reranker until SIGTERM/SIGINT, then drain and exit 0.
 
 Also runnable as ``python -m qdrant_sift.reranker._cmd_serve``. Logs are JSON lines on stderr;
-the first ``listening`` line carries the bound ``port`` and ``metrics_port`` (useful with
-``--port 0``).
+the first ``listening`` line carries the bound ``port``, ``metrics_port`` and ``health_port``
+(useful with ``--port 0``). From SIGTERM on, new calls are refused (UNAVAILABLE) unless
+``--unready-for`` asks to keep serving a while; in-flight calls get ``--grace`` seconds, then
+stop at their next pick, so the process exits about ``--unready-for + --grace`` after SIGTERM.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("QDRANT_SIFT_TOKEN") or None,
         help="require 'authorization: Bearer TOKEN' (env QDRANT_SIFT_TOKEN); health stays open",
     )
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=_env_int("QDRANT_SIFT_SERVE_HEALTH_PORT", None),
+        help="also serve health and reflection on this port, with their own threads and outside "
+        "--max-concurrent-rpcs, so probes answer at any load (point probes here; 0 picks a free "
+        "one; env QDRANT_SIFT_SERVE_HEALTH_PORT)",
+    )
     p.add_argument("--tls-cert", default=None, help="PEM certificate chain (enables TLS)")
     p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present)")
@@ -60,7 +70,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--edge-path", default=None, help="embedded Qdrant Edge folder for Recall (no server)"
     )
-    p.add_argument("--grace", type=float, default=10.0, help="seconds to drain on shutdown")
+    p.add_argument(
+        "--collections",
+        default=os.environ.get("QDRANT_SIFT_COLLECTIONS") or None,
+        help="comma-separated allow-list of collections Recall may open; others are NOT_FOUND "
+        "(env QDRANT_SIFT_COLLECTIONS; default: any existing collection)",
+    )
+    p.add_argument(
+        "--max-open-stores", type=int, default=16, help="stores kept open for Recall (LRU)"
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds in-flight calls get on shutdown; then they stop (CANCELLED)",
+    )
     p.add_argument(
         "--max-connection-age",
         type=float,
@@ -92,6 +116,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     limits.add_argument("--max-recall-k", type=int, default=10_000, help="k per Recall")
     limits.add_argument(
         "--max-message-mb", type=int, default=64, help="largest message (RESOURCE_EXHAUSTED)"
+    )
+    limits.add_argument(
+        "--max-cost",
+        type=lambda s: int(float(s)),
+        default=50_000_000_000,
+        help="work per call, n·(K+m)·(d+n) summed over a batch (default 5e10, about 8 s of "
+        "one core)",
     )
 
 
@@ -143,7 +174,11 @@ def run(args: argparse.Namespace) -> int:
             max_batch=args.max_batch,
             max_recall_k=args.max_recall_k,
             max_message_bytes=args.max_message_mb * 1024 * 1024,
+            max_cost=args.max_cost,
         )
+        collections = None
+        if args.collections is not None:
+            collections = [c.strip() for c in args.collections.split(",") if c.strip()]
         handle = build_server(
             host=args.host,
             port=args.port,
@@ -159,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
             qdrant_api_key=args.qdrant_api_key,
             edge_path=args.edge_path,
             max_connection_age=args.max_connection_age or None,
+            health_port=args.health_port,
+            collections=collections,
+            max_open_stores=args.max_open_stores,
         )
     except (ConfigError, OSError) as exc:
         print(f"qdrant-sift serve: {exc}", file=sys.stderr)
@@ -166,13 +204,14 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
+        if not args.unready_for:  # no call is admitted between the signal and the drain
+            handle.refuse_new_calls()
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         handle.start()
-        while not stop.wait(0.5):
-            pass
+        stop.wait()
         handle.stop(args.grace, unready_for=args.unready_for)
     finally:
         for sig, old in previous.items():

@@ -27,6 +27,8 @@ __all__ = [
     "Limits",
     "ServerLimitError",
     "as_float32_2d",
+    "batch_dims_message",
+    "check_cost",
     "check_dims",
     "check_n",
     "filter_from_proto",
@@ -39,6 +41,7 @@ __all__ = [
     "options_to_proto",
     "payload_from_proto",
     "payload_to_proto",
+    "selection_cost",
     "strategy_from_proto",
     "strategy_to_proto",
     "to_matrix",
@@ -74,8 +77,11 @@ class ServerLimitError(InvalidInputError):
 class Limits:
     """Per-request bounds; a violation is INVALID_ARGUMENT naming the limit.
 
-    Oversized messages are refused by gRPC itself with RESOURCE_EXHAUSTED before they are
-    parsed. Defaults admit the paper's settings (K=200, N=50, d<=4096) with wide margins.
+    Oversized messages are refused with RESOURCE_EXHAUSTED before they are parsed.
+    ``max_cost`` caps the work of one call (see :func:`selection_cost`; the sum over a batch),
+    checked before any work: sizes alone admit calls of minutes (K=2000, n=10000, d=384 is
+    2·10¹¹, about 35 s of one core). The default, 5·10¹⁰, is about 8 s of one core. Defaults
+    admit the paper's settings (K=200, N=50, d<=4096) with wide margins.
     """
 
     max_k: int = 50_000
@@ -85,6 +91,7 @@ class Limits:
     max_batch: int = 1_024
     max_recall_k: int = 10_000
     max_message_bytes: int = 64 * 1024 * 1024
+    max_cost: int = 50_000_000_000
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -142,6 +149,30 @@ def check_n(n: int, limits: Limits, name: str = "n") -> int:
         raise InvalidInputError(f"{name} must be >= 1, got 0")
     _check("max_n", n, limits.max_n, name)
     return n
+
+
+def selection_cost(k: int, n: int, d: int, m: int = 1) -> int:
+    """Work of one greedy selection in multiply-adds: n picks, each one kernel column over the
+    K candidates and m targets ((K+m)·d) and its rank-n correction (at most n·(K+m))."""
+    return int(n) * (int(k) + int(m)) * (int(d) + int(n))
+
+
+def check_cost(cost: int, limits: Limits, what: str = "K·n·(d+n)") -> None:
+    """:class:`ServerLimitError` naming ``max_cost`` when ``cost`` exceeds it (before any work)."""
+    if cost > limits.max_cost:
+        raise ServerLimitError(
+            f"estimated work {what} = {cost:.3g} exceeds the server limit "
+            f"max_cost={limits.max_cost:.3g}; ask for fewer picks (n) or candidates (K)",
+            "max_cost",
+        )
+
+
+def batch_dims_message(b: int, d: int, d0: int) -> str:
+    """The one wording, in-process and remote, of a batch whose members' dimensions differ."""
+    return (
+        f"queries[{b}]: query has dimension {d} but queries[0] has dimension {d0}; every "
+        "member of a batch needs the same dimension"
+    )
 
 
 def check_dims(query: np.ndarray, candidates: np.ndarray, prefix: str = "") -> None:

@@ -27,6 +27,7 @@ from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 from ._matrix import (
     ServerLimitError,
     as_float32_2d,
+    batch_dims_message,
     filter_to_proto,
     id_from_proto,
     is_per_prompt,
@@ -78,6 +79,23 @@ def _count(n: Any, name: str = "n") -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < 2**32:
         raise errors.InvalidInputError(f"{name} must be a non-negative int, got {n!r}")
     return int(n)
+
+
+def _check_batch_dims(queries: list[Any], candidates: Any) -> None:
+    """Every member of a batch has one dimension (as in-process): typed error naming the member."""
+    d0 = None
+    for b, q in enumerate(queries):
+        d = as_float32_2d(q, f"queries[{b}]").shape[1]
+        if candidates is not None:
+            dc = as_float32_2d(candidates[b], f"candidates[{b}]").shape[1]
+            if dc != d:
+                raise errors.DimensionMismatchError(
+                    f"queries[{b}]: query has dimension {d} but candidates have dimension {dc}"
+                )
+        if d0 is None:
+            d0 = d
+        elif d != d0:
+            raise errors.DimensionMismatchError(batch_dims_message(b, d, d0))
 
 
 def _pem(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
@@ -198,6 +216,7 @@ class RemoteReranker:
             )
         shared = None if per_query else to_matrix(candidates, "candidates")
         n = _count(n)
+        _check_batch_dims(qs, candidates if per_query else None)
         out: list[Any] = []
         for start in range(0, len(qs), self._batch_size):
             stop = min(start + self._batch_size, len(qs))

@@ -20,7 +20,7 @@ from qdrant_sift.errors import ConfigError, DimensionMismatchError, InvalidInput
 
 from ._baselines import baseline_order
 from ._blas import single_thread_blas
-from ._matrix import is_per_prompt
+from ._matrix import batch_dims_message, is_per_prompt
 from ._sift_batch import BatchInput, greedy_batch
 from ._sift_np import GRAM_MAX_K, greedy_numpy
 from ._validate import (
@@ -325,6 +325,8 @@ def select_batch(
             p = BatchInput(X=shared.X, sqx=shared.sqx, Q=Q, sqq=sqq)
         k = p.X.shape[0]
         _check_sizes(k, p.Q.shape[1], p.X.shape[1], opts, where)
+        if prompts and p.Q.shape[1] != prompts[0].Q.shape[1]:
+            raise DimensionMismatchError(batch_dims_message(b, p.Q.shape[1], prompts[0].Q.shape[1]))
         prompts.append(p)
     return _run_batch(prompts, shared, opts)
 

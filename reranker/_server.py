@@ -3,7 +3,15 @@
 ``build_server`` wires the servicer with a bounded thread pool and ``maximum_concurrent_rpcs``
 (overload is RESOURCE_EXHAUSTED from gRPC itself), the standard health service (open even with a
 token, for probes) and server reflection. ``ServerHandle.stop`` flips health to NOT_SERVING
-before draining, so a load balancer stops sending while in-flight calls finish.
+before draining, so a load balancer stops sending while in-flight calls finish; when ``grace``
+runs out the running selections stop at their next pick, so the process exits on time.
+
+Every Reranker call passes :class:`_Gatekeeper` first, on raw bytes: the bearer token (scheme
+case-insensitive), then shutdown, then size, and only then is the message parsed (malformed is
+INVALID_ARGUMENT). Each refusal is counted in the metrics with its status.
+
+With ``health_port`` a second, small gRPC server answers health and reflection on its own port
+and threads, outside the in-flight limit of the main port: probes get an answer at any load.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -33,47 +42,134 @@ __all__ = ["ServerHandle", "build_server", "serve"]
 
 log = logging.getLogger("qdrant_sift.reranker.service")
 _Code = grpc.StatusCode
+_RERANKER = f"/{SERVICE_NAME}/"
+_HEALTH = "/grpc.health.v1.Health/"
+#: The transport refuses (uncounted) only messages over this many times ``max_message_bytes``;
+#: between 1× and this, the gatekeeper refuses them itself, counted, naming the limit.
+_TRANSPORT_SLACK = 2
+#: Seconds a selection gets to notice cancellation after the grace period before gRPC cuts it.
+_CANCEL_MARGIN = 0.5
 
 
-class _TokenInterceptor(grpc.ServerInterceptor):
-    """Bearer-token check on every method except health (probes carry no secrets)."""
+def bearer_token_ok(metadata: Any, token: str) -> bool:
+    """Whether ``authorization`` carries ``Bearer <token>``: the scheme is case-insensitive
+    (RFC 7235), the token compared in constant time."""
+    expected = token.encode()
+    for key, value in metadata or ():
+        if key != "authorization" or not isinstance(value, str):
+            continue
+        scheme, _, credentials = value.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.lstrip(" ").encode(), expected
+        ):
+            return True
+    return False
 
-    _OPEN = ("/grpc.health.v1.Health/",)
 
-    def __init__(self, token: str, metrics: Metrics) -> None:
-        self._expected = f"Bearer {token}".encode()
+class _Gatekeeper(grpc.ServerInterceptor):
+    """Auth, shutdown, size and parsing for every Reranker call, before any work, counted.
+
+    Reranker methods get their request as raw bytes; the wrapped handler checks, in order, the
+    bearer token (UNAUTHENTICATED), that the server is not shutting down (UNAVAILABLE), the size
+    (RESOURCE_EXHAUSTED naming ``max_message_bytes``), and parses the message (malformed:
+    INVALID_ARGUMENT). Health stays open; reflection needs the token when one is set.
+    """
+
+    def __init__(self, token: str | None, metrics: Metrics, max_bytes: int) -> None:
+        self._token = token
         self._metrics = metrics
+        self._max_bytes = max_bytes
+        self.refusing = False  # set on SIGTERM: new calls get UNAVAILABLE
+
+    def _authorized(self, details: Any) -> bool:
+        return self._token is None or bearer_token_ok(details.invocation_metadata, self._token)
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = continuation(details)
-        if handler is None or details.method.startswith(self._OPEN):
+        if handler is None or details.method.startswith(_HEALTH):
             return handler
-        for key, value in details.invocation_metadata or ():
-            if (
-                key == "authorization"
-                and isinstance(value, str)
-                and hmac.compare_digest(value.encode(), self._expected)
-            ):
-                return handler
-        return self._deny(handler, details.method.rsplit("/", 1)[-1])
+        method = details.method.rsplit("/", 1)[-1]
+        authorized = self._authorized(details)
+        if not details.method.startswith(_RERANKER) or handler.request_streaming:
+            return handler if authorized else _reject_with(handler, self._deny(method))
+        parse, behavior = handler.request_deserializer, handler.unary_unary
 
-    def _deny(self, handler: Any, method: str) -> Any:
+        def gate(raw: bytes, context: grpc.ServicerContext) -> Any:
+            if not authorized:
+                return self._deny(method)(raw, context)
+            if self.refusing:
+                self._refuse(method, context, _Code.UNAVAILABLE, "server is shutting down")
+            if len(raw) > self._max_bytes:
+                self._refuse(
+                    method,
+                    context,
+                    _Code.RESOURCE_EXHAUSTED,
+                    f"request of {len(raw)} bytes exceeds the server limit "
+                    f"max_message_bytes={self._max_bytes}",
+                    limit="max_message_bytes",
+                )
+            try:
+                request = parse(raw)
+            except (DecodeError, ValueError, TypeError) as exc:
+                self._refuse(
+                    method,
+                    context,
+                    _Code.INVALID_ARGUMENT,
+                    f"malformed {method} request: {exc}",
+                    error="InvalidInputError",
+                )
+            return behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            gate, request_deserializer=None, response_serializer=handler.response_serializer
+        )
+
+    def _refuse(
+        self,
+        method: str,
+        context: grpc.ServicerContext,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        limit: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        self._metrics.observe(method, code.name, 0.0)
+        log.warning(
+            "rpc refused",
+            extra={"method": method, "code": code.name, "error": message, "peer": context.peer()},
+        )
+        trailing = [("x-sift-limit", limit)] if limit else []
+        if error or limit:
+            trailing.append(("x-sift-error", error or "ServerLimitError"))
+        if trailing:
+            context.set_trailing_metadata(tuple(trailing))
+        context.abort(code, message)
+
+    def _deny(self, method: str) -> Callable[[Any, grpc.ServicerContext], Any]:
         def reject(_request: Any, context: grpc.ServicerContext) -> Any:
-            self._metrics.observe(method, "UNAUTHENTICATED", 0.0)
-            log.warning("unauthenticated", extra={"method": method, "peer": context.peer()})
-            context.abort(_Code.UNAUTHENTICATED, "missing or invalid 'authorization: Bearer' token")
+            self._refuse(
+                method,
+                context,
+                _Code.UNAUTHENTICATED,
+                "missing or invalid 'authorization: Bearer' token",
+            )
 
-        kw = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(reject, **kw)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(reject, **kw)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(reject, **kw)
-        return grpc.unary_unary_rpc_method_handler(reject, **kw)
+        return reject
+
+
+def _reject_with(handler: Any, reject: Any) -> Any:
+    kw = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(reject, **kw)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(reject, **kw)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(reject, **kw)
+    return grpc.unary_unary_rpc_method_handler(reject, **kw)
 
 
 def _pem(value: str | os.PathLike[str] | bytes) -> bytes:
@@ -84,7 +180,8 @@ def _pem(value: str | os.PathLike[str] | bytes) -> bytes:
 
 
 class ServerHandle:
-    """A built server: ``start()``, ``port``, ``metrics_port``, ``stop(grace)``, ``wait()``."""
+    """A built server: ``start()``, ``port``, ``metrics_port``, ``health_port``, ``stop(grace)``,
+    ``wait()``."""
 
     def __init__(self, server: grpc.Server, port: int, servicer: RerankerServicer, **kw: Any):
         self._server, self.port, self.servicer = server, port, servicer
@@ -93,6 +190,9 @@ class ServerHandle:
         self.address: str = kw["address"]
         self._metrics_addr: tuple[str, int] | None = kw["metrics_addr"]
         self._warmup: Callable[[], None] = kw["warmup"]
+        self._gate: _Gatekeeper = kw["gate"]
+        self._health_server: grpc.Server | None = kw["health_server"]
+        self.health_port: int | None = kw["health_port"]
         self.metrics_port: int | None = None
         self._stopped = threading.Event()
         self._lock = threading.Lock()
@@ -101,18 +201,28 @@ class ServerHandle:
         self._warmup()  # first torch call initialises kernels: pay that before serving
         if self._metrics_addr is not None:
             self.metrics_port = self.metrics.serve(self._metrics_addr[1], self._metrics_addr[0])
+        if self._health_server is not None:
+            self._health_server.start()
         self._server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("listening", extra={"address": self.address, "port": self.port,
-                                     "metrics_port": self.metrics_port})  # fmt: skip
+                                     "metrics_port": self.metrics_port,
+                                     "health_port": self.health_port})  # fmt: skip
         return self
+
+    def refuse_new_calls(self) -> None:
+        """From now on new Reranker calls get UNAVAILABLE (safe to call from a signal handler:
+        it only sets a flag). Calls already running are not touched."""
+        self._gate.refusing = True
 
     def stop(self, grace: float | None = 5.0, *, unready_for: float = 0.0) -> None:
         """Health -> NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``.
 
         ``unready_for`` keeps serving (with health NOT_SERVING) that many seconds first, so
-        load balancers and readiness probes stop routing here before the port closes.
+        load balancers and readiness probes stop routing here before the port closes. When
+        ``grace`` runs out, running selections stop at their next pick (CANCELLED), so this
+        returns about ``unready_for + grace`` seconds after it was called at the latest.
         """
         with self._lock:
             if self._stopped.is_set():
@@ -121,7 +231,18 @@ class ServerHandle:
             log.info("draining", extra={"port": self.port, "grace": grace})
             if unready_for > 0:
                 time.sleep(unready_for)
-            self._server.stop(grace).wait()
+            self._gate.refusing = True
+            # gRPC's own cancel-at-grace answers UNAVAILABLE and leaves the handlers computing:
+            # at ``grace`` stop the selections ourselves (they answer CANCELLED at their next
+            # pick), and let gRPC cut off only what did not stop within a short margin.
+            done = self._server.stop(None if grace is None else grace + _CANCEL_MARGIN)
+            if grace is not None and not done.wait(grace):
+                log.info("grace period over: cancelling calls in flight", extra={"port": self.port})
+                if not self.servicer.cancel_all(timeout=_CANCEL_MARGIN):
+                    log.warning("calls still running after the grace period")
+            done.wait()
+            if self._health_server is not None:
+                self._health_server.stop(None).wait()
             self.metrics.shutdown()
             self.servicer.close()
             self._stopped.set()
@@ -141,7 +262,11 @@ class ServerHandle:
 def _default_store_factory(
     url: str | None, api_key: str | None, edge_path: str | os.PathLike[str] | None
 ) -> Callable[[str], Any] | None:
-    """collection -> store: Qdrant at ``url``, else embedded Qdrant Edge under ``edge_path``."""
+    """collection -> store: Qdrant at ``url``, else embedded Qdrant Edge under ``edge_path``.
+
+    An Edge collection whose folder does not exist is NOT_FOUND without opening anything (an
+    ``EdgeStore`` would create a lock file for it).
+    """
     if url:
 
         def qdrant(collection: str) -> Any:
@@ -154,7 +279,12 @@ def _default_store_factory(
 
         def edge(collection: str) -> Any:
             from qdrant_sift.client.stores import EdgeStore
+            from qdrant_sift.client.stores._names import shard_path
 
+            if not shard_path(edge_path, collection).is_dir():
+                raise errors.CollectionNotFoundError(
+                    f"no collection {collection!r} in {edge_path}; create it or ingest first"
+                )
             return EdgeStore(edge_path, collection)
 
         return edge
@@ -180,6 +310,9 @@ def build_server(
     selector: Any = None,
     store_factory: Callable[[str], Any] | None = None,
     max_connection_age: float | None = None,
+    health_port: int | None = None,
+    collections: Any = None,
+    max_open_stores: int = 16,
 ) -> ServerHandle:
     """Build (not start) the server; ``port=0`` binds a free port, read it from ``.port``.
 
@@ -188,6 +321,10 @@ def build_server(
     under ``edge_path``; with neither, Recall answers FAILED_PRECONDITION.
     ``max_connection_age`` (seconds) makes long-lived client channels reconnect now and then
     (with a 30 s grace for calls in flight), so new replicas get traffic.
+    ``health_port`` (0 picks a free one) serves health and reflection on their own port and
+    threads, answerable however busy the main port is: point probes there.
+    ``collections`` (names) is the allow-list of Recall; ``max_open_stores`` bounds the stores
+    kept open.
     """
     limits = limits or Limits()
     if (tls_cert is None) != (tls_key is None):
@@ -201,13 +338,29 @@ def build_server(
     if store_factory is None:
         store_factory = _default_store_factory(qdrant_url, qdrant_api_key, edge_path)
     metrics = Metrics()
-    servicer = RerankerServicer(selector, limits, metrics, store_factory)
+    allowed = None if collections is None else [str(c) for c in collections]
+    if allowed is not None:
+        from qdrant_sift.client.stores._names import validate_collection_name
+
+        try:
+            allowed = [validate_collection_name(c) for c in allowed]
+        except errors.InvalidInputError as exc:
+            raise errors.ConfigError(f"--collections: {exc}") from exc
+    servicer = RerankerServicer(
+        selector,
+        limits,
+        metrics,
+        store_factory,
+        collections=allowed,
+        max_open_stores=max_open_stores,
+    )
     msg = limits.max_message_bytes
+    gate = _Gatekeeper(token, metrics, msg)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sift-rpc"),
-        interceptors=[_TokenInterceptor(token, metrics)] if token else None,
+        interceptors=[gate],
         options=[
-            ("grpc.max_receive_message_length", msg),
+            ("grpc.max_receive_message_length", msg * _TRANSPORT_SLACK),
             ("grpc.max_send_message_length", msg),
             ("grpc.so_reuseport", 0),  # a busy port must fail, not silently share
             *(
@@ -226,20 +379,25 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    creds = None
+    if tls_cert is not None and tls_key is not None:
+        creds = grpc.ssl_server_credentials([(_pem(tls_key), _pem(tls_cert))])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        if tls_cert is not None and tls_key is not None:
-            creds = grpc.ssl_server_credentials([(_pem(tls_key), _pem(tls_cert))])
-            bound = server.add_secure_port(address, creds)
-        else:
-            bound = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise errors.ConfigError(f"cannot listen on {address}: {exc}") from exc
-    if not bound:
-        raise errors.ConfigError(f"cannot listen on {address}")
+    bound = _bind(server, address, creds)
+    health_server, bound_health = None, None
+    if health_port is not None:
+        # Own threads, no concurrency limit, tiny messages: never queued behind selections.
+        health_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="sift-health"),
+            interceptors=[_Gatekeeper(token, metrics, 1 << 16)],
+            options=[("grpc.max_receive_message_length", 1 << 16), ("grpc.so_reuseport", 0)],
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        reflection.enable_server_reflection(names, health_server)
+        health_address = f"[{host}]:{health_port}" if ":" in host else f"{host}:{health_port}"
+        bound_health = _bind(health_server, health_address, creds)
 
     def warmup() -> None:
         rng = np.random.default_rng(0)
@@ -248,7 +406,22 @@ def build_server(
 
     metrics_addr = None if metrics_port is None else (metrics_host or host, metrics_port)
     return ServerHandle(server, bound, servicer, health=health_servicer, metrics=metrics,
-                        address=address, metrics_addr=metrics_addr, warmup=warmup)  # fmt: skip
+                        address=address, metrics_addr=metrics_addr, warmup=warmup, gate=gate,
+                        health_server=health_server, health_port=bound_health)  # fmt: skip
+
+
+def _bind(server: grpc.Server, address: str, creds: Any) -> int:
+    try:
+        bound = (
+            server.add_secure_port(address, creds)
+            if creds is not None
+            else server.add_insecure_port(address)
+        )
+    except RuntimeError as exc:
+        raise errors.ConfigError(f"cannot listen on {address}: {exc}") from exc
+    if not bound:
+        raise errors.ConfigError(f"cannot listen on {address}")
+    return int(bound)
 
 
 def serve(**kwargs: Any) -> ServerHandle:

@@ -4,15 +4,27 @@ Every RPC goes through :meth:`RerankerServicer._run`, so status mapping, deadlin
 metrics and logs are uniform. Bad input is rejected before work starts with the same typed
 error the in-process selector raises; its class name travels in the ``x-sift-error`` trailer so
 :class:`~qdrant_sift.reranker.RemoteReranker` can raise that very class again.
+
+Every call runs in a cancellation scope (:mod:`._cancel`): when the client goes away, the
+deadline passes or the server stops waiting at shutdown, the selection stops at its next pick
+and the call is logged and counted as CANCELLED / DEADLINE_EXCEEDED, never OK. The work of a
+call is capped by ``Limits.max_cost`` before it starts.
+
+Recall opens stores lazily and keeps at most ``max_open_stores`` of them (least recently used
+closed first); a name is validated before anything is opened, a collection that does not exist
+is never cached (no file descriptor or lock file stays behind), and ``collections`` optionally
+lists the only names the service may open.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import grpc
@@ -22,9 +34,11 @@ from qdrant_sift import errors
 from qdrant_sift.v1 import reranker_pb2 as pb
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
+from ._cancel import CallScope, cancel_scope
 from ._matrix import (
     Limits,
     ServerLimitError,
+    check_cost,
     check_dims,
     check_n,
     filter_from_proto,
@@ -32,6 +46,7 @@ from ._matrix import (
     id_to_proto,
     options_from_proto,
     payload_to_proto,
+    selection_cost,
 )
 from ._metrics import Metrics
 
@@ -74,8 +89,26 @@ def _to_response(sel: Any) -> pb.SelectResponse:
     )
 
 
+def _valid_collection(name: str) -> str:
+    """The one collection-name rule of every backend (InvalidInputError -> INVALID_ARGUMENT)."""
+    from qdrant_sift.client.stores._names import validate_collection_name
+
+    return validate_collection_name(name)
+
+
+class _OpenStore:
+    __slots__ = ("dropped", "store", "users")
+
+    def __init__(self, store: Any) -> None:
+        self.store, self.users, self.dropped = store, 0, False
+
+
 class RerankerServicer(pb_grpc.RerankerServicer):
-    """Implements ``qdrant_sift.v1.Reranker`` over a selector and (for Recall) a store factory."""
+    """Implements ``qdrant_sift.v1.Reranker`` over a selector and (for Recall) a store factory.
+
+    ``collections`` (None: any) is the allow-list of collection names Recall may open;
+    ``max_open_stores`` bounds the stores kept open between calls.
+    """
 
     def __init__(
         self,
@@ -83,13 +116,20 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         limits: Limits,
         metrics: Metrics,
         store_factory: Callable[[str], Any] | None = None,
+        *,
+        collections: Collection[str] | None = None,
+        max_open_stores: int = 16,
     ) -> None:
         self._selector = selector
         self._limits = limits
         self._metrics = metrics
         self._store_factory = store_factory
-        self._stores: dict[str, Any] = {}
+        self._allowed = None if collections is None else frozenset(collections)
+        self._max_open = max(1, int(max_open_stores))
+        self._stores: OrderedDict[str, _OpenStore] = OrderedDict()
         self._stores_lock = threading.Lock()
+        self._calls: set[CallScope] = set()
+        self._calls_lock = threading.Condition()
 
     # --- RPCs -------------------------------------------------------------------------------
 
@@ -104,6 +144,35 @@ class RerankerServicer(pb_grpc.RerankerServicer):
 
     # --- the shared envelope -------------------------------------------------------------------
 
+    def _scope(self, context: grpc.ServicerContext) -> CallScope:
+        """A scope that trips when the call ends early: client cancel, deadline, shutdown."""
+        scope = CallScope(context.time_remaining())
+
+        def on_termination() -> None:  # also runs after a normal finish, when nothing listens
+            remaining = context.time_remaining()
+            scope.cancel("deadline" if remaining is not None and remaining <= 0.01 else "cancelled")
+
+        if not context.add_callback(on_termination):
+            on_termination()  # the call already ended
+        with self._calls_lock:
+            self._calls.add(scope)
+        return scope
+
+    def _release(self, scope: CallScope) -> None:
+        with self._calls_lock:
+            self._calls.discard(scope)
+            self._calls_lock.notify_all()
+
+    def cancel_all(self, timeout: float = 0.0) -> bool:
+        """Stop every running call at its next pick; wait up to ``timeout`` s for them to end.
+
+        True when no call is running any more.
+        """
+        with self._calls_lock:
+            for scope in self._calls:
+                scope.cancel("cancelled")
+            return self._calls_lock.wait_for(lambda: not self._calls, timeout)
+
     def _run(self, method: str, request: Any, context: grpc.ServicerContext, work: Any) -> Any:
         started = time.perf_counter()
         metadata = dict(context.invocation_metadata() or ())
@@ -111,10 +180,21 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         trailing: list[tuple[str, str]] = [("x-request-id", rid)]
         code, message, response, info = _Code.OK, "", None, {}
         self._metrics.in_flight.inc()
+        scope = self._scope(context)
         try:
             _check_deadline(context, "the call started")
             log.debug("rpc start", extra={"request_id": rid, "method": method})
-            response, info = work(request, context)
+            with cancel_scope(scope.check):
+                response, info = work(request, context)
+            if scope.cancelled.is_set() or scope.expired():  # finished, but nobody is waiting
+                raise errors.SelectionCancelledError(
+                    "call ended before its result was sent",
+                    "deadline" if scope.expired() else scope.reason,
+                )
+        except errors.SelectionCancelledError as exc:
+            deadline = exc.reason == "deadline"
+            code = _Code.DEADLINE_EXCEEDED if deadline else _Code.CANCELLED
+            message, response = str(exc), None
         except _Abort as exc:
             code, message = exc.code, str(exc)
         except (errors.QdrantSiftError, ValueError) as exc:
@@ -129,6 +209,7 @@ class RerankerServicer(pb_grpc.RerankerServicer):
             log.exception("rpc failed", extra={"request_id": rid, "method": method})
         finally:
             self._metrics.in_flight.dec()
+            self._release(scope)
         elapsed = time.perf_counter() - started
         self._metrics.observe(method, code.name, elapsed)
         if code is _Code.OK and "strategy" in info:
@@ -160,6 +241,7 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         cands = self._decode(req.candidates, "candidates", ("max_k", lim.max_k))
         check_dims(query, cands)
         n = check_n(req.n, lim)
+        check_cost(selection_cost(cands.shape[0], n, cands.shape[1], query.shape[0]), lim)
         opts = options_from_proto(req)
         sel = self._selector.select(query, cands, n, **opts)
         info = {"k": cands.shape[0], "d": cands.shape[1], "m": query.shape[0], "n": n}
@@ -176,6 +258,7 @@ class RerankerServicer(pb_grpc.RerankerServicer):
             shared = self._decode(req.shared_candidates, "shared_candidates", ("max_k", lim.max_k))
         # Decode and check everything first; then one select_batch per group of equal options.
         groups: dict[tuple[Any, ...], list[tuple[int, np.ndarray, np.ndarray | None]]] = {}
+        cost, dim = 0, None  # one dimension for the whole batch, whatever the grouping
         for i, r in enumerate(req.requests):
             p = f"requests[{i}]."
             query = self._decode(r.query, p + "query", ("max_m", lim.max_m))
@@ -184,10 +267,20 @@ class RerankerServicer(pb_grpc.RerankerServicer):
                 cands = self._decode(r.candidates, p + "candidates", ("max_k", lim.max_k))
             elif shared is None:
                 raise errors.InvalidInputError(f"{p}candidates unset and no shared_candidates")
-            check_dims(query, cands if cands is not None else shared, prefix=p)
+            member = cands if cands is not None else shared
+            check_dims(query, member, prefix=p)
+            if dim is None:
+                dim = query.shape[1]
+            elif query.shape[1] != dim:
+                raise errors.DimensionMismatchError(
+                    f"{p}query has d={query.shape[1]} but requests[0] has d={dim}; every member "
+                    "of a batch needs the same dimension"
+                )
             n = check_n(r.n, lim, p + "n")
+            cost += selection_cost(member.shape[0], n, dim, query.shape[0])
             key = (n, cands is None, *sorted(options_from_proto(r).items()))
             groups.setdefault(key, []).append((i, query, cands))
+        check_cost(cost, lim, "Σ K·n·(d+n) over the batch")
         out: list[pb.SelectResponse | None] = [None] * len(req.requests)
         picked = 0
         for (n, uses_shared, *opts), members in groups.items():
@@ -206,33 +299,78 @@ class RerankerServicer(pb_grpc.RerankerServicer):
 
     # --- Recall ---------------------------------------------------------------------------------
 
-    def _store(self, collection: str) -> Any:
+    @contextlib.contextmanager
+    def _store(self, collection: str) -> Iterator[Any]:
+        """The open store of ``collection`` for the duration of the block (LRU-bounded cache).
+
+        A collection that turns out not to exist is closed and forgotten, so unknown names leave
+        nothing open; an evicted store is closed once no call uses it any more.
+        """
         if self._store_factory is None:
             raise _Abort(
                 _Code.FAILED_PRECONDITION,
                 "Recall needs a Qdrant store: start the server with --qdrant-url (or QDRANT_URL)",
             )
+        if self._allowed is not None and collection not in self._allowed:
+            raise errors.CollectionNotFoundError(
+                f"collection {collection!r} is not served here (allowed: "
+                f"{', '.join(sorted(self._allowed)) or 'none'})"
+            )
+        to_close: list[Any] = []
         with self._stores_lock:
-            store = self._stores.get(collection)
-            if store is None:
-                store = self._stores[collection] = self._store_factory(collection)
-            return store
+            entry = self._stores.get(collection)
+            if entry is None:
+                entry = _OpenStore(self._store_factory(collection))  # may raise NOT_FOUND
+                self._stores[collection] = entry
+                for name in [k for k, e in self._stores.items() if e.users == 0]:
+                    if len(self._stores) <= self._max_open:
+                        break
+                    if name != collection:
+                        to_close.append(self._stores.pop(name).store)
+            self._stores.move_to_end(collection)
+            entry.users += 1
+        self._close_all(to_close)
+        try:
+            yield entry.store
+        except errors.CollectionNotFoundError:
+            entry.dropped = True
+            raise
+        finally:
+            with self._stores_lock:
+                entry.users -= 1
+                if entry.dropped and entry.users == 0:
+                    if self._stores.get(collection) is entry:
+                        del self._stores[collection]
+                    to_close = [entry.store]
+                else:
+                    to_close = []
+            self._close_all(to_close)
+
+    @staticmethod
+    def _close_all(stores: list[Any]) -> None:
+        for store in stores:
+            try:
+                store.close()
+            except Exception:  # closing is best effort
+                log.warning("closing a store failed", exc_info=True)
 
     def _recall(self, req: pb.RecallRequest, context: grpc.ServicerContext) -> Any:
         lim = self._limits
         if not req.collection:
             raise errors.InvalidInputError("collection is required")
+        collection = _valid_collection(req.collection)
         query = self._decode(req.query, "query", ("max_m", lim.max_m))
         if req.k == 0:
             raise errors.InvalidInputError("k must be >= 1, got 0")
         if req.k > lim.max_recall_k:
             raise ServerLimitError.exceeded("max_recall_k", req.k, lim.max_recall_k, "k")
         n = check_n(req.n, lim)
+        check_cost(selection_cost(req.k, n, query.shape[1], query.shape[0]), lim)
         opts = options_from_proto(req)
         flt = filter_from_proto(req.filter) if req.HasField("filter") else None
         both = req.both_directions if req.HasField("both_directions") else True
-        store = self._store(req.collection)
-        cands = store.recall(query, int(req.k), both_directions=both, filter=flt)
+        with self._store(collection) as store:
+            cands = store.recall(query, int(req.k), both_directions=both, filter=flt)
         info = {"collection": req.collection, "k": int(req.k), "recalled": len(cands), "n": n}
         info["strategy"] = opts["strategy"]
         if len(cands) == 0:
@@ -266,11 +404,13 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         )
         return response, info
 
+    def open_stores(self) -> list[str]:
+        """Names of the collections whose stores are open now (least recently used first)."""
+        with self._stores_lock:
+            return list(self._stores)
+
     def close(self) -> None:
         with self._stores_lock:
-            for store in self._stores.values():
-                try:
-                    store.close()
-                except Exception:  # closing is best effort at shutdown
-                    log.warning("closing a store failed", exc_info=True)
+            stores = [e.store for e in self._stores.values()]
             self._stores.clear()
+        self._close_all(stores)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ._blas import single_thread_blas
+from ._cancel import current_check
 from ._sift_np import GRAM_MAX_K, use_gram
 
 __all__ = ["BatchInput", "greedy_batch"]
@@ -241,8 +242,11 @@ def greedy_batch(
         if shared is not None and not (gram if gram is not None else _shared_gram(xp, kmax, n)):
             chunk = max(chunk, _SHARED_CHUNK_BYTES // w_row)
     out: list[tuple[np.ndarray, np.ndarray]] = []
+    stop = current_check()  # cancellation (gRPC calls): between chunks and between picks
     with single_thread_blas():
         for lo in range(0, len(prompts), chunk):
+            if stop is not None:
+                stop()
             hi = lo + chunk
             part = prompts[lo:hi]
             k_part = kmax if shared is not None else max(p.X.shape[0] for p in part)
@@ -302,7 +306,10 @@ def _run(
     c = C[:, 0] if single else None  # (B, K) view: the one target's Σ̃[t, j]
     gain = xp.zeros((B, kmax), "f64")
     tmp = xp.zeros((B, kmax), "f64")
+    stop = current_check()
     for i in range(n):
+        if stop is not None:
+            stop()
         if order_arr is not None:
             j = order_arr[:, i]
         else:

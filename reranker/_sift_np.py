@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from ._cancel import current_check
+
 __all__ = ["GRAM_MAX_K", "GreedyResult", "greedy_numpy", "use_gram"]
 
 GRAM_MAX_K = 2048
@@ -64,6 +66,9 @@ def greedy_numpy(
     steps = n if order is None else len(order)
     if steps == 0 or K == 0:
         return _empty(prior)
+    stop = current_check()  # cancellation (gRPC calls): checked before the Gram and every pick
+    if stop is not None:
+        stop()
     if gram is None:
         gram = use_gram(K, steps)
     if normalize:
@@ -101,6 +106,8 @@ def greedy_numpy(
     stopped = False
     taken = steps
     for i in range(steps):
+        if stop is not None:
+            stop()
         if order is None:
             if single:
                 np.multiply(c, c, out=gain)
