@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from qdrant_sift.client._args import check_generation, check_retrieval
 from qdrant_sift.client._types import (
     AdaptResult,
     Document,
@@ -27,7 +28,6 @@ from qdrant_sift.client._types import (
 )
 from qdrant_sift.errors import (
     CollectionNotFoundError,
-    ConfigError,
     EmptyCollectionError,
     InvalidInputError,
 )
@@ -221,10 +221,17 @@ class SiftClient:
         Validation (prompt length, empty collection, options) happens before any step, so a
         failing call leaves nothing half-applied; the adapter is reset even when tuning raises.
         """
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InvalidInputError("prompt must be a non-empty string")
+        self._check_arguments(
+            prompt, n, k, strategy, lam=lam, alpha=alpha, unique=unique, diversity=diversity,
+            both_directions=both_directions, filter=filter,
+        )  # fmt: skip
+        check_generation(max_new_tokens, progress, generation_kwargs)
         tuner = self.tuner
-        tuner.check_prompt(prompt, max_new_tokens=max_new_tokens)
+        tuner.check_prompt(
+            prompt,
+            max_new_tokens=max_new_tokens,
+            chat_template=generation_kwargs.get("chat_template", True),
+        )
         documents, selection, timings = self._retrieve(
             prompt,
             n,
@@ -285,10 +292,40 @@ class SiftClient:
 
     def generate(self, prompt: str, *, max_new_tokens: int = 128, **generation_kwargs: Any) -> str:
         """Answer with the base model alone (adapter switched off): the no-fine-tuning baseline."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInputError("prompt must be a non-empty string")
+        check_generation(max_new_tokens, None, generation_kwargs)
         outcome = self.tuner.adapt([], prompt, max_new_tokens=max_new_tokens, **generation_kwargs)
         return str(outcome.text)
 
     # --- plumbing -------------------------------------------------------------------------
+
+    def _check_arguments(
+        self,
+        prompt: Any,
+        n: Any,
+        k: Any,
+        strategy: Any,
+        *,
+        lam: Any,
+        alpha: Any,
+        unique: Any,
+        diversity: Any,
+        both_directions: Any,
+        filter: Any,
+    ) -> None:
+        """Every selection and recall argument, before any embedding, recall or model load."""
+        from qdrant_sift.reranker._validate import check_options
+
+        check_retrieval(
+            prompt=prompt,
+            n=n,
+            k=k,
+            both_directions=both_directions,
+            filter=filter,
+            filter_check=getattr(self.store, "_native_filter", None),
+        )
+        check_options(n, strategy, lam, alpha, unique, False, diversity, None)
 
     def _retrieve(
         self,
@@ -305,10 +342,9 @@ class SiftClient:
         filter: Any,
         progress: ProgressCallback | None,
     ) -> tuple[list[Document], Any, StageTimings]:
-        if n < 0 or k <= 0:
-            raise ConfigError(f"need n >= 0 and k > 0, got n={n}, k={k}")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InvalidInputError("prompt must be a non-empty string")
+        check_retrieval(
+            prompt=prompt, n=n, k=k, both_directions=both_directions, filter=None, filter_check=None
+        )
 
         def notify(stage: str) -> None:
             if progress is not None:

@@ -17,6 +17,7 @@ import numpy as np
 from qdrant_sift.errors import (
     CollectionNotFoundError,
     ConfigError,
+    InvalidInputError,
     QdrantSiftError,
     StoreError,
     StoreLockedError,
@@ -226,7 +227,14 @@ class QdrantStore(VectorStore):
             return None
         if isinstance(filter, (Filter, Match, Range, dict)):
             return to_qdrant(as_filter(filter))
-        return filter  # a qdrant_client.models.Filter passes through
+        from qdrant_client import models
+
+        if isinstance(filter, models.Filter):
+            return filter
+        raise InvalidInputError(
+            f"QdrantStore takes our Filter, a dict or qdrant_client.models.Filter, not "
+            f"{type(filter).__name__}"
+        )
 
     def _with_vectors(self, wanted: bool) -> Any:
         """Only the one vector field SIFT needs, never every named vector of the point."""
