@@ -22,7 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "qdrant_sift.client._cmd_ingest",
     "qdrant_sift.client._cmd_generate",
     "qdrant_sift.reranker._cmd_serve",
-    "qdrant_sift.finetune._cmd_eval",
+    "qdrant_sift.eval._cmd",
     "qdrant_sift.client._cmd_demo",
 )
 

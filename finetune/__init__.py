@@ -4,7 +4,9 @@
 the prompt and resets the adapter; ``load_model()`` gives the offline SmolLM2 default (or any
 Hugging Face causal LM); ``bits_per_byte`` scores text as lm-evaluation-harness does.
 
-Names load lazily (PEP 562): importing this package, or ``_cmd_eval`` for the CLI, does not
+``ModelEmbedder`` turns the model's last layer into an embedding for SIFT's kernel.
+
+Names load lazily (PEP 562): importing this package does not
 import torch; the first use of a name imports the submodule that defines it.
 """
 
@@ -25,26 +27,7 @@ if TYPE_CHECKING:
         TuneReport,
         resolve_dtype,
     )
-    from ._corpus import (
-        Chunk,
-        Corpus,
-        Prompt,
-        build_corpus,
-        dedup_documents,
-        load_documents,
-        token_chunker,
-    )
-    from ._corpus_sources import DEFAULT_SOURCES, Document, collect_default_documents
-    from ._eval_report import summarize, write_reports
-    from ._eval_setup import PRESETS as EVAL_PRESETS
-    from ._eval_setup import EvalPreset, evaluate, hashing_embedder, tiny_model
-    from ._evaluate import (
-        EVAL_STRATEGIES,
-        EvalConfig,
-        ResultStore,
-        recall_candidates,
-        run_evaluation,
-    )
+    from ._embed import POOLINGS, ModelEmbedder
     from ._models import (
         CACHE_MARKER,
         DEFAULT_MODEL_NAME,
@@ -58,26 +41,17 @@ if TYPE_CHECKING:
         load_model,
         smollm2_gguf_path,
     )
-    from ._plots import write_plots
     from ._tuner import TestTimeTuner
 
 __all__ = [
     "CACHE_MARKER",
     "DEFAULT_MODEL_NAME",
-    "DEFAULT_SOURCES",
-    "EVAL_PRESETS",
-    "EVAL_STRATEGIES",
     "FULL_LEARNING_RATE",
     "LORA_LEARNING_RATE",
+    "POOLINGS",
     "AdaptOutcome",
     "BpbResult",
-    "Chunk",
-    "Corpus",
-    "Document",
-    "EvalConfig",
-    "EvalPreset",
-    "Prompt",
-    "ResultStore",
+    "ModelEmbedder",
     "StepReport",
     "TestTimeTuner",
     "TuneConfig",
@@ -86,28 +60,15 @@ __all__ = [
     "attach_lora",
     "bits_per_byte",
     "build_cache_atomically",
-    "build_corpus",
-    "collect_default_documents",
     "context_length_of",
     "convert_to_safetensors",
-    "dedup_documents",
     "default_model_cache",
     "default_target_modules",
-    "evaluate",
-    "hashing_embedder",
-    "load_documents",
     "load_model",
     "prefix_token_id",
-    "recall_candidates",
     "resolve_dtype",
     "rolling_windows",
-    "run_evaluation",
     "smollm2_gguf_path",
-    "summarize",
-    "tiny_model",
-    "token_chunker",
-    "write_plots",
-    "write_reports",
 ]
 
 __getattr__, __dir__ = lazy_attributes(
@@ -124,31 +85,7 @@ __getattr__, __dir__ = lazy_attributes(
             "TuneReport",
             "resolve_dtype",
         ],
-        "._corpus": [
-            "Chunk",
-            "Corpus",
-            "Prompt",
-            "build_corpus",
-            "dedup_documents",
-            "load_documents",
-            "token_chunker",
-        ],
-        "._corpus_sources": ["DEFAULT_SOURCES", "Document", "collect_default_documents"],
-        "._eval_report": ["summarize", "write_reports"],
-        "._eval_setup": [
-            "PRESETS as EVAL_PRESETS",
-            "EvalPreset",
-            "evaluate",
-            "hashing_embedder",
-            "tiny_model",
-        ],
-        "._evaluate": [
-            "EVAL_STRATEGIES",
-            "EvalConfig",
-            "ResultStore",
-            "recall_candidates",
-            "run_evaluation",
-        ],
+        "._embed": ["POOLINGS", "ModelEmbedder"],
         "._models": [
             "CACHE_MARKER",
             "DEFAULT_MODEL_NAME",
@@ -162,7 +99,6 @@ __getattr__, __dir__ = lazy_attributes(
             "load_model",
             "smollm2_gguf_path",
         ],
-        "._plots": ["write_plots"],
         "._tuner": ["TestTimeTuner"],
     },
 )

@@ -18,7 +18,7 @@ CHAT_TEMPLATE = (
 
 def byte_tokenizer(chat_template: str | None = None) -> Any:
     """The evaluation preset's byte-level tokenizer, optionally with a chat template."""
-    from qdrant_sift.finetune._eval_setup import byte_level_tokenizer
+    from qdrant_sift.eval._setup import byte_level_tokenizer
 
     fast = byte_level_tokenizer()
     if chat_template is not None:
@@ -28,7 +28,7 @@ def byte_tokenizer(chat_template: str | None = None) -> Any:
 
 def tiny_llama(max_positions: int = 128, seed: int = 0) -> tuple[Any, Any]:
     """The evaluation preset's tiny random Llama, with a chat template on its tokenizer."""
-    from qdrant_sift.finetune._eval_setup import tiny_model
+    from qdrant_sift.eval._setup import tiny_model
 
     model, tokenizer = tiny_model(seed=seed, max_positions=max_positions)
     tokenizer.chat_template = CHAT_TEMPLATE

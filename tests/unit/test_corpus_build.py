@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from qdrant_sift.errors import InvalidInputError
-from qdrant_sift.finetune import _corpus_sources as sources
-from qdrant_sift.finetune._corpus import (
+from qdrant_sift.eval import _corpus_sources as sources
+from qdrant_sift.eval._corpus import (
     Corpus,
     build_corpus,
     dedup_documents,
@@ -18,7 +18,7 @@ from qdrant_sift.finetune._corpus import (
     normalized_hash,
     token_chunker,
 )
-from qdrant_sift.finetune._corpus_sources import Document, collect_default_documents, roff_to_text
+from qdrant_sift.eval._corpus_sources import Document, collect_default_documents, roff_to_text
 
 WORDS = [f"w{i}" for i in range(15)]
 
@@ -89,9 +89,26 @@ def test_decontamination_drops_copies_of_prompt_text_in_other_documents() -> Non
 def test_domain_cap_and_chunk_dedup() -> None:
     docs = [Document(f"d{i}", "x", _text(i, 400)) for i in range(10)]
     docs.append(Document("dup", "x", docs[5].text + " tail"))  # same chunks as d5, but one
-    corpus = build_corpus(docs, _chunker(), prompts_per_domain=1, max_chunks_per_domain=25)
+    corpus = build_corpus(
+        docs, _chunker(), prompts_per_domain=1, max_chunks_per_domain=25, dedup=True
+    )
     assert len(corpus.chunks) == 25
     assert len({normalized_hash(c.text) for c in corpus.chunks}) == 25
+
+
+def test_natural_duplicates_kept_by_default_with_the_same_prompts() -> None:
+    docs = [Document(f"d{i}", "x", _text(i, 200)) for i in range(8)]
+    docs += [Document(f"copy{i}", "x", docs[i].text) for i in range(8)]  # mirrored documents
+    natural = build_corpus(docs, _chunker(), prompts_per_domain=2, seed=4)
+    dedup = build_corpus(docs, _chunker(), prompts_per_domain=2, seed=4, dedup=True)
+    assert [p.text for p in natural.prompts] == [p.text for p in dedup.prompts]
+    assert len(natural.chunks) > len(dedup.chunks)
+    hashes = [normalized_hash(c.text) for c in natural.chunks]
+    assert len(set(hashes)) < len(hashes)  # the mirrors stay in the data space
+    assert len({normalized_hash(c.text) for c in dedup.chunks}) == len(dedup.chunks)
+    # Decontamination still holds: a mirror of a prompt's document never leaks its text.
+    for p in natural.prompts:
+        assert all(p.text not in c.text for c in natural.chunks)
 
 
 def test_errors_are_typed() -> None:

@@ -1,4 +1,4 @@
-"""The evaluation harness with a tiny random Llama and real LoRA steps (no downloads)."""
+"""The evaluation harness: a real Edge store, the reranker interface, a tiny Llama, LoRA steps."""
 
 from __future__ import annotations
 
@@ -12,17 +12,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from qdrant_sift.errors import ConfigError, TuningError
-from qdrant_sift.finetune import TestTimeTuner, TuneConfig, bits_per_byte
-from qdrant_sift.finetune._corpus import Corpus, build_corpus, token_chunker
-from qdrant_sift.finetune._corpus_sources import Document
-from qdrant_sift.finetune._eval_report import correlation, write_reports
-from qdrant_sift.finetune._eval_setup import hashing_embedder, tiny_model
-from qdrant_sift.finetune._evaluate import EvalConfig, ResultStore, run_evaluation
-from qdrant_sift.finetune._plots import write_plots
+from qdrant_sift.eval import Arm, EvalConfig, ResultStore, paired_comparison, run_evaluation
+from qdrant_sift.eval._corpus import Corpus, build_corpus, token_chunker
+from qdrant_sift.eval._corpus_sources import Document
+from qdrant_sift.eval._harness import corpus_store, embed_corpus
+from qdrant_sift.eval._plots import write_plots
+from qdrant_sift.eval._report import correlation, write_reports
+from qdrant_sift.eval._setup import hashing_embedder, tiny_model
+from qdrant_sift.finetune import ModelEmbedder, TestTimeTuner, TuneConfig, bits_per_byte
 
 torch.set_num_threads(1)
 
@@ -31,7 +33,8 @@ VOCAB = {
     "code": str.split("def return self import class lambda yield None value args kwargs"),
     "sea": str.split("ship wave harbour sail anchor storm tide captain deck rope"),
 }
-CFG = EvalConfig(strategies=("nearest", "sift", "random", "sift-adaptive"), n_grid=(1, 3), k=8)
+ARMS = ("nearest", "sift", "sift:lam=1,alpha=2", "sift:lam=1", "random", "qdrant-mmr")
+CFG = EvalConfig(arms=ARMS, n_grid=(1, 3), k=8)
 
 
 def _doc(domain: str, i: int) -> Document:
@@ -53,7 +56,13 @@ def _tuner(seed: int = 0) -> TestTimeTuner:
 
 
 def _run(corpus: Corpus, out: Path, cfg: EvalConfig = CFG, **kw: Any) -> ResultStore:
-    return run_evaluation(corpus, _tuner(), hashing_embedder(), out, cfg, progress=False, **kw)
+    emb = hashing_embedder()
+    store = corpus_store(corpus, embed_corpus(corpus, emb), out / "store")
+    try:
+        return run_evaluation(corpus.prompts, kw.pop("tuner", None) or _tuner(), store, emb, out,
+                              cfg, progress=False, **kw)  # fmt: skip
+    finally:
+        store.close()
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +72,7 @@ def finished(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Result
 
 def test_every_row_is_there(corpus: Corpus, finished: ResultStore) -> None:
     expected = {(p.id, "base", 0) for p in corpus.prompts} | {
-        (p.id, s, n) for p in corpus.prompts for s in CFG.strategies for n in CFG.n_grid
+        (p.id, a, n) for p in corpus.prompts for a in CFG.arms for n in CFG.n_grid
     }
     assert set(finished.rows) == expected
 
@@ -77,12 +86,30 @@ def test_base_equals_bits_per_byte_of_the_untouched_model(
         assert finished.rows[(p.id, "base", 0)]["bpb"] == pytest.approx(want, rel=1e-6)
 
 
-def test_same_candidates_for_every_strategy(corpus: Corpus, finished: ResultStore) -> None:
+def test_nearest_is_a_plain_store_search(corpus: Corpus, finished: ResultStore) -> None:
+    emb = hashing_embedder()
+    data = embed_corpus(corpus, emb)
     for p in corpus.prompts:
-        hashes = {r["candidates"] for k, r in finished.rows.items() if k[0] == p.id}
-        assert len(hashes) == 1
-    picks = {r["strategy"]: r["picks"] for r in finished.rows.values() if r["n"] == 3}
-    assert picks["nearest"] != picks["random"] or picks["nearest"] != picks["sift"]
+        q = np.asarray(emb.embed_query(p.text))
+        scores = data @ (q / np.linalg.norm(q))
+        top = [int(i) for i in np.argsort(-scores, kind="stable")[:3]]
+        got = finished.rows[(p.id, "nearest", 3)]["picks"]
+        assert [round(float(scores[i]), 5) for i in got] == [
+            round(float(scores[i]), 5) for i in top
+        ]
+
+
+def test_sift_picks_are_the_rerankers(corpus: Corpus, finished: ResultStore) -> None:
+    from qdrant_sift.reranker import select
+
+    emb = hashing_embedder()
+    data = embed_corpus(corpus, emb)
+    p = corpus.prompts[0]
+    q = np.asarray(emb.embed_query(p.text))
+    scores = np.abs(data @ (q / np.linalg.norm(q)))
+    cand = np.argsort(-scores, kind="stable")[: CFG.k]
+    sel = select(q, data[cand], 3, strategy="sift", lam=1.0)
+    assert finished.rows[(p.id, "sift:lam=1", 3)]["picks"] == [int(cand[i]) for i in sel.indices]
 
 
 def test_checkpoints_equal_tuning_from_scratch(corpus: Corpus, finished: ResultStore) -> None:
@@ -90,8 +117,8 @@ def test_checkpoints_equal_tuning_from_scratch(corpus: Corpus, finished: ResultS
     tuner = _tuner()
     p = corpus.prompts[0]
     changed = False
-    for strategy in ("nearest", "sift", "random"):
-        row = finished.rows[(p.id, strategy, 3)]
+    for arm in ("nearest", "sift", "random"):
+        row = finished.rows[(p.id, arm, 3)]
         assert row["steps"] == 3 and len(row["picks"]) == 3
         with tuner.session():
             tuner.tune([corpus.chunks[i].text for i in row["picks"]])
@@ -101,15 +128,50 @@ def test_checkpoints_equal_tuning_from_scratch(corpus: Corpus, finished: ResultS
     assert changed  # the steps really moved the model
 
 
-def test_adaptive_is_a_prefix_of_sift(corpus: Corpus, finished: ResultStore) -> None:
+def test_adaptive_is_a_prefix_of_its_host(corpus: Corpus, finished: ResultStore) -> None:
     for p in corpus.prompts:
         for n in CFG.n_grid:
-            ada = finished.rows[(p.id, "sift-adaptive", n)]
-            sift = finished.rows[(p.id, "sift", n)]
+            ada = finished.rows[(p.id, "sift:lam=1,alpha=2", n)]
+            host = finished.rows[(p.id, "sift:lam=1", n)]
             assert ada["steps"] <= n
-            assert ada["picks"] == sift["picks"][: ada["steps"]]
+            assert ada["picks"] == host["picks"][: ada["steps"]]
             if ada["steps"] == n:
-                assert ada["bpb"] == pytest.approx(sift["bpb"], rel=1e-6)
+                assert ada["bpb"] == pytest.approx(host["bpb"], rel=1e-6)
+
+
+def test_qdrant_mmr_without_diversity_is_relevance_order(corpus: Corpus, tmp_path: Path) -> None:
+    cfg = EvalConfig(arms=("nearest", "qdrant-mmr:diversity=0"), n_grid=(3,), k=8)
+    rows = _run(corpus, tmp_path, cfg).rows
+    for p in corpus.prompts:
+        assert (
+            rows[(p.id, "qdrant-mmr:diversity=0", 3)]["picks"]
+            == rows[(p.id, "nearest", 3)]["picks"]
+        )
+
+
+def test_model_kernel_arm_uses_the_models_embedding(corpus: Corpus, tmp_path: Path) -> None:
+    tuner = _tuner()
+    kernel = ModelEmbedder(tuner.model, tuner.tokenizer, pooling="mean")
+    cfg = EvalConfig(arms=("sift:lam=1,kernel=model-mean", "sift:lam=1"), n_grid=(2,), k=8)
+    with pytest.raises(ConfigError, match="kernels"):
+        _run(corpus, tmp_path / "a", cfg, tuner=tuner)
+    rows = _run(corpus, tmp_path / "b", cfg, tuner=tuner, kernels={"model-mean": kernel}).rows
+    assert (tmp_path / "b" / "kernel-model-mean.f32").stat().st_size > 0
+    assert all(r["steps"] == 2 for r in rows.values() if r["arm"] != "base")
+
+
+def test_arms_parse_and_refuse_nonsense() -> None:
+    arm = Arm.parse(" sift: unique, lam=1 ,k=50,kernel=model-last")
+    assert arm.name == "sift:lam=1,unique,k=50,kernel=model-last"
+    assert Arm.parse(arm.name) == arm
+    assert arm.select_options() == {"strategy": "sift", "lam": 1.0, "unique": True}
+    assert Arm.parse("sift:lam=1,alpha=0.5").host == Arm.parse("sift:lam=1")
+    for bad in ("bogus", "sift:lam=-1", "nearest:lam=1", "sift:kernel=x", "sift:foo=1",
+                "mmr:diversity=2", "random:alpha=1", "", "sift:k=0"):  # fmt: skip
+        with pytest.raises(ConfigError):
+            Arm.parse(bad)
+    with pytest.raises(ConfigError, match="more candidates"):
+        EvalConfig(arms=("sift:k=50",), k=10)
 
 
 class Stop(Exception):
@@ -139,14 +201,33 @@ def test_resume_after_interruption_matches_uninterrupted(
 
 
 def test_other_config_in_same_folder_is_refused(corpus: Corpus, tmp_path: Path) -> None:
-    cfg = EvalConfig(strategies=("nearest",), n_grid=(1,), k=4)
-    _run(corpus, tmp_path, cfg)
+    _run(corpus, tmp_path, EvalConfig(arms=("nearest",), n_grid=(1,), k=4))
+    # Arms and N may grow ...
+    grown = _run(corpus, tmp_path, EvalConfig(arms=("nearest", "sift:lam=2"), n_grid=(1, 2), k=4))
+    assert (corpus.prompts[0].id, "sift:lam=2", 2) in grown.rows
+    # ... but the candidates may not change under the rows already written.
     with pytest.raises(ConfigError, match="different run"):
-        _run(corpus, tmp_path, EvalConfig(strategies=("nearest",), n_grid=(1,), k=5))
-    with pytest.raises(ConfigError):
-        EvalConfig(strategies=("bogus",))
+        _run(corpus, tmp_path, EvalConfig(arms=("nearest",), n_grid=(1,), k=5))
     with pytest.raises(ConfigError):
         EvalConfig(n_grid=(0,))
+
+
+def test_paired_comparison_bootstrap() -> None:
+    rows = []
+    for i in range(20):
+        base = 1.0 + i / 100
+        rows.append({"prompt_id": str(i), "arm": "nearest", "n": 5, "bpb": base})
+        rows.append({"prompt_id": str(i), "arm": "sift", "n": 5, "bpb": base * (0.97 + i / 1000)})
+    c = paired_comparison(rows, "sift", "nearest", 5)
+    assert c is not None and c["prompts"] == 20 and c["better"] == 20 and c["worse"] == 0
+    assert c["mean_rel"] == pytest.approx(-0.03 + 0.0095, abs=1e-9)
+    lo, hi = c["ci95"]
+    assert lo < c["mean_rel"] < hi < 0
+    assert paired_comparison(rows, "sift", "nearest", 7) is None
+    # A prompt the arm has not reached yet is left out of the pairs.
+    c2 = paired_comparison([*rows, {"prompt_id": "x", "arm": "nearest", "n": 5, "bpb": 9}],
+                           "sift", "nearest", 5)  # fmt: skip
+    assert c2 is not None and c2["prompts"] == 20
 
 
 def test_reports_and_plots(finished: ResultStore, tmp_path: Path) -> None:
@@ -154,17 +235,17 @@ def test_reports_and_plots(finished: ResultStore, tmp_path: Path) -> None:
     paths = write_reports(rows, tmp_path, CFG.n_grid, preamble="setup line")
     table = paths["table"].read_text()
     assert "## overall (3 prompts)" in table and "## law (1 prompts)" in table
-    assert "| sift |" in table and "setup line" in table and "Pearson" in table
-    summary = json.loads(paths["json"].read_text())
-    assert summary["groups"]["overall"]["table"]["sift"]["3"]["prompts"] == 3
+    assert "| sift:lam=1 |" in table and "setup line" in table and "Pearson" in table
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["overall"]["table"]["sift"]["3"]["prompts"] == 3
+    assert summary["overall"]["vs_nearest"]["sift"]["3"]["prompts"] == 3
     assert paths["csv"].read_text().count("\n") == len(rows) + 1
     for png in write_plots(rows, tmp_path, list(CFG.n_grid)):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # A prompt with a missing row is left out of every mean, not averaged over fewer strategies.
-    gone = ("law", "sift", 3)
-    cut = [r for r in rows if (r["domain"], r["strategy"], r["n"]) != gone]
-    table = write_reports(cut, tmp_path, CFG.n_grid)["table"].read_text()
-    assert "## overall (2 prompts; 1 unfinished prompts left out)" in table
+    # A prompt with a missing row is left out of the means at that N.
+    cut = [r for r in rows if (r["domain"], r["arm"], r["n"]) != ("law", "sift", 3)]
+    summary = json.loads(write_reports(cut, tmp_path, CFG.n_grid)["summary"].read_text())
+    assert summary["overall"]["table"]["nearest"]["3"]["prompts"] == 2
 
 
 def test_correlation() -> None:
@@ -194,7 +275,7 @@ def test_killed_process_resumes(tmp_path: Path) -> None:
     entry = "from qdrant_sift.client.cli import main; raise SystemExit(main())"
     cmd = [sys.executable, "-c", entry,
            "eval", "--quick", "--out", str(out), "--no-progress", "--no-plots", "--threads", "1",
-           "--n-grid", "1,2,4,8"]  # fmt: skip
+           "--n-grid", "1,2,4,8", "--arms", "nearest;sift;random"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = out / "results.jsonl"
@@ -210,29 +291,27 @@ def test_killed_process_resumes(tmp_path: Path) -> None:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = ResultStore(results).rows
-    assert len(rows) == 6 * (1 + 5 * 4) > before
+    assert len(rows) == 6 * (1 + 3 * 4) > before
     lines = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
-    keys = [(r["prompt_id"], r["strategy"], r["n"]) for r in lines]
-    assert len(keys) - len(set(keys)) <= before  # at most the half-done strategy was redone
+    keys = [(r["prompt_id"], r["arm"], r["n"]) for r in lines]
+    assert len(keys) - len(set(keys)) <= before  # at most the half-done arm was redone
 
 
-def test_cli_subset_of_prompts_and_strategies(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_subset_of_prompts_and_arms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from qdrant_sift.client.cli import main
 
     out = tmp_path / "subset"
 
-    def args(strategies: str, *extra: str) -> list[str]:
+    def args(arms: str, *extra: str) -> list[str]:
         return ["eval", "--quick", "--out", str(out), "--no-progress", "--no-plots",
-                "--threads", "1", "--strategies", strategies, "--n-grid", "2",
+                "--threads", "1", "--arms", arms, "--n-grid", "2",
                 "--prompt-ids", "bible/0", *extra]  # fmt: skip
 
     assert main(args("nearest")) == 0
     rows = ResultStore(out / "results.jsonl").rows
     assert set(rows) == {("bible/0", "base", 0), ("bible/0", "nearest", 2)}
-    # Adding a strategy later resumes into the same folder; changing λ does not.
-    assert main(args("nearest,sift")) == 0
-    assert ("bible/0", "sift", 2) in ResultStore(out / "results.jsonl").rows
-    assert main(args("sift", "--lam", "0.5")) == 1
+    # Adding an arm later resumes into the same folder; changing K does not.
+    assert main(args("nearest;sift:lam=1")) == 0
+    assert ("bible/0", "sift:lam=1", 2) in ResultStore(out / "results.jsonl").rows
+    assert main(args("sift", "-k", "20")) == 1
     assert "different run" in capsys.readouterr().err

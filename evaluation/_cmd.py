@@ -24,6 +24,10 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _arms(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(";") if x.strip())
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
@@ -33,7 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "byte at every N. Resumable: rerun with the same --out to continue a killed run. Writes "
         "results.jsonl/csv, summary.json, table.md and PNG plots.",
     )
-    p.add_argument("--quick", action="store_true", help="tiny random model, small corpus (CI)")
+    p.add_argument(
+        "--preset",
+        choices=("default", "sweep", "confirm", "quick"),
+        default=None,
+        help="default: 18 prompts, N<=20; sweep: the 12 development prompts, many arms; "
+        "confirm: the 48 held-out confirmatory prompts, N=10,20,50; quick: tiny model (CI)",
+    )
+    p.add_argument("--quick", action="store_true", help="same as --preset quick")
     p.add_argument("--out", default="eval-results", help="results folder (default: %(default)s)")
     p.add_argument(
         "--corpus",
@@ -44,11 +55,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Default: offline real text of this machine in several domains",
     )
     p.add_argument("--domains", type=_names, default=None, help="default-corpus domains to use")
-    p.add_argument("--strategies", type=_names, default=None, help="e.g. nearest,sift,random")
+    p.add_argument(
+        "--arms",
+        type=_arms,
+        default=None,
+        help="selection arms separated by ';', e.g. 'nearest;sift:lam=1;sift:lam=1,unique;"
+        "sift:kernel=model-mean;mmr;qdrant-mmr;random' (options: lam, alpha, k, kernel, unique, "
+        "diversity)",
+    )
     p.add_argument("--n-grid", type=_ints, default=None, help="N values, e.g. 1,5,10,20,50")
     p.add_argument("-k", "--k", type=int, default=None, help="candidates recalled per prompt")
-    p.add_argument("--lam", type=float, default=None, help="SIFT noise λ (default 0.01)")
-    p.add_argument("--alpha", type=float, default=None, help="adaptive SIFT's α")
     p.add_argument("--one-direction", action="store_true", help="recall by cosine, not |cosine|")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: paper's 5e-4)")
     p.add_argument("--model", default=None, help="HF id or local path (default: SmolLM2-135M)")
@@ -58,6 +74,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--docs-per-domain", type=int, default=None)
     p.add_argument("--max-chunks-per-domain", type=int, default=None)
     p.add_argument("--no-decontaminate", action="store_true", help="keep 13-gram overlaps")
+    p.add_argument("--dedup", action="store_true", help="deduplicate the data space")
+    p.add_argument(
+        "--redundancy", type=int, default=None, help="extra copies of every data chunk to inject"
+    )
+    p.add_argument("--split", choices=("all", "dev", "confirm"), default=None, help="prompt set")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--prompt-ids", type=_names, default=None, help="evaluate only these prompts")
@@ -68,9 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def preset_from_args(args: argparse.Namespace) -> Any:
     """The preset (``default`` or ``quick``) with the command line's overrides applied."""
-    from ._eval_setup import PRESETS, with_overrides
+    from ._setup import PRESETS, with_overrides
 
-    base = PRESETS["quick" if args.quick else "default"]
+    base = PRESETS["quick" if args.quick else (args.preset or "default")]
     top: dict[str, Any] = {
         "model": args.model,
         "embedder": args.embedder,
@@ -82,16 +103,18 @@ def preset_from_args(args: argparse.Namespace) -> Any:
         "domains": args.domains,
         "corpus_paths": tuple(args.corpus) if args.corpus else None,
         "seed": args.seed,
+        "redundancy": args.redundancy,
+        "prompt_split": args.split,
     }
     changes = {k: v for k, v in top.items() if v is not None}
     if args.no_decontaminate:
         changes["decontaminate"] = False
+    if args.dedup:
+        changes["dedup"] = True
     ev = {
-        "eval_strategies": args.strategies,
+        "eval_arms": args.arms,
         "eval_n_grid": args.n_grid,
         "eval_k": args.k,
-        "eval_lam": args.lam,
-        "eval_alpha": args.alpha,
         "eval_seed": args.seed,
     }
     changes.update({k: v for k, v in ev.items() if v is not None})
@@ -103,7 +126,7 @@ def preset_from_args(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ._eval_setup import evaluate
+    from ._setup import evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)

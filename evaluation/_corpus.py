@@ -1,10 +1,11 @@
 """Evaluation corpora: a data space of chunks and a held-out prompt set, split by document.
 
 The split is by document group, never by chunk, so no prompt's own document can be retrieved.
-Documents are deduplicated (exact, then whitespace-normalised hash), data chunks likewise, and
-data chunks sharing any 13-word sequence with a prompt are dropped (GPT-3-style decontamination:
-licence and changelog texts repeat across packages, and a copy of the prompt in the data space
-would make nearest neighbours look far better than it is).
+Prompts come from deduplicated documents; the data space keeps its natural duplicates unless
+asked to deduplicate (exact, then whitespace-normalised hash). Data chunks sharing any 13-word
+sequence with a prompt are always dropped (GPT-3-style decontamination: licence and changelog
+texts repeat across packages, and a copy of the prompt in the data space would make nearest
+neighbours look far better than it is).
 """
 
 from __future__ import annotations
@@ -195,12 +196,18 @@ def build_corpus(
     max_chunks_per_domain: int | None = 1500,
     seed: int = 0,
     decontaminate: bool = True,
+    dedup: bool = False,
 ) -> Corpus:
-    """Split documents by group into prompt and data sides, chunk, deduplicate, decontaminate.
+    """Split documents by group into prompt and data sides, chunk, decontaminate.
 
     Per domain, whole groups are drawn (seeded) until ``prompts_per_domain`` documents with a
     full-size chunk are held out; each gives one prompt (a random full-size chunk of it). All other
     groups form the data space, chunked, at most ``max_chunks_per_domain`` chunks per domain.
+
+    The data space keeps its natural duplicates unless ``dedup`` (real collections are full of
+    them, and redundancy is exactly what SIFT is meant to handle). Prompts are always drawn from
+    the deduplicated documents, so both settings hold out the same prompts, and data chunks that
+    copy or share a 13-gram with a prompt are always dropped: that is leakage, not redundancy.
     """
     if prompts_per_domain < 1:
         raise InvalidInputError(f"prompts_per_domain must be >= 1, got {prompts_per_domain}")
@@ -227,7 +234,8 @@ def build_corpus(
                 prompts.append(Prompt(f"{domain}/{held}", doc.id, domain, text))
                 held_keys.add(key)
                 held += 1
-    data_docs = [d for d in unique if d.split_key not in held_keys]
+    data_side = unique if dedup else [d for d in docs if d.text.strip()]
+    data_docs = [d for d in data_side if d.split_key not in held_keys]
 
     prompt_hashes = {normalized_hash(p.text) for p in prompts}
     prompt_grams: set[int] = set()
@@ -250,7 +258,7 @@ def build_corpus(
             if cap is not None and per_domain.get(doc.domain, 0) >= cap:
                 break
             h = normalized_hash(text)
-            if h in seen:
+            if dedup and h in seen:
                 dropped["duplicate_chunks"] += 1
                 continue
             if h in prompt_hashes or (decontaminate and _ngrams(text) & prompt_grams):
@@ -266,6 +274,7 @@ def build_corpus(
     stats = {
         "documents": len(docs),
         "dropped_documents": dropped_docs,
+        "deduplicated": dedup,
         "data_chunks_per_domain": dict(sorted(per_domain.items())),
         "prompts_per_domain": {d: sum(p.domain == d for p in prompts) for d in sorted(by_domain)},
         **dropped,

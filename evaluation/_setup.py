@@ -18,9 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ._corpus import Corpus, build_corpus, load_documents, token_chunker
+from qdrant_sift.errors import ConfigError, InvalidInputError
+
+from ._corpus import Corpus, Prompt, build_corpus, load_documents, token_chunker
 from ._corpus_sources import collect_default_documents
-from ._evaluate import EvalConfig, run_evaluation
+from ._harness import EvalConfig, corpus_store, embed_corpus, interleave_domains, run_evaluation
+from ._redundancy import inject_redundancy
 
 __all__ = [
     "PRESETS",
@@ -34,9 +37,20 @@ __all__ = [
 ]
 
 
+#: Held-out prompts per domain that the sweep may tune on; the rest are the confirmatory set.
+DEV_PROMPTS_PER_DOMAIN = 2
+PROMPT_SPLITS = ("all", "dev", "confirm")
+
+
 @dataclass(frozen=True)
 class EvalPreset:
-    """Corpus, model and harness settings of one evaluation run."""
+    """Corpus, model and harness settings of one evaluation run.
+
+    ``dedup`` deduplicates the data space (off: real collections keep their duplicates);
+    ``redundancy`` injects that many extra copies of every data chunk (exact, re-wrapped, edited);
+    ``prompt_split`` picks the development prompts (the first ``DEV_PROMPTS_PER_DOMAIN`` held out
+    in each domain), the confirmatory ones (the rest), or all.
+    """
 
     eval: EvalConfig = field(default_factory=EvalConfig)
     model: str | None = None  # None: offline SmolLM2-135M-Instruct; "tiny": a random tiny Llama
@@ -51,7 +65,20 @@ class EvalPreset:
     domains: tuple[str, ...] | None = None
     corpus_paths: tuple[str, ...] = ()
     decontaminate: bool = True
+    dedup: bool = False
+    redundancy: int = 0
+    prompt_split: str = "all"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.prompt_split not in PROMPT_SPLITS:
+            raise ConfigError(f"prompt_split must be one of {PROMPT_SPLITS}")
+        if self.redundancy < 0:
+            raise ConfigError(f"redundancy must be >= 0, got {self.redundancy}")
+        if self.prompt_split != "all" and self.prompts_per_domain <= DEV_PROMPTS_PER_DOMAIN:
+            raise ConfigError(
+                f"a dev/confirm split needs more than {DEV_PROMPTS_PER_DOMAIN} prompts per domain"
+            )
 
     def meta(self) -> dict[str, Any]:
         data = asdict(self)
@@ -59,10 +86,41 @@ class EvalPreset:
         return data
 
 
+#: The sweep's arms: λ over four decades, repeats vs unique, fewer candidates, the model kernel.
+SWEEP_ARMS: tuple[str, ...] = (
+    "nearest",
+    "sift:lam=1",
+    "sift:lam=0.01",
+    "sift:lam=0.1",
+    "sift:lam=10",
+    "sift:lam=1,kernel=model-mean",
+    "sift:lam=1,unique",
+    "sift:lam=0.001",
+    "sift:lam=1,k=50",
+    "sift:lam=0.1,kernel=model-mean",
+    "mmr",
+    "qdrant-mmr",
+    "random",
+)
+
 PRESETS: dict[str, EvalPreset] = {
     "default": EvalPreset(),
+    "sweep": EvalPreset(
+        eval=EvalConfig(arms=SWEEP_ARMS, n_grid=(5, 10, 20)),
+        prompts_per_domain=10,
+        prompt_split="dev",
+    ),
+    "confirm": EvalPreset(
+        eval=EvalConfig(arms=("nearest", "sift"), n_grid=(10, 20, 50)),
+        prompts_per_domain=10,
+        prompt_split="confirm",
+    ),
     "quick": EvalPreset(
-        eval=EvalConfig(n_grid=(1, 2, 4), k=24, alpha=0.5),
+        eval=EvalConfig(
+            arms=("nearest", "sift", "sift:lam=1,alpha=0.5", "mmr", "qdrant-mmr", "random"),
+            n_grid=(1, 2, 4),
+            k=24,
+        ),
         model="tiny",
         embedder="hash",
         lora_rank=8,
@@ -145,9 +203,7 @@ def _embedder(name: str) -> Any:
 
 
 def _load_tuner(preset: EvalPreset) -> tuple[Any, str]:
-    from ._config import TuneConfig
-    from ._models import load_model
-    from ._tuner import TestTimeTuner
+    from qdrant_sift.finetune import TestTimeTuner, TuneConfig, load_model
 
     if preset.model == "tiny":
         model, tok = tiny_model(preset.seed)
@@ -181,9 +237,79 @@ def build_preset_corpus(preset: EvalPreset, tokenizer: Any) -> tuple[Corpus, dic
         max_chunks_per_domain=preset.max_chunks_per_domain,
         seed=preset.seed,
         decontaminate=preset.decontaminate,
+        dedup=preset.dedup,
     )
+    if preset.redundancy:
+        corpus = inject_redundancy(corpus, preset.redundancy, seed=preset.seed)
     corpus.stats["sources"] = notes
     return corpus, notes
+
+
+def split_prompts(prompts: list[Prompt], split: str) -> list[Prompt]:
+    """The development or confirmatory prompts (by their rank within the domain), interleaved."""
+    if split not in PROMPT_SPLITS:
+        raise ConfigError(f"prompt split must be one of {PROMPT_SPLITS}, got {split!r}")
+    chosen = []
+    for p in prompts:
+        rank = int(p.id.rsplit("/", 1)[1])
+        dev = rank < DEV_PROMPTS_PER_DOMAIN
+        if split == "all" or (split == "dev") == dev:
+            chosen.append(p)
+    return interleave_domains(chosen)
+
+
+def _kernel_embedders(preset: EvalPreset, tuner: Any) -> dict[str, Any]:
+    from qdrant_sift.finetune import ModelEmbedder
+
+    names = {a.kernel for a in preset.eval.parsed_arms} - {"recall"}
+    return {
+        name: ModelEmbedder(
+            tuner.model, tuner.tokenizer, pooling=name.removeprefix("model-"),
+            max_tokens=2 * preset.chunk_tokens,
+        )
+        for name in sorted(names)
+    }  # fmt: skip
+
+
+def _check_size(preset: EvalPreset, corpus: Corpus, prompts: list[Prompt]) -> None:
+    if len(corpus.chunks) < preset.eval.k:
+        raise ConfigError(
+            f"the data space holds {len(corpus.chunks)} chunks, fewer than k = {preset.eval.k}"
+        )
+    per_domain = corpus.stats.get("prompts_per_domain", {})
+    short = {d: n for d, n in per_domain.items() if n < preset.prompts_per_domain}
+    if short and not prompts:
+        raise ConfigError(f"domains gave too few prompts: {short}")
+
+
+def prepare(preset: EvalPreset, out_dir: str | Path, *, log: Any = print) -> dict[str, Any]:
+    """Load the model, build or reload the corpus, embed it and open its store (no tuning)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tuner, model_name = _load_tuner(preset)
+    corpus_file = out / "corpus.json"
+    if corpus_file.exists():
+        corpus = Corpus.load(corpus_file)
+        log(f"resuming: corpus from {corpus_file}")
+    else:
+        corpus, notes = build_preset_corpus(preset, tuner.tokenizer)
+        corpus.save(corpus_file)
+        for domain, note in notes.items():
+            log(f"  {domain}: {note}")
+    prompts = split_prompts(corpus.prompts, preset.prompt_split)
+    _check_size(preset, corpus, prompts)
+    embedder = _embedder(preset.embedder)
+    vectors = embed_corpus(corpus, embedder, out / "embeddings.npy")
+    store = corpus_store(corpus, vectors, out / "store")
+    log(
+        f"data space: {len(corpus.chunks)} chunks ({'deduplicated' if preset.dedup else 'natural'}"
+        f", {preset.redundancy} injected copies), {len(prompts)} prompts ({preset.prompt_split}) "
+        f"in {len(corpus.domains)} domains; model {model_name}, lr {tuner.config.learning_rate}"
+    )
+    return {
+        "tuner": tuner, "model_name": model_name, "corpus": corpus, "prompts": prompts,
+        "embedder": embedder, "store": store, "kernels": _kernel_embedders(preset, tuner),
+    }  # fmt: skip
 
 
 def evaluate(
@@ -197,37 +323,35 @@ def evaluate(
     prompts: list[str] | tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Run one preset into ``out_dir`` (resuming what is there) and write table and plots."""
-    from ._eval_report import write_reports
-
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tuner, model_name = _load_tuner(preset)
-    corpus_file = out / "corpus.json"
-    if corpus_file.exists():
-        corpus = Corpus.load(corpus_file)
-        log(f"resuming: corpus from {corpus_file}")
-    else:
-        corpus, notes = build_preset_corpus(preset, tuner.tokenizer)
-        corpus.save(corpus_file)
-        for domain, note in notes.items():
-            log(f"  {domain}: {note}")
-    log(
-        f"data space: {len(corpus.chunks)} chunks, {len(corpus.prompts)} prompts in "
-        f"{len(corpus.domains)} domains; model {model_name}, lr {tuner.config.learning_rate}"
-    )
-    meta = {"preset": preset.meta(), "model_name": model_name}
-    store = run_evaluation(
-        corpus, tuner, _embedder(preset.embedder), out, preset.eval, meta=meta,
-        progress=progress, on_row=on_row, prompts=prompts,
-    )  # fmt: skip
+    parts = prepare(preset, out, log=log)
+    chosen: list[Prompt] = parts["prompts"]
+    if prompts is not None:
+        wanted = set(prompts)
+        unknown = wanted - {p.id for p in chosen}
+        if unknown:
+            raise InvalidInputError(f"unknown prompt ids {sorted(unknown)}")
+        chosen = [p for p in chosen if p.id in wanted]
+    meta = {"preset": preset.meta(), "model_name": parts["model_name"]}
+    try:
+        store = run_evaluation(
+            chosen, parts["tuner"], parts["store"], parts["embedder"], out, preset.eval,
+            kernels=parts["kernels"], meta=meta, progress=progress, on_row=on_row,
+        )  # fmt: skip
+    finally:
+        parts["store"].close()
+    from ._report import write_reports
+
     rows = list(store.rows.values())
+    tuner = parts["tuner"]
     preamble = (
-        f"Model {model_name}, LoRA r{preset.lora_rank} α{preset.lora_alpha:g}, "
+        f"Model {parts['model_name']}, LoRA r{preset.lora_rank} α{preset.lora_alpha:g}, "
         f"lr {tuner.config.learning_rate:g}, chunks of {preset.chunk_tokens} tokens, "
-        f"K = {preset.eval.k} candidates (recalled by "
-        f"{'|cosine|' if preset.eval.both_directions else 'cosine'} with {preset.embedder}), "
-        f"λ = {preset.eval.lam:g}, adaptive α = {preset.eval.alpha:g}; "
-        f"{len(corpus.chunks)} data chunks, {len(corpus.prompts)} held-out prompts."
+        f"K = {preset.eval.k} candidates recalled from Qdrant Edge (exact, "
+        f"{'|cosine|' if preset.eval.both_directions else 'cosine'}, {preset.embedder}); "
+        f"{len(parts['corpus'].chunks)} data chunks "
+        f"({'deduplicated' if preset.dedup else 'natural duplicates kept'}, "
+        f"{preset.redundancy} injected copies), {len(chosen)} {preset.prompt_split} prompts."
     )
     paths = write_reports(rows, out, preset.eval.n_grid, preamble=preamble)
     result: dict[str, Any] = {"rows": len(rows), **{k: str(v) for k, v in paths.items()}}

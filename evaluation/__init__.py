@@ -1,0 +1,84 @@
+"""Does test-time fine-tuning on SIFT's picks teach the model more than nearest neighbours?
+
+``qdrant-sift eval`` and :func:`evaluate` hold out prompts from a corpus (or from a user's own
+collection), recall candidates from a real Qdrant store, let each arm (nearest neighbours, SIFT at
+some λ and kernel, MMR, the engine's MMR, random) pick N of them, take one LoRA step per pick and
+measure the prompt's bits per byte at every N. :func:`paired_comparison` turns the rows into
+paired differences with a bootstrap interval. Names load lazily (PEP 562): importing this package
+does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from qdrant_sift._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from ._arms import ARM_STRATEGIES, KERNELS, Arm, parse_arms
+    from ._corpus import Chunk, Corpus, Prompt, build_corpus, load_documents, token_chunker
+    from ._corpus_sources import DEFAULT_SOURCES, Document, collect_default_documents
+    from ._harness import DEFAULT_ARMS, EvalConfig, ResultStore, embed_corpus, run_evaluation
+    from ._plots import write_plots
+    from ._redundancy import inject_redundancy, near_copy
+    from ._report import paired_comparison, summarize, write_reports
+    from ._setup import PRESETS, EvalPreset, evaluate, prepare
+
+__all__ = [
+    "ARM_STRATEGIES",
+    "DEFAULT_ARMS",
+    "DEFAULT_SOURCES",
+    "KERNELS",
+    "PRESETS",
+    "Arm",
+    "Chunk",
+    "Corpus",
+    "Document",
+    "EvalConfig",
+    "EvalPreset",
+    "Prompt",
+    "ResultStore",
+    "build_corpus",
+    "collect_default_documents",
+    "embed_corpus",
+    "evaluate",
+    "inject_redundancy",
+    "load_documents",
+    "near_copy",
+    "paired_comparison",
+    "parse_arms",
+    "prepare",
+    "run_evaluation",
+    "summarize",
+    "token_chunker",
+    "write_plots",
+    "write_reports",
+]
+
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    globals(),
+    {
+        "._arms": ["ARM_STRATEGIES", "KERNELS", "Arm", "parse_arms"],
+        "._corpus": [
+            "Chunk",
+            "Corpus",
+            "Prompt",
+            "build_corpus",
+            "load_documents",
+            "token_chunker",
+        ],
+        "._corpus_sources": ["DEFAULT_SOURCES", "Document", "collect_default_documents"],
+        "._harness": [
+            "DEFAULT_ARMS",
+            "EvalConfig",
+            "ResultStore",
+            "embed_corpus",
+            "run_evaluation",
+        ],
+        "._redundancy": ["inject_redundancy", "near_copy"],
+        "._report": ["paired_comparison", "summarize", "write_reports"],
+        "._setup": ["PRESETS", "EvalPreset", "evaluate", "prepare"],
+        "._plots": ["write_plots"],
+    },
+)
