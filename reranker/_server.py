@@ -243,7 +243,8 @@ class ServerHandle:
             done.wait()
             if self._health_server is not None:
                 self._health_server.stop(None).wait()
-            self.metrics.shutdown()
+            # The HTTP server notices a shutdown only at its next 0.5 s poll: don't wait for it.
+            threading.Thread(target=self.metrics.shutdown, daemon=True).start()
             self.servicer.close()
             self._stopped.set()
             log.info("stopped", extra={"port": self.port})
