@@ -15,7 +15,11 @@ from collections.abc import Sequence
 
 from qdrant_sift import QdrantSiftError, __version__
 
-__all__ = ["build_parser", "main"]
+from ._cmd_common import add_store_options, store_from_args
+
+#: ``add_store_options``/``store_from_args`` are public so other packages' subcommands (eval)
+#: take the same store options as ingest/search/generate.
+__all__ = ["add_store_options", "build_parser", "main", "store_from_args"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (

@@ -9,6 +9,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from qdrant_sift.client.cli import add_store_options
+
 __all__ = ["register", "run"]
 
 
@@ -82,6 +84,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--prompt-ids", type=_names, default=None, help="evaluate only these prompts")
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=12,
+        help="with --collection: sources held out as prompts (default %(default)s)",
+    )
+    p.add_argument("--text-key", default="text", help="with --collection: payload key of the text")
+    p.add_argument(
+        "--source-key", default="source", help="with --collection: payload key of the source"
+    )
+    add_store_options(p)
+    # No default collection: without --collection the evaluation builds its own corpus.
+    p.set_defaults(collection=None)
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -132,9 +147,29 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     preset = preset_from_args(args)
     progress = not args.no_progress
+    if args.collection is not None:
+        return _run_collection(args, preset, progress)
     result = evaluate(
         preset, args.out, progress=progress, plots=not args.no_plots, prompts=args.prompt_ids
     )
+    print(Path(result["table"]).read_text(encoding="utf-8"))
+    print(f"results: {args.out} ({result['rows']} rows)")
+    return 0
+
+
+def _run_collection(args: argparse.Namespace, preset: Any, progress: bool) -> int:
+    from qdrant_sift.client.cli import store_from_args
+
+    from ._collection import evaluate_collection
+
+    store = store_from_args(args)
+    try:
+        result = evaluate_collection(
+            store, args.out, preset, n_prompts=args.holdout, text_key=args.text_key,
+            source_key=args.source_key, progress=progress, plots=not args.no_plots,
+        )  # fmt: skip
+    finally:
+        store.close()
     print(Path(result["table"]).read_text(encoding="utf-8"))
     print(f"results: {args.out} ({result['rows']} rows)")
     return 0
