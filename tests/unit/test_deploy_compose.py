@@ -168,6 +168,7 @@ def test_rerankers(service: str, device: str) -> None:
     assert args.max_workers == 8 and args.max_concurrent_rpcs == 64
     containers = {p.rsplit(":", 1)[1] for p in s["ports"]}
     assert containers == {str(args.port), str(args.metrics_port)}
+    assert args.health_port not in (None, args.port)  # the image's health check asks it
     env = s["environment"]
     assert env["QDRANT_URL"] == "http://qdrant:6333"
     assert env["QDRANT_SIFT_TOKEN"].startswith("${QDRANT_SIFT_TOKEN:?")

@@ -159,9 +159,13 @@ def test_final_image_is_small_non_root_and_health_checked(variant: tuple[str, Do
     assert cmd[0] == "serve"
     args = _serve_parser().parse_args(cmd[1:])
     assert args.device == device
-    assert {str(args.port), str(args.metrics_port)} <= set(" ".join(final.all("EXPOSE")).split())
-    # The health check probes the port the server listens on.
-    assert f"QDRANT_SIFT_HEALTH_PORT={args.port}" in " ".join(final.all("ENV")).split()
+    exposed = set(" ".join(final.all("EXPOSE")).split())
+    assert {str(args.port), str(args.metrics_port), str(args.health_port)} <= exposed
+    # The health check asks the health port, which answers outside the in-flight limit.
+    env = " ".join(final.all("ENV")).split()
+    assert args.health_port not in (None, args.port)
+    assert f"QDRANT_SIFT_HEALTH_PORT={args.health_port}" in env
+    assert f"QDRANT_SIFT_SERVE_HEALTH_PORT={args.health_port}" in env
 
 
 def test_ingest_stage() -> None:

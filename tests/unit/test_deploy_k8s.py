@@ -163,12 +163,14 @@ def test_reranker_gets_a_gpu_and_bounded_resources() -> None:
     assert any(t["key"] == "nvidia.com/gpu" for t in POD["spec"]["tolerations"])
 
 
-def test_probes_use_native_grpc_on_the_served_port() -> None:
+def test_probes_use_native_grpc_on_the_health_port() -> None:
     args = _serve_parser().parse_args(CONTAINER["args"][1:])
     ports = {p["name"]: p["containerPort"] for p in CONTAINER["ports"]}
-    assert ports == {"grpc": args.port, "metrics": args.metrics_port}
+    assert ports == {"grpc": args.port, "metrics": args.metrics_port, "health": args.health_port}
+    # Probes go to the health port, outside the in-flight limit of the serving port (issue 12).
+    assert args.health_port not in (None, args.port)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert CONTAINER[probe]["grpc"]["port"] == args.port, probe
+        assert CONTAINER[probe]["grpc"]["port"] == args.health_port, probe
     grace = POD["spec"]["terminationGracePeriodSeconds"]
     pre_stop = CONTAINER["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert grace > pre_stop + args.grace, "the drain must finish before SIGKILL"
