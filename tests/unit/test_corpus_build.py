@@ -169,3 +169,17 @@ def test_default_sources_real_text_and_missing_source(monkeypatch: pytest.Monkey
     monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
     docs, notes = collect_default_documents(2, domains=["bible"])
     assert docs == [] and notes["bible"].startswith("skipped")
+
+
+def test_vendored_domain_holds_every_copy_in_one_group() -> None:
+    docs, note = sources.python_vendored(40, random.Random(0))
+    assert docs, note  # pip and setuptools vendor packaging etc. on every install
+    groups: dict[str, list[Document]] = {}
+    for d in docs:
+        groups.setdefault(d.group, []).append(d)
+    assert all(len(g) >= 2 for g in groups.values())
+    assert all(not Path(d.id.removeprefix("vendored:")).is_absolute() for d in docs)
+    corpus = build_corpus(docs, _chunker(), prompts_per_domain=3, seed=0)
+    held = {d.group for d in docs if d.id in {p.doc_id for p in corpus.prompts}}
+    data_groups = {next(d.group for d in docs if d.id == c.doc_id) for c in corpus.chunks}
+    assert held and not held & data_groups
