@@ -23,6 +23,7 @@ __all__ = [
     "RerankerError",
     "RerankerUnavailableError",
     "SelectionCancelledError",
+    "StoreCorruptedError",
     "StoreError",
     "StoreLockedError",
     "StoreUnavailableError",
@@ -70,6 +71,27 @@ class StoreUnavailableError(StoreError):
 
 class StoreLockedError(StoreError):
     """An embedded store folder is already opened by another process."""
+
+
+class StoreCorruptedError(StoreError):
+    """An embedded shard does not hold what was written to it (files damaged or lost).
+
+    ``shard`` is the folder; ``repair`` says how to restore it (drop it and re-ingest the
+    sources, which ``sources`` lists when they are known).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        shard: str | None = None,
+        repair: str | None = None,
+        sources: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.shard = shard
+        self.repair = repair
+        self.sources = sources
 
 
 class CollectionNotFoundError(StoreError):

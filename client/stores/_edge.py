@@ -3,6 +3,11 @@
 Search is exact brute force until :meth:`EdgeStore.optimize` builds HNSW (an explicit, blocking
 call); after that recall uses ``hnsw_ef = max(HNSW_EF_FACTOR·k, 64)`` unless told otherwise.
 One process owns a folder at a time: a second one gets :class:`StoreLockedError`.
+
+Every shard carries a manifest (point count, id-set digest, file fingerprints at a clean close;
+see :mod:`._integrity` for what that does and does not protect). A shard that does not match it
+raises :class:`StoreCorruptedError` on every use except :meth:`EdgeStore.drop`, which is the
+repair (then re-ingest). Every engine exception reaches the caller as a ``StoreError``.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,12 +30,21 @@ from qdrant_sift.errors import (
     CollectionNotFoundError,
     ConfigError,
     InvalidInputError,
+    QdrantSiftError,
+    StoreCorruptedError,
     StoreError,
     StoreLockedError,
 )
 
 from ._base import Hits, PointId, StoredPoint, VectorStore, normalize_id
 from ._filters import Filter, Match, Range, as_filter, to_edge
+from ._integrity import (
+    IdState,
+    ShardManifest,
+    fingerprint,
+    fingerprint_mismatch,
+    probe_load,
+)
 from ._names import shard_path, validate_collection_name
 from ._qdrant import HNSW_EF_FACTOR
 
@@ -42,14 +58,30 @@ _CLUSTER_ONLY = frozenset(
 )  # fmt: skip
 
 
+#: Sources kept in the manifest for an exact repair; beyond this the list says it is partial.
+_MAX_SOURCES = 10_000
+_JSONL_LINE = re.compile(r"^(.+\.jsonl):\d+$")
+
+
 def _edge_id(pid: PointId) -> Any:
     return pid if isinstance(pid, int) else uuid.UUID(pid)
 
 
 class EdgeStore(VectorStore):
-    """A collection as an Edge shard in ``path/collection`` (created on :meth:`create`)."""
+    """A collection as an Edge shard in ``path/collection`` (created on :meth:`create`).
 
-    def __init__(self, path: str | os.PathLike[str], collection: str = "docs") -> None:
+    ``probe``: load a shard that was not closed cleanly (or has no manifest) in a subprocess
+    first, so an engine abort on damaged files kills the probe, not this process (about 0.2 s,
+    only after a crash). ``None`` reads ``QDRANT_SIFT_EDGE_PROBE`` (default on; ``0`` = off).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        collection: str = "docs",
+        *,
+        probe: bool | None = None,
+    ) -> None:
         validate_collection_name(collection)
         shard_path(path, collection)  # refuse before creating anything
         self.collection = collection
@@ -57,11 +89,26 @@ class EdgeStore(VectorStore):
         self._shard: Any = None
         self._shape: tuple[int, str] | None = None
         self._lock_fd: int | None = None
+        self._damage: StoreCorruptedError | None = None
+        self._state = IdState()
+        self._sources: list[str] = []
+        self._write_lock = threading.RLock()
+        if probe is None:
+            probe = os.environ.get("QDRANT_SIFT_EDGE_PROBE", "1").strip().lower() not in (
+                "0", "false", "no", "off"
+            )  # fmt: skip
+        self._probe = probe
         self.root.mkdir(parents=True, exist_ok=True)
         self.shard_dir = shard_path(self.root, collection)
         self._lock()
-        if (self.shard_dir / "edge_config.json").exists():
-            self._open()
+        try:
+            if (self.shard_dir / "edge_config.json").exists():
+                self._open()
+            elif (self.shard_dir / ShardManifest.name()).exists():
+                self._damaged("edge_config.json is missing")
+        except BaseException:
+            self._unlock()
+            raise
 
     # --- locking and opening -----------------------------------------------------------------
 
@@ -79,19 +126,160 @@ class EdgeStore(VectorStore):
             ) from exc
         self._lock_fd = fd
 
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @contextlib.contextmanager
+    def _engine(self, what: str) -> Iterator[None]:
+        """Every engine exception becomes a ``StoreError`` naming the shard, chained."""
+        try:
+            yield
+        except QdrantSiftError:
+            raise
+        except Exception as exc:
+            if "WouldBlock" in str(exc):
+                raise StoreLockedError(f"{self.shard_dir} is open in another process") from exc
+            raise StoreError(f"Edge {what} failed on {self.shard_dir}: {exc}") from exc
+
+    def _damaged(self, what: str, cause: BaseException | None = None) -> None:
+        """Record that the shard is damaged; every use but drop/close raises it from now on."""
+        if self._shard is not None:
+            with contextlib.suppress(Exception):
+                self._shard.close()
+            self._shard = None
+        sources = tuple(self._sources)
+        if sources:
+            shown = " ".join(sources[:5]) + (" …" if len(sources) > 5 else "")
+            command = (
+                f"qdrant-sift ingest {shown} --collection {self.collection} --path {self.root} "
+                "--recreate"
+            )
+            extra = "" if len(sources) <= 5 else f" (all {len(sources)} sources: see the manifest)"
+            repair = f"{command}{extra}"
+        else:
+            repair = (
+                f"qdrant-sift ingest SOURCES --collection {self.collection} --path {self.root} "
+                "--recreate"
+            )
+        err = StoreCorruptedError(
+            f"Edge shard {self.shard_dir} is damaged: {what}. Its points cannot be trusted. "
+            f"Repair: drop it and re-ingest (chunk ids are deterministic, so the same points "
+            f"come back): {repair}",
+            shard=str(self.shard_dir),
+            repair=repair,
+            sources=sources,
+        )
+        if cause is not None:
+            err.__cause__ = cause
+        self._damage = err
+
     def _open(self) -> None:
         import qdrant_edge as qe
 
+        try:
+            manifest = ShardManifest.read(self.shard_dir)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            self._damaged(f"its manifest cannot be read ({exc})", exc)
+            return
+        if manifest is not None:
+            self._sources = list(manifest.sources)
+        # After a clean close the files must be as fingerprinted then: then only the count is
+        # checked. Otherwise (a crash, a changed file, no manifest) the shard is first loaded in
+        # a subprocess, so an engine abort cannot take this process down, and then verified in
+        # full: a write-ahead log replay may legitimately repair a changed file.
+        suspect = None
+        if manifest is not None and manifest.clean and manifest.files:
+            try:
+                suspect = fingerprint_mismatch(self.shard_dir, manifest.files)
+            except OSError as exc:
+                suspect = f"its files cannot be read ({exc})"
+        fast = manifest is not None and manifest.clean and bool(manifest.files) and not suspect
+        if not fast:
+            if self._probe:
+                died = probe_load(self.shard_dir)
+                if died:
+                    self._damaged(died + (f"; {suspect}" if suspect else ""))
+                    return
+            elif suspect:  # no probe: refuse rather than risk an engine abort in-process
+                self._damaged(suspect)
+                return
         try:
             self._shard = qe.EdgeShard.load(str(self.shard_dir))
         except Exception as exc:
             if "WouldBlock" in str(exc):
                 raise StoreLockedError(f"{self.shard_dir} is open in another process") from exc
-            raise StoreError(f"cannot open Edge shard {self.shard_dir}: {exc}") from exc
+            self._damaged(f"the engine cannot load it ({exc})", exc)
+            return
+        try:
+            if manifest is None:  # written before manifests existed: adopt it as it is
+                self._state = self._scan()
+            elif fast:
+                count = self._count()
+                if count != manifest.state.points:
+                    self._damaged(f"it holds {count} points, {manifest.state.points} were written")
+                    return
+                self._state = manifest.state
+            else:
+                actual = self._scan()
+                allowed = [manifest.state] + ([manifest.pending] if manifest.pending else [])
+                if actual not in allowed:
+                    what = (
+                        f"it holds {actual.points} points, {manifest.state.points} were written"
+                        if actual.points != manifest.state.points
+                        else f"it holds {actual.points} points as written, but not the same ids"
+                    )
+                    self._damaged(what + (f"; {suspect}" if suspect else ""))
+                    return
+                self._state = actual
+            self._write_manifest()  # open: dirty until a clean close
+        except StoreError as exc:
+            self._damaged(f"reading it failed ({exc})", exc)
+
+    def _scan(self) -> IdState:
+        """The id state of the open shard, read from the engine (a scroll over ids only)."""
+        import qdrant_edge as qe
+
+        shard = self._shard
+        ids: list[PointId] = []
+        offset: Any = None
+        with self._engine("scan"):
+            while True:
+                recs, offset = shard.scroll(
+                    qe.ScrollRequest(
+                        offset=offset, limit=10_000, with_payload=False, with_vector=False
+                    )
+                )
+                ids.extend(normalize_id(r.id) for r in recs)
+                if offset is None:
+                    break
+        return IdState.of(ids)
+
+    def _count(self) -> int:
+        import qdrant_edge as qe
+
+        with self._engine("count"):
+            return int(self._shard.count(qe.CountRequest(exact=True)))
+
+    def _write_manifest(
+        self, pending: IdState | None = None, *, clean: bool = False, files: Any = None
+    ) -> None:
+        ShardManifest(
+            state=self._state,
+            pending=pending,
+            clean=clean,
+            files=files or {},
+            sources=self._sources,
+        ).write(self.shard_dir, durable=clean)
 
     def _require(self) -> Any:
         if self._lock_fd is None:
             raise StoreError(f"{self!r} is closed")
+        if self._damage is not None:
+            raise self._damage
         if self._shard is None:
             raise CollectionNotFoundError(
                 f"no collection {self.collection!r} in {self.root}; create it or ingest first"
@@ -101,14 +289,19 @@ class EdgeStore(VectorStore):
     # --- metadata ----------------------------------------------------------------------------
 
     def exists(self) -> bool:
+        if self._damage is not None:
+            raise self._damage
         return self._shard is not None
 
     def _load_shape(self) -> tuple[int, str]:
         if self._shape is None:
             self._require()
-            cfg = json.loads((self.shard_dir / "edge_config.json").read_text())
-            vec = cfg["vectors"][""]
-            self._shape = (int(vec["size"]), str(vec["distance"]).lower())
+            try:
+                cfg = json.loads((self.shard_dir / "edge_config.json").read_text())
+                vec = cfg["vectors"][""]
+                self._shape = (int(vec["size"]), str(vec["distance"]).lower())
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise StoreError(f"cannot read {self.shard_dir}/edge_config.json: {exc}") from exc
         return self._shape
 
     @property
@@ -122,7 +315,9 @@ class EdgeStore(VectorStore):
     @property
     def indexed(self) -> bool:
         """Whether an HNSW index exists (after :meth:`optimize` on enough data)."""
-        return bool(self._require().info().indexed_vectors_count)
+        shard = self._require()
+        with self._engine("info"):
+            return bool(shard.info().indexed_vectors_count)
 
     # --- primitives --------------------------------------------------------------------------
 
@@ -137,22 +332,75 @@ class EdgeStore(VectorStore):
             cfg = qe.EdgeConfig(vectors=vp, **params)
         except TypeError as exc:
             raise ConfigError(f"unknown Edge collection parameter: {exc}") from exc
-        try:
+        with self._engine("create"):
             self._shard = qe.EdgeShard.create(str(self.shard_dir), cfg)
-        except Exception as exc:
-            raise StoreError(f"cannot create Edge shard {self.shard_dir}: {exc}") from exc
         self._shape = None
+        self._state, self._sources = IdState(), []
+        self._write_manifest()
+
+    def _known(self, ids: list[PointId]) -> set[PointId]:
+        """Which of ``ids`` the shard holds (ids only, no payloads or vectors)."""
+        with self._engine("retrieve"):
+            recs = self._shard.retrieve(
+                [_edge_id(i) for i in ids], with_payload=False, with_vector=False
+            )
+        return {normalize_id(r.id) for r in recs}
+
+    def _new_sources(self, payloads: list[dict]) -> list[str]:
+        if len(self._sources) >= _MAX_SOURCES:
+            return []
+        have = set(self._sources)
+        out: list[str] = []
+        for p in payloads:
+            src = p.get("source")
+            if not isinstance(src, str) or not src:
+                continue
+            m = _JSONL_LINE.match(src)
+            src = m.group(1) if m else src
+            if src not in have:
+                have.add(src)
+                out.append(src)
+        return out[: _MAX_SOURCES - len(self._sources)]
 
     def _upsert(self, ids: list[PointId], vectors: np.ndarray, payloads: list[dict]) -> None:
         import qdrant_edge as qe
 
-        shard = self._require()
+        self._require()
         rows = vectors.tolist()
         points = [qe.Point(_edge_id(i), v, p) for i, v, p in zip(ids, rows, payloads, strict=True)]
+        with self._write_lock:
+            known = self._known(ids)
+            after = self._state.add(i for i in dict.fromkeys(ids) if i not in known)
+            sources = self._new_sources(payloads)
+            self._sources.extend(sources)
+            self._apply(qe.UpdateOperation.upsert_points(points), after, "upsert", sources)
+
+    def _apply(self, operation: Any, after: IdState, what: str, sources: list[str]) -> None:
+        """Record ``after`` as pending, apply ``operation``, then record ``after`` as written.
+
+        A crash between the two manifest writes leaves both states acceptable on the next open;
+        a crash after the second makes a lost write (a deleted log, say) detectable.
+        """
+        changed = after != self._state or bool(sources)
+        if changed:
+            self._manifest_or_error(pending=after)
         try:
-            shard.update(qe.UpdateOperation.upsert_points(points))
-        except Exception as exc:
-            raise StoreError(f"Edge upsert failed: {exc}") from exc
+            with self._engine(what):
+                self._shard.update(operation)
+        except StoreError:
+            with contextlib.suppress(StoreError, OSError):
+                self._state = self._scan()  # whatever part of the write the engine kept
+                self._write_manifest()
+            raise
+        self._state = after
+        if changed:
+            self._manifest_or_error()
+
+    def _manifest_or_error(self, pending: IdState | None = None) -> None:
+        try:
+            self._write_manifest(pending=pending)
+        except OSError as exc:
+            raise StoreError(f"cannot write the manifest of {self.shard_dir}: {exc}") from exc
 
     def _native_filter(self, filter: Any) -> Any:
         if filter is None:
@@ -192,10 +440,8 @@ class EdgeStore(VectorStore):
             )
             for q in queries
         ]
-        try:
+        with self._engine("query"):
             res = shard.query_batch(qe.QueryBatchRequest(reqs))
-        except Exception as exc:
-            raise StoreError(f"Edge query failed: {exc}") from exc
         dim = self.dim
         return [
             Hits.build([normalize_id(p.id) for p in r], [p.score for p in r],
@@ -208,9 +454,10 @@ class EdgeStore(VectorStore):
         norm = list(dict.fromkeys(normalize_id(i) for i in ids))
         if not norm:
             return []
-        recs = shard.retrieve(
-            [_edge_id(i) for i in norm], with_payload=True, with_vector=with_vectors
-        )
+        with self._engine("retrieve"):
+            recs = shard.retrieve(
+                [_edge_id(i) for i in norm], with_payload=True, with_vector=with_vectors
+            )
         by_id = {normalize_id(r.id): r for r in recs}
         return [
             StoredPoint(
@@ -225,15 +472,19 @@ class EdgeStore(VectorStore):
     def delete(self, ids: Sequence[PointId]) -> None:
         import qdrant_edge as qe
 
-        shard = self._require()
-        norm = [normalize_id(i) for i in ids]
-        if norm:
-            shard.update(qe.UpdateOperation.delete_points([_edge_id(i) for i in norm]))
+        self._require()
+        norm = list(dict.fromkeys(normalize_id(i) for i in ids))
+        if not norm:
+            return
+        with self._write_lock:
+            known = self._known(norm)
+            after = self._state.remove(i for i in norm if i in known)
+            op = qe.UpdateOperation.delete_points([_edge_id(i) for i in norm])
+            self._apply(op, after, "delete", [])
 
     def count(self) -> int:
-        import qdrant_edge as qe
-
-        return int(self._require().count(qe.CountRequest(exact=True)))
+        self._require()
+        return self._count()
 
     def scroll(self, batch_size: int = 1000, with_vectors: bool = False) -> Iterator[StoredPoint]:
         import qdrant_edge as qe
@@ -241,11 +492,12 @@ class EdgeStore(VectorStore):
         shard = self._require()
         offset: Any = None
         while True:
-            recs, offset = shard.scroll(
-                qe.ScrollRequest(
-                    offset=offset, limit=batch_size, with_payload=True, with_vector=with_vectors
+            with self._engine("scroll"):
+                recs, offset = shard.scroll(
+                    qe.ScrollRequest(
+                        offset=offset, limit=batch_size, with_payload=True, with_vector=with_vectors
+                    )
                 )
-            )
             for r in recs:
                 vec = np.asarray(r.vector, np.float32) if with_vectors else None
                 yield StoredPoint(normalize_id(r.id), vec, r.payload or {})
@@ -255,11 +507,13 @@ class EdgeStore(VectorStore):
     def optimize(self) -> bool:
         """Build HNSW now (blocking; about a minute per 100k×384 on two cores)."""
         shard = self._require()
-        ran = bool(shard.optimize())
-        shard.flush()
+        with self._engine("optimize"):
+            ran = bool(shard.optimize())
+            shard.flush()
         return ran
 
     def drop(self) -> None:
+        """Delete the collection; also the repair for a damaged shard (then re-ingest)."""
         if self._lock_fd is None:
             raise StoreError(f"{self!r} is closed")
         if self._shard is not None:
@@ -273,23 +527,48 @@ class EdgeStore(VectorStore):
             except OSError as exc:
                 raise StoreError(f"cannot delete Edge shard {folder}: {exc}") from exc
         self._shape = None
+        self._damage = None
+        self._state, self._sources = IdState(), []
 
     def flush(self) -> None:
         """Make every acknowledged write durable in the segments (the WAL already has them)."""
-        self._require().flush()
+        shard = self._require()
+        with self._engine("flush"):
+            shard.flush()
 
     def close(self) -> None:
-        if self._shard is not None:
-            with contextlib.suppress(Exception):
-                self._shard.flush()
-            with contextlib.suppress(Exception):
-                self._shard.close()
-            self._shard = None
-        if self._lock_fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        """Flush, close the shard, fingerprint it in the manifest, release the lock.
+
+        A failed flush or close raises ``StoreError`` (after the lock is released); the
+        manifest then stays marked unclean, so the next open verifies the shard in full.
+        """
+        error: BaseException | None = None
+        with self._write_lock:
+            if self._shard is not None:
+                try:
+                    with self._engine("flush"):
+                        self._shard.flush()
+                    if self._count() != self._state.points:  # bookkeeping drifted: recount
+                        self._state = self._scan()
+                except StoreError as exc:
+                    error = exc
+                try:
+                    with self._engine("close"):
+                        self._shard.close()
+                except StoreError as exc:
+                    error = error or exc
+                self._shard = None
+                if error is None:
+                    try:
+                        self._write_manifest(clean=True, files=fingerprint(self.shard_dir))
+                    except OSError as exc:
+                        error = StoreError(f"cannot write the manifest of {self.shard_dir}: {exc}")
+            self._unlock()
+        if error is not None:
+            raise StoreError(
+                f"closing {self.shard_dir} failed: {error}; acknowledged writes are in the "
+                "write-ahead log and are replayed (and verified) on the next open"
+            ) from error
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
