@@ -97,6 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_store_options(p)
     # No default collection: without --collection the evaluation builds its own corpus.
     p.set_defaults(collection=None)
+    p.add_argument(
+        "--reranker", default=None, help="grpc://host:port of a reranker service (else in-process)"
+    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -147,17 +150,31 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     preset = preset_from_args(args)
     progress = not args.no_progress
-    if args.collection is not None:
-        return _run_collection(args, preset, progress)
-    result = evaluate(
-        preset, args.out, progress=progress, plots=not args.no_plots, prompts=args.prompt_ids
-    )
+    reranker = _reranker(args)
+    try:
+        if args.collection is not None:
+            return _run_collection(args, preset, progress, reranker)
+        result = evaluate(
+            preset, args.out, progress=progress, plots=not args.no_plots, prompts=args.prompt_ids,
+            reranker=reranker,
+        )  # fmt: skip
+    finally:
+        if reranker is not None:
+            reranker.close()
     print(Path(result["table"]).read_text(encoding="utf-8"))
     print(f"results: {args.out} ({result['rows']} rows)")
     return 0
 
 
-def _run_collection(args: argparse.Namespace, preset: Any, progress: bool) -> int:
+def _reranker(args: argparse.Namespace) -> Any:
+    if not args.reranker:
+        return None
+    from qdrant_sift.reranker import RemoteReranker
+
+    return RemoteReranker(args.reranker)
+
+
+def _run_collection(args: argparse.Namespace, preset: Any, progress: bool, reranker: Any) -> int:
     from qdrant_sift.client.cli import store_from_args
 
     from ._collection import evaluate_collection
@@ -167,6 +184,7 @@ def _run_collection(args: argparse.Namespace, preset: Any, progress: bool) -> in
         result = evaluate_collection(
             store, args.out, preset, n_prompts=args.holdout, text_key=args.text_key,
             source_key=args.source_key, progress=progress, plots=not args.no_plots,
+            reranker=reranker,
         )  # fmt: skip
     finally:
         store.close()

@@ -161,6 +161,7 @@ def evaluate_collection(
     progress: bool = True,
     plots: bool = True,
     log: Any = print,
+    reranker: Any = None,
 ) -> dict[str, Any]:
     """Hold out ``n_prompts`` sources of ``store`` and run ``preset``'s arms on them.
 
@@ -185,7 +186,7 @@ def evaluate_collection(
         "model_name": model_name,
     }
     results = run_evaluation(
-        prompts, tuner, held, embedder, out_dir, cfg,
+        prompts, tuner, held, embedder, out_dir, cfg, reranker=reranker,
         kernels=_kernel_embedders(preset, tuner), meta=meta, progress=progress,
     )  # fmt: skip
     rows = list(results.rows.values())

@@ -101,6 +101,12 @@ SWEEP_ARMS: tuple[str, ...] = (
     "mmr",
     "qdrant-mmr",
     "random",
+    # Adaptive SIFT, an α sweep: each cuts sift:lam=1's order, so it costs no extra steps.
+    "sift:lam=1,alpha=0.05",
+    "sift:lam=1,alpha=0.1",
+    "sift:lam=1,alpha=0.2",
+    "sift:lam=1,alpha=0.5",
+    "sift:lam=1,alpha=1",
 )
 
 PRESETS: dict[str, EvalPreset] = {
@@ -321,8 +327,13 @@ def evaluate(
     on_row: Any = None,
     log: Any = print,
     prompts: list[str] | tuple[str, ...] | None = None,
+    reranker: Any = None,
 ) -> dict[str, Any]:
-    """Run one preset into ``out_dir`` (resuming what is there) and write table and plots."""
+    """Run one preset into ``out_dir`` (resuming what is there) and write table and plots.
+
+    ``reranker`` (default: in-process ``LocalReranker``) may be a ``RemoteReranker``: selection
+    then runs in the service, as it would for ``SiftClient``.
+    """
     out = Path(out_dir)
     parts = prepare(preset, out, log=log)
     chosen: list[Prompt] = parts["prompts"]
@@ -336,7 +347,8 @@ def evaluate(
     try:
         store = run_evaluation(
             chosen, parts["tuner"], parts["store"], parts["embedder"], out, preset.eval,
-            kernels=parts["kernels"], meta=meta, progress=progress, on_row=on_row,
+            reranker=reranker, kernels=parts["kernels"], meta=meta, progress=progress,
+            on_row=on_row,
         )  # fmt: skip
     finally:
         parts["store"].close()

@@ -315,3 +315,22 @@ def test_cli_subset_of_prompts_and_arms(tmp_path: Path, capsys: pytest.CaptureFi
     assert ("bible/0", "sift:lam=1", 2) in ResultStore(out / "results.jsonl").rows
     assert main(args("sift", "-k", "20")) == 1
     assert "different run" in capsys.readouterr().err
+
+
+def test_remote_reranker_gives_the_same_rows(
+    corpus: Corpus, finished: ResultStore, tmp_path: Path
+) -> None:
+    """Selection through the gRPC service (real server on loopback) changes no pick or number."""
+    from qdrant_sift.reranker import RemoteReranker
+    from qdrant_sift.reranker._server import serve
+
+    cfg = EvalConfig(arms=("sift", "sift:lam=1", "random"), n_grid=(1, 3), k=8)
+    with (
+        serve(port=0, device="cpu", max_workers=2) as handle,
+        RemoteReranker(f"grpc://127.0.0.1:{handle.port}", timeout=30) as remote,
+    ):
+        rows = _run(corpus, tmp_path, cfg, reranker=remote).rows
+    for key, row in rows.items():
+        want = finished.rows[key]
+        assert row["picks"] == want["picks"]
+        assert row["bpb"] == pytest.approx(want["bpb"], rel=1e-5)
