@@ -100,6 +100,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--reranker", default=None, help="grpc://host:port of a reranker service (else in-process)"
     )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rewrite table.md, summary.json, results.csv and plots from --out's results "
+        "(works while a run is still going; no model is loaded)",
+    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -141,7 +147,32 @@ def preset_from_args(args: argparse.Namespace) -> Any:
     return with_overrides(base, **changes)
 
 
+def _report_only(args: argparse.Namespace) -> int:
+    import json
+
+    from qdrant_sift.errors import ConfigError
+
+    from ._harness import ResultStore
+    from ._report import write_reports
+
+    out = Path(args.out)
+    if not (out / "run.json").exists():
+        raise ConfigError(f"{out} holds no evaluation (no run.json)")
+    meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    grid = meta["config"]["n_grid"]
+    rows = list(ResultStore(out / "results.jsonl").rows.values())
+    paths = write_reports(rows, out, grid, preamble=f"Partial or finished run in {out}.")
+    if not args.no_plots:
+        from ._plots import write_plots
+
+        write_plots(rows, out, list(grid))
+    print(paths["table"].read_text(encoding="utf-8"))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.report_only:
+        return _report_only(args)
     import torch
 
     from ._setup import evaluate

@@ -334,3 +334,15 @@ def test_remote_reranker_gives_the_same_rows(
         want = finished.rows[key]
         assert row["picks"] == want["picks"]
         assert row["bpb"] == pytest.approx(want["bpb"], rel=1e-5)
+
+
+def test_report_only_reads_a_run_without_a_model(
+    finished: ResultStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qdrant_sift.client.cli import main
+
+    out = finished.path.parent
+    assert main(["eval", "--report-only", "--out", str(out)]) == 0
+    assert "| sift:lam=1 |" in capsys.readouterr().out
+    assert (out / "vs_nearest.png").exists()
+    assert main(["eval", "--report-only", "--out", str(tmp_path / "none")]) == 1
