@@ -106,6 +106,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="only rewrite table.md, summary.json, results.csv and plots from --out's results "
         "(works while a run is still going; no model is loaded)",
     )
+    p.add_argument(
+        "--redundancy-runs",
+        nargs="+",
+        default=None,
+        metavar="R=DIR",
+        help="with --report-only: runs of one setting at r injected copies (e.g. 0=runs/r0 "
+        "1=runs/r1 3=runs/r3); writes redundancy.png into --out",
+    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -156,6 +164,8 @@ def _report_only(args: argparse.Namespace) -> int:
     from ._report import write_reports
 
     out = Path(args.out)
+    if args.redundancy_runs:
+        return _redundancy_report(out, args.redundancy_runs)
     if not (out / "run.json").exists():
         raise ConfigError(f"{out} holds no evaluation (no run.json)")
     meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
@@ -167,6 +177,31 @@ def _report_only(args: argparse.Namespace) -> int:
 
         write_plots(rows, out, list(grid))
     print(paths["table"].read_text(encoding="utf-8"))
+    return 0
+
+
+def _redundancy_report(out: Path, specs: list[str]) -> int:
+    import json
+
+    from qdrant_sift.errors import ConfigError
+
+    from ._harness import ResultStore
+    from ._plots import write_redundancy_plot
+
+    runs: dict[int, list[dict[str, Any]]] = {}
+    arms: dict[str, None] = {}
+    grid: set[int] = set()
+    for spec in specs:
+        r, eq, folder = spec.partition("=")
+        if not eq or not r.strip().isdigit() or not (Path(folder) / "run.json").exists():
+            raise ConfigError(f"expected R=DIR with an evaluation in DIR, got {spec!r}")
+        meta = json.loads((Path(folder) / "run.json").read_text(encoding="utf-8"))
+        arms.update(dict.fromkeys(meta["config"]["arms"]))
+        grid.update(meta["config"]["n_grid"])
+        runs[int(r)] = list(ResultStore(Path(folder) / "results.jsonl").rows.values())
+    out.mkdir(parents=True, exist_ok=True)
+    path = write_redundancy_plot(runs, list(arms), sorted(grid), out / "redundancy.png")
+    print(f"wrote {path}")
     return 0
 
 

@@ -346,3 +346,37 @@ def test_report_only_reads_a_run_without_a_model(
     assert "| sift:lam=1 |" in capsys.readouterr().out
     assert (out / "vs_nearest.png").exists()
     assert main(["eval", "--report-only", "--out", str(tmp_path / "none")]) == 1
+
+
+def test_redundancy_plot_from_runs(finished: ResultStore, tmp_path: Path) -> None:
+    from qdrant_sift.client.cli import main
+
+    run = str(finished.path.parent)
+    assert main(["eval", "--report-only", "--out", str(tmp_path), "--redundancy-runs",
+                 f"0={run}", f"3={run}"]) == 0  # fmt: skip
+    assert (tmp_path / "redundancy.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["eval", "--report-only", "--out", str(tmp_path), "--redundancy-runs", "x"]) == 1
+
+
+def test_injected_copies() -> None:
+    from qdrant_sift.errors import InvalidInputError
+    from qdrant_sift.eval import inject_redundancy
+    from qdrant_sift.eval._corpus import Chunk
+
+    texts = [
+        f"chunk {i} starts here.\nThe second line has several more words in it" for i in range(5)
+    ]
+    base = Corpus(chunks=[Chunk(i, f"d{i}", "x", t) for i, t in enumerate(texts)], prompts=[])
+    red = inject_redundancy(base, 3, seed=1)
+    assert len(red.chunks) == 20 and [c.id for c in red.chunks] == list(range(20))
+    exact, rewrap, edit = red.chunks[5:10], red.chunks[10:15], red.chunks[15:20]
+    assert [c.text for c in exact] == texts
+    for copy, text in zip(rewrap, texts, strict=True):  # same words, other whitespace
+        assert copy.text != text and copy.text.split() == text.split()
+    for copy, text in zip(edit, texts, strict=True):  # a few words edited
+        assert copy.text != text and copy.text.split() != text.split()
+        assert len(set(copy.text.split()) & set(text.split())) >= len(text.split()) - 3
+    assert [c.doc_id for c in red.chunks[5:]] == [f"d{i}" for i in range(5)] * 3
+    assert red.stats["redundancy"] == {"copies": 3, "added": {"exact": 5, "rewrap": 5, "edit": 5}}
+    with pytest.raises(InvalidInputError, match="copies"):
+        inject_redundancy(base, -1)
