@@ -113,6 +113,9 @@ class SiftClient:
     def embedder(self) -> Any:
         with self._init_lock:
             if self._embedder is None:
+                from qdrant_sift.client._threads import apply_thread_policy
+
+                apply_thread_policy()
                 from qdrant_sift.client.embed import default_embedder
 
                 self._embedder = default_embedder()
@@ -130,6 +133,9 @@ class SiftClient:
                         target, token=os.environ.get("QDRANT_SIFT_TOKEN") or None
                     )
                 else:
+                    from qdrant_sift.client._threads import apply_thread_policy
+
+                    apply_thread_policy()
                     from qdrant_sift.reranker import LocalReranker
 
                     self._reranker = LocalReranker(device=self._device)
@@ -140,6 +146,9 @@ class SiftClient:
     def tuner(self) -> Any:
         with self._init_lock:
             if self._tuner is None:
+                from qdrant_sift.client._threads import apply_thread_policy
+
+                apply_thread_policy()  # before torch is imported: see _threads
                 from qdrant_sift.finetune import TestTimeTuner, TuneConfig, load_model
 
                 if isinstance(self._model, TestTimeTuner):

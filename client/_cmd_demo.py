@@ -82,6 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from qdrant_sift.client._threads import apply_thread_policy
+
+    apply_thread_policy()  # before torch is imported: OMP_WAIT_POLICY=PASSIVE
     from qdrant_sift.client import SiftClient
     from qdrant_sift.client._paths import default_edge_path
     from qdrant_sift.client._report import adapt_and_report

@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    from qdrant_sift.client._threads import apply_thread_policy
+
+    apply_thread_policy()  # before torch is imported: OMP_WAIT_POLICY=PASSIVE
     from qdrant_sift.client._report import format_documents
 
     with client_from_args(args) as client:
@@ -72,6 +75,9 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from qdrant_sift.client._threads import apply_thread_policy
+
+    apply_thread_policy()  # before torch is imported: OMP_WAIT_POLICY=PASSIVE
     from qdrant_sift.client._report import adapt_and_report
 
     with client_from_args(args, model=args.model) as client:

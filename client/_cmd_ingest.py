@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from qdrant_sift.client._threads import apply_thread_policy
+
+    apply_thread_policy()  # before torch is imported: OMP_WAIT_POLICY=PASSIVE
     from qdrant_sift.client.embed import HFEmbedder, default_embedder
     from qdrant_sift.client.ingest import ingest
 
