@@ -1,4 +1,5 @@
-"""``qdrant-sift serve``: run the gRPC reranker until SIGTERM/SIGINT, then drain and exit 0.
+"""``qdrant-sift serve``: run the gRPC reranker (and with ``--http-port`` the HTTP rerank
+endpoints) until SIGTERM/SIGINT, then drain and exit 0.
 
 Also runnable as ``python -m qdrant_sift.reranker._cmd_serve``. Logs are JSON lines on stderr;
 the first ``listening`` line carries the bound ``port``, ``metrics_port`` and ``health_port``
@@ -46,6 +47,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also serve health and reflection on this port, with their own threads and outside "
         "--max-concurrent-rpcs, so probes answer at any load (point probes here; 0 picks a free "
         "one; env QDRANT_SIFT_SERVE_HEALTH_PORT)",
+    )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=_env_int("QDRANT_SIFT_HTTP_PORT", None),
+        help="also serve HTTP rerank endpoints (Cohere v2 POST /v2/rerank, TEI POST /rerank, "
+        "GET /health, /ready) on this port, same token and limits (0 picks a free one; env "
+        "QDRANT_SIFT_HTTP_PORT; off unless given)",
+    )
+    p.add_argument(
+        "--http-timeout",
+        type=float,
+        default=60.0,
+        help="HTTP deadline per request in seconds (a request's X-Request-Timeout may lower it)",
+    )
+    p.add_argument(
+        "--embedder",
+        default=os.environ.get("QDRANT_SIFT_EMBEDDER") or None,
+        help="encoder for text reranking (HTTP and RerankTexts): a Hugging Face id or local "
+        "folder (env QDRANT_SIFT_EMBEDDER; default the bundled offline all-MiniLM-L6-v2)",
+    )
+    p.add_argument(
+        "--embed-cache-size",
+        type=int,
+        default=50_000,
+        help="document embeddings kept in the LRU cache keyed by content hash (0 = off)",
+    )
+    p.add_argument(
+        "--rerank-collection",
+        default=None,
+        help="reuse this collection's stored vectors for documents whose text it holds "
+        "(matched by content hash; needs --qdrant-url or --edge-path and the same embedder)",
     )
     p.add_argument("--tls-cert", default=None, help="PEM certificate chain (enables TLS)")
     p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
@@ -115,6 +148,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     limits.add_argument("--max-batch", type=int, default=1_024, help="requests per SelectBatch")
     limits.add_argument("--max-recall-k", type=int, default=10_000, help="k per Recall")
     limits.add_argument(
+        "--max-documents", type=int, default=1_000, help="documents per text rerank (HTTP 413)"
+    )
+    limits.add_argument(
+        "--max-document-chars",
+        type=int,
+        default=100_000,
+        help="characters per document or query in a text rerank (HTTP 413)",
+    )
+    limits.add_argument(
         "--max-message-mb", type=int, default=64, help="largest message (RESOURCE_EXHAUSTED)"
     )
     limits.add_argument(
@@ -130,7 +172,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser(
         "serve",
         help="run the gRPC SIFT reranker service",
-        description="Serve qdrant_sift.v1.Reranker (Select, SelectBatch, Recall) over gRPC.",
+        description="Serve qdrant_sift.v1.Reranker (Select, SelectBatch, Recall, RerankTexts) "
+        "over gRPC, and with --http-port the Cohere/TEI rerank endpoints over HTTP.",
     )
     add_arguments(p)
     p.set_defaults(func=run)
@@ -149,6 +192,15 @@ def _cap_blas(threads: int) -> None:
         )
         return
     threadpool_limits(limits=threads, user_api="blas")
+
+
+def _embedder(name: str | None, device: str | None) -> Any:
+    """None (the server's default, MiniLM, loaded on first use) or an encoder by id/folder."""
+    if not name:
+        return None
+    from qdrant_sift.client.embed import HFEmbedder
+
+    return HFEmbedder(name, device=device)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,6 +227,8 @@ def run(args: argparse.Namespace) -> int:
             max_recall_k=args.max_recall_k,
             max_message_bytes=args.max_message_mb * 1024 * 1024,
             max_cost=args.max_cost,
+            max_documents=args.max_documents,
+            max_document_chars=args.max_document_chars,
         )
         collections = None
         if args.collections is not None:
@@ -197,6 +251,11 @@ def run(args: argparse.Namespace) -> int:
             health_port=args.health_port,
             collections=collections,
             max_open_stores=args.max_open_stores,
+            http_port=args.http_port,
+            embedder=_embedder(args.embedder, None if args.device == "auto" else args.device),
+            embed_cache_size=args.embed_cache_size,
+            http_timeout=args.http_timeout,
+            rerank_collection=args.rerank_collection,
         )
     except (ConfigError, OSError) as exc:
         print(f"qdrant-sift serve: {exc}", file=sys.stderr)

@@ -92,6 +92,9 @@ class Limits:
     max_recall_k: int = 10_000
     max_message_bytes: int = 64 * 1024 * 1024
     max_cost: int = 50_000_000_000
+    #: Text reranking (HTTP and ``RerankTexts``): documents per call, characters per document.
+    max_documents: int = 1_000
+    max_document_chars: int = 100_000
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

@@ -12,6 +12,10 @@ INVALID_ARGUMENT). Each refusal is counted in the metrics with its status.
 
 With ``health_port`` a second, small gRPC server answers health and reflection on its own port
 and threads, outside the in-flight limit of the main port: probes get an answer at any load.
+
+With ``http_port`` the Cohere/TEI rerank endpoints (:mod:`._http`) run in the same process on the
+same :class:`~._text.TextReranker` (selector, embedder, cache), limits, token and metrics as the
+``RerankTexts`` RPC; they drain together on stop.
 """
 
 from __future__ import annotations
@@ -193,12 +197,19 @@ class ServerHandle:
         self._gate: _Gatekeeper = kw["gate"]
         self._health_server: grpc.Server | None = kw["health_server"]
         self.health_port: int | None = kw["health_port"]
+        self.http: Any = kw.get("http")  # an _http.HttpServer, or None
+        self.http_port: int | None = None if self.http is None else self.http.port
         self.metrics_port: int | None = None
         self._stopped = threading.Event()
         self._lock = threading.Lock()
 
     def start(self) -> ServerHandle:
         self._warmup()  # first torch call initialises kernels: pay that before serving
+        if self.servicer.text.stored is not None:
+            self.servicer.text.stored.refresh_in_background()
+        if self.http is not None:
+            self.servicer.text.warmup()  # load the embedder before /ready says yes
+            self.http.start()
         if self._metrics_addr is not None:
             self.metrics_port = self.metrics.serve(self._metrics_addr[1], self._metrics_addr[0])
         if self._health_server is not None:
@@ -208,13 +219,16 @@ class ServerHandle:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("listening", extra={"address": self.address, "port": self.port,
                                      "metrics_port": self.metrics_port,
-                                     "health_port": self.health_port})  # fmt: skip
+                                     "health_port": self.health_port,
+                                     "http_port": self.http_port})  # fmt: skip
         return self
 
     def refuse_new_calls(self) -> None:
         """From now on new Reranker calls get UNAVAILABLE (safe to call from a signal handler:
         it only sets a flag). Calls already running are not touched."""
         self._gate.refusing = True
+        if self.http is not None:
+            self.http.refuse_new_calls()
 
     def stop(self, grace: float | None = 5.0, *, unready_for: float = 0.0) -> None:
         """Health -> NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``.
@@ -229,9 +243,15 @@ class ServerHandle:
                 return
             self.health.enter_graceful_shutdown()
             log.info("draining", extra={"port": self.port, "grace": grace})
+            if self.http is not None:
+                self.http.mark_unready()
             if unready_for > 0:
                 time.sleep(unready_for)
             self._gate.refusing = True
+            http_stop = None
+            if self.http is not None:  # drains beside gRPC, within the same grace
+                http_stop = threading.Thread(target=self.http.stop, args=(grace,), daemon=True)
+                http_stop.start()
             # gRPC's own cancel-at-grace answers UNAVAILABLE and leaves the handlers computing:
             # at ``grace`` stop the selections ourselves (they answer CANCELLED at their next
             # pick), and let gRPC cut off only what did not stop within a short margin.
@@ -243,6 +263,8 @@ class ServerHandle:
             done.wait()
             if self._health_server is not None:
                 self._health_server.stop(None).wait()
+            if http_stop is not None:
+                http_stop.join()
             # The HTTP server notices a shutdown only at its next 0.5 s poll: don't wait for it.
             threading.Thread(target=self.metrics.shutdown, daemon=True).start()
             self.servicer.close()
@@ -314,6 +336,11 @@ def build_server(
     health_port: int | None = None,
     collections: Any = None,
     max_open_stores: int = 16,
+    http_port: int | None = None,
+    embedder: Any = None,
+    embed_cache_size: int = 50_000,
+    http_timeout: float = 60.0,
+    rerank_collection: str | None = None,
 ) -> ServerHandle:
     """Build (not start) the server; ``port=0`` binds a free port, read it from ``.port``.
 
@@ -326,6 +353,11 @@ def build_server(
     threads, answerable however busy the main port is: point probes there.
     ``collections`` (names) is the allow-list of Recall; ``max_open_stores`` bounds the stores
     kept open.
+    ``http_port`` (0 picks a free one) serves ``POST /v2/rerank`` (Cohere v2) and ``/rerank``
+    (TEI); texts (there and in ``RerankTexts``) are embedded by ``embedder`` (an ``Embedder`` or
+    a thunk; default the offline MiniLM on ``device``), cached by content hash
+    (``embed_cache_size`` rows), and looked up first among the stored vectors of
+    ``rerank_collection`` when given. ``http_timeout`` is the HTTP deadline in seconds.
     """
     limits = limits or Limits()
     if (tls_cert is None) != (tls_key is None):
@@ -339,14 +371,19 @@ def build_server(
     if store_factory is None:
         store_factory = _default_store_factory(qdrant_url, qdrant_api_key, edge_path)
     metrics = Metrics()
+    from qdrant_sift.client.stores._names import validate_collection_name
+
     allowed = None if collections is None else [str(c) for c in collections]
     if allowed is not None:
-        from qdrant_sift.client.stores._names import validate_collection_name
-
         try:
             allowed = [validate_collection_name(c) for c in allowed]
         except errors.InvalidInputError as exc:
             raise errors.ConfigError(f"--collections: {exc}") from exc
+    from ._text import StoredVectors, TextReranker
+
+    text = TextReranker(
+        selector, limits, metrics.registry, embedder, cache_size=embed_cache_size, device=device
+    )
     servicer = RerankerServicer(
         selector,
         limits,
@@ -354,7 +391,15 @@ def build_server(
         store_factory,
         collections=allowed,
         max_open_stores=max_open_stores,
+        text=text,
     )
+    if rerank_collection is not None:
+        name = validate_collection_name(rerank_collection)
+        text.stored = StoredVectors(
+            name,
+            lambda: servicer._store(name),  # the servicer's LRU of open stores, shared with Recall
+            lambda: int(text.embedder.dim),
+        )
     msg = limits.max_message_bytes
     gate = _Gatekeeper(token, metrics, msg)
     server = grpc.server(
@@ -405,10 +450,20 @@ def build_server(
         selector.select(rng.standard_normal((1, 4), dtype=np.float32),
                         rng.standard_normal((8, 4), dtype=np.float32), 2)  # fmt: skip
 
+    http = None
+    if http_port is not None:
+        from ._http import HttpServer
+
+        http = HttpServer(
+            text, metrics, host=host, port=http_port, token=token, max_body_bytes=msg,
+            max_concurrent=max_concurrent_rpcs or 64, workers=max_workers, timeout=http_timeout,
+            tls_cert=tls_cert, tls_key=tls_key,
+        )  # fmt: skip
     metrics_addr = None if metrics_port is None else (metrics_host or host, metrics_port)
     return ServerHandle(server, bound, servicer, health=health_servicer, metrics=metrics,
                         address=address, metrics_addr=metrics_addr, warmup=warmup, gate=gate,
-                        health_server=health_server, health_port=bound_health)  # fmt: skip
+                        health_server=health_server, health_port=bound_health,
+                        http=http)  # fmt: skip
 
 
 def _bind(server: grpc.Server, address: str, creds: Any) -> int:

@@ -119,8 +119,10 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         *,
         collections: Collection[str] | None = None,
         max_open_stores: int = 16,
+        text: Any = None,
     ) -> None:
         self._selector = selector
+        self.text = text  # a TextReranker (._text) for RerankTexts; None: FAILED_PRECONDITION
         self._limits = limits
         self._metrics = metrics
         self._store_factory = store_factory
@@ -141,6 +143,9 @@ class RerankerServicer(pb_grpc.RerankerServicer):
 
     def Recall(self, request: pb.RecallRequest, context: grpc.ServicerContext) -> Any:
         return self._run("Recall", request, context, self._recall)
+
+    def RerankTexts(self, request: pb.RerankTextsRequest, context: grpc.ServicerContext) -> Any:
+        return self._run("RerankTexts", request, context, self._rerank_texts)
 
     # --- the shared envelope -------------------------------------------------------------------
 
@@ -296,6 +301,31 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         if len(strategies) == 1:
             info["strategy"] = strategies.pop()
         return pb.SelectBatchResponse(responses=out), info
+
+    # --- RerankTexts (the HTTP endpoints' twin; checks and scores in ._text) -------------------
+
+    def _rerank_texts(self, req: pb.RerankTextsRequest, context: grpc.ServicerContext) -> Any:
+        if self.text is None:
+            raise _Abort(_Code.FAILED_PRECONDITION, "this server has no embedder for RerankTexts")
+        opts = {k: v for k, v in options_from_proto(req).items() if k != "normalize"}
+        opts["unique"] = req.unique if req.HasField("unique") else True
+        top_n = int(req.top_n) if req.HasField("top_n") else None
+        out = self.text.rerank(req.query, list(req.documents), top_n, **opts)
+        results = [
+            pb.RerankedDocument(
+                index=p.index, relevance_score=p.relevance_score, gain=p.gain, variance=p.variance
+            )
+            for p in out.picks
+        ]
+        info = {"documents": len(req.documents), "picked": len(results), "strategy": out.strategy,
+                "embedded": out.embedded, "cache_hits": out.cache_hits,
+                "stored_hits": out.stored_hits}  # fmt: skip
+        response = pb.RerankTextsResponse(
+            results=results, prior_variance=out.prior_variance, stopped_early=out.stopped_early,
+            strategy=out.strategy, embedded=out.embedded, cache_hits=out.cache_hits,
+            stored_hits=out.stored_hits,
+        )  # fmt: skip
+        return response, info
 
     # --- Recall ---------------------------------------------------------------------------------
 

@@ -203,3 +203,55 @@ class RecallResponse(_message.Message):
     recalled: int
     strategy: str
     def __init__(self, points: _Optional[_Iterable[_Union[RecalledPoint, _Mapping]]] = ..., prior_variance: _Optional[float] = ..., stopped_early: _Optional[bool] = ..., recalled: _Optional[int] = ..., strategy: _Optional[str] = ...) -> None: ...
+
+class RerankTextsRequest(_message.Message):
+    __slots__ = ("query", "documents", "top_n", "strategy", "lam", "alpha", "unique", "diversity", "seed")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TOP_N_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    LAM_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    documents: _containers.RepeatedScalarFieldContainer[str]
+    top_n: int
+    strategy: Strategy
+    lam: float
+    alpha: float
+    unique: bool
+    diversity: float
+    seed: int
+    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., lam: _Optional[float] = ..., alpha: _Optional[float] = ..., unique: _Optional[bool] = ..., diversity: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class RerankedDocument(_message.Message):
+    __slots__ = ("index", "relevance_score", "gain", "variance")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RELEVANCE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    GAIN_FIELD_NUMBER: _ClassVar[int]
+    VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    relevance_score: float
+    gain: float
+    variance: float
+    def __init__(self, index: _Optional[int] = ..., relevance_score: _Optional[float] = ..., gain: _Optional[float] = ..., variance: _Optional[float] = ...) -> None: ...
+
+class RerankTextsResponse(_message.Message):
+    __slots__ = ("results", "prior_variance", "stopped_early", "strategy", "embedded", "cache_hits", "stored_hits")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_EARLY_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    STORED_HITS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RerankedDocument]
+    prior_variance: float
+    stopped_early: bool
+    strategy: str
+    embedded: int
+    cache_hits: int
+    stored_hits: int
+    def __init__(self, results: _Optional[_Iterable[_Union[RerankedDocument, _Mapping]]] = ..., prior_variance: _Optional[float] = ..., stopped_early: _Optional[bool] = ..., strategy: _Optional[str] = ..., embedded: _Optional[int] = ..., cache_hits: _Optional[int] = ..., stored_hits: _Optional[int] = ...) -> None: ...

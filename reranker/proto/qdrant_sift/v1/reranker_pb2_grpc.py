@@ -49,6 +49,11 @@ class RerankerStub:
                 request_serializer=qdrant__sift_dot_v1_dot_reranker__pb2.RecallRequest.SerializeToString,
                 response_deserializer=qdrant__sift_dot_v1_dot_reranker__pb2.RecallResponse.FromString,
                 _registered_method=True)
+        self.RerankTexts = channel.unary_unary(
+                '/qdrant_sift.v1.Reranker/RerankTexts',
+                request_serializer=qdrant__sift_dot_v1_dot_reranker__pb2.RerankTextsRequest.SerializeToString,
+                response_deserializer=qdrant__sift_dot_v1_dot_reranker__pb2.RerankTextsResponse.FromString,
+                _registered_method=True)
 
 
 class RerankerServicer:
@@ -72,6 +77,12 @@ class RerankerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RerankTexts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RerankerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +100,11 @@ def add_RerankerServicer_to_server(servicer, server):
                     servicer.Recall,
                     request_deserializer=qdrant__sift_dot_v1_dot_reranker__pb2.RecallRequest.FromString,
                     response_serializer=qdrant__sift_dot_v1_dot_reranker__pb2.RecallResponse.SerializeToString,
+            ),
+            'RerankTexts': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerankTexts,
+                    request_deserializer=qdrant__sift_dot_v1_dot_reranker__pb2.RerankTextsRequest.FromString,
+                    response_serializer=qdrant__sift_dot_v1_dot_reranker__pb2.RerankTextsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +188,33 @@ class Reranker:
             '/qdrant_sift.v1.Reranker/Recall',
             qdrant__sift_dot_v1_dot_reranker__pb2.RecallRequest.SerializeToString,
             qdrant__sift_dot_v1_dot_reranker__pb2.RecallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerankTexts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qdrant_sift.v1.Reranker/RerankTexts',
+            qdrant__sift_dot_v1_dot_reranker__pb2.RerankTextsRequest.SerializeToString,
+            qdrant__sift_dot_v1_dot_reranker__pb2.RerankTextsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,431 @@
+"""Rerank over HTTP: Cohere v2 ``POST /v2/rerank`` and TEI ``POST /rerank``, beside gRPC.
+
+Starlette on uvicorn (a maintained ASGI stack, no hand-written HTTP parsing), on its own thread
+of the ``serve`` process, sharing the gRPC server's :class:`~._text.TextReranker` (selector,
+embedder, cache), :class:`~._matrix.Limits`, bearer token and metrics registry.
+
+Every request passes, in order: bearer token (401), shutdown (503), body size (413, before the
+body is read when ``Content-Length`` says so), in-flight limit (429), JSON (400), fields (422 for
+an unknown or unsupported field, never silently dropped), limits (413 naming the limit), then
+the work in a worker thread under a deadline (``--http-timeout``, lowered per request by an
+``X-Request-Timeout: SECONDS`` header; 504) that also stops when the client goes away or the
+server stops waiting at shutdown. Errors keep each API's body shape (Cohere ``{"message"}``,
+TEI ``{"error", "error_type"}``) and carry ``x-sift-error`` (the :mod:`qdrant_sift.errors`
+class) and ``x-request-id``. ``/health`` (live) and ``/ready`` (serving, not draining) are open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import uvicorn
+from prometheus_client import Counter
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from qdrant_sift import errors
+
+from ._cancel import CallScope, cancel_scope
+from ._matrix import ServerLimitError
+from ._metrics import Metrics
+from ._server import bearer_token_ok
+from ._text import TextOutcome, TextReranker
+
+__all__ = ["COHERE_FIELDS", "EXTENSION_FIELDS", "TEI_FIELDS", "HttpServer"]
+
+log = logging.getLogger("qdrant_sift.reranker.service")
+#: SIFT options any rerank request may carry (clients that do not know them never send them).
+EXTENSION_FIELDS = frozenset({"strategy", "lam", "alpha", "unique", "diversity", "seed"})
+#: Cohere v2 rerank fields understood; ``model`` and ``priority`` are accepted and ignored.
+COHERE_FIELDS = frozenset({"model", "query", "documents", "top_n", "max_tokens_per_doc"})
+COHERE_FIELDS |= {"priority"}
+TEI_FIELDS = frozenset(
+    {"query", "texts", "raw_scores", "return_text", "truncate", "truncation_direction"}
+)
+_TEI_TYPES = {401: "Unauthorized", 429: "Overloaded", 500: "Backend", 503: "Unhealthy"}
+_TEI_TYPES[504] = "Unhealthy"
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, code: str, message: str, error: str = "", limit: str = ""):
+        super().__init__(message)
+        self.status, self.code, self.error, self.limit = status, code, error, limit
+
+
+def _classify(exc: BaseException, rid: str) -> _Refusal:
+    """The HTTP status and service-wide code (as in gRPC) of an error raised by the work."""
+    name = type(exc).__name__
+    if isinstance(exc, _Refusal):
+        return exc
+    if isinstance(exc, errors.SelectionCancelledError):
+        if exc.reason == "deadline":
+            return _Refusal(504, "DEADLINE_EXCEEDED", str(exc), name)
+        return _Refusal(503, "CANCELLED", str(exc), name)
+    if isinstance(exc, ServerLimitError):
+        return _Refusal(413, "INVALID_ARGUMENT", str(exc), name, str(exc.limit or ""))
+    if isinstance(exc, (errors.InvalidInputError, ValueError)):
+        typed = isinstance(exc, errors.QdrantSiftError)
+        return _Refusal(422, "INVALID_ARGUMENT", str(exc), name if typed else "")
+    if isinstance(exc, errors.StoreUnavailableError):
+        return _Refusal(503, "UNAVAILABLE", str(exc), name)
+    if isinstance(exc, errors.QdrantSiftError):
+        return _Refusal(500, "INTERNAL", str(exc), name)
+    return _Refusal(500, "INTERNAL", f"internal error ({name}), id {rid}")
+
+
+def _optional(body: dict[str, Any], key: str) -> Any:
+    value = body.get(key)
+    return None if value is None else value
+
+
+def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise errors.InvalidInputError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def _extensions(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: body[k] for k in EXTENSION_FIELDS if body.get(k) is not None}
+
+
+class HttpServer:
+    """The HTTP endpoints on ``port`` (0 binds a free one; read ``.port``): ``start()``,
+    ``stop(grace)``, ``refuse_new_calls()``, ``mark_unready()``."""
+
+    def __init__(
+        self,
+        engine: TextReranker,
+        metrics: Metrics,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        max_body_bytes: int = 64 * 1024 * 1024,
+        max_concurrent: int = 64,
+        workers: int = 8,
+        timeout: float = 60.0,
+        tls_cert: Any = None,
+        tls_key: Any = None,
+    ) -> None:
+        if timeout <= 0 or max_concurrent < 1 or workers < 1:
+            raise errors.ConfigError("http timeout, concurrency and workers must be positive")
+        self.engine, self.metrics, self._token = engine, metrics, token
+        self._max_body, self._max_concurrent = max_body_bytes, max_concurrent
+        self._timeout, self._workers = timeout, workers
+        self.refusing = False
+        self.ready = False
+        self._in_flight: set[CallScope] = set()
+        self._cond = threading.Condition()
+        self.responses = Counter(
+            "qdrant_sift_http_responses",
+            "HTTP responses by path and status.",
+            ["path", "status"],
+            registry=metrics.registry,
+        )
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._sock.bind((host, port))
+        except OSError as exc:
+            self._sock.close()
+            raise errors.ConfigError(f"cannot listen on {host}:{port} (HTTP): {exc}") from exc
+        self.port: int = int(self._sock.getsockname()[1])
+        if (tls_cert is None) != (tls_key is None) or isinstance(tls_cert, bytes):
+            raise errors.ConfigError("HTTP TLS needs --tls-cert and --tls-key as file paths")
+        routes = [
+            Route("/v2/rerank", self._endpoint(self._cohere, "cohere"), methods=["POST"]),
+            Route("/rerank", self._endpoint(self._tei, "tei"), methods=["POST"]),
+            Route("/health", self._health, methods=["GET"]),
+            Route("/ready", self._ready, methods=["GET"]),
+        ]
+        config = uvicorn.Config(
+            Starlette(routes=routes), log_config=None, access_log=False, lifespan="off",
+            server_header=False, ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+        )  # fmt: skip
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> HttpServer:
+        self._sock.listen(2048)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="sift-http", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self._server.started:
+            raise errors.RerankerError(f"the HTTP server did not start on port {self.port}")
+        self.ready = True
+        return self
+
+    def mark_unready(self) -> None:
+        """``/ready`` answers 503 from now on (load balancers stop routing here)."""
+        self.ready = False
+
+    def refuse_new_calls(self) -> None:
+        """New rerank requests get 503 from now on (a flag: safe in a signal handler)."""
+        self.ready = False
+        self.refusing = True
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Refuse new requests, let running ones finish within ``grace``, stop the rest at their
+        next pick or embedding chunk, then close the port."""
+        self.refuse_new_calls()
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._in_flight, grace):
+                for scope in self._in_flight:
+                    scope.cancel("cancelled")
+                self._cond.wait_for(lambda: not self._in_flight, 1.0)
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(5)
+        self._sock.close()
+
+    # --- probes ---------------------------------------------------------------------------------
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _ready(self, request: Request) -> Response:
+        ok = self.ready and not self.refusing
+        return JSONResponse({"status": "ready" if ok else "unready"}, 200 if ok else 503)
+
+    # --- the shared envelope ----------------------------------------------------------------------
+
+    def _endpoint(
+        self, handler: Callable[[dict[str, Any], str], Any], shape: str
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await self._handle(request, handler, shape)
+
+        return endpoint
+
+    async def _handle(self, request: Request, handler: Any, shape: str) -> Response:
+        started = time.perf_counter()
+        path = request.url.path
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        info: dict[str, Any] = {}
+        scope: CallScope | None = None
+        self.metrics.in_flight.inc()
+        try:
+            self._admit(request)
+            body = await self._body(request)
+            scope = CallScope(self._deadline(request))
+            with self._cond:
+                if len(self._in_flight) >= self._max_concurrent:
+                    raise _Refusal(
+                        429, "RESOURCE_EXHAUSTED",
+                        f"{self._max_concurrent} requests in flight; retry later", "Overloaded",
+                    )  # fmt: skip
+                self._in_flight.add(scope)
+            payload = await self._run(request, scope, lambda: handler(body, rid), info)
+            status, code, response = 200, "OK", JSONResponse(payload)
+        except Exception as exc:
+            refusal = _classify(exc, rid)
+            if refusal.status == 500 and not refusal.error:
+                log.exception("http request failed", extra={"request_id": rid, "method": path})
+            status, code = refusal.status, refusal.code
+            info["error"] = str(refusal)
+            response = self._error(refusal, shape, rid)
+        finally:
+            self.metrics.in_flight.dec()
+            if scope is not None:
+                with self._cond:
+                    self._in_flight.discard(scope)
+                    self._cond.notify_all()
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(path, code, elapsed)
+        self.responses.labels(path=path, status=str(status)).inc()
+        if code == "OK" and "strategy" in info:
+            self.metrics.selected.labels(strategy=info["strategy"]).inc(info.get("picked", 0))
+        peer = f"{request.client.host}:{request.client.port}" if request.client else ""
+        log.info("http", extra={"request_id": rid, "method": path, "status": status, "code": code,
+                                "peer": peer, "ms": round(elapsed * 1e3, 3), **info})  # fmt: skip
+        response.headers["x-request-id"] = rid
+        return response
+
+    def _admit(self, request: Request) -> None:
+        if self._token is not None:
+            auth = [("authorization", v) for v in request.headers.getlist("authorization")]
+            if not bearer_token_ok(auth, self._token):
+                raise _Refusal(
+                    401, "UNAUTHENTICATED", "missing or invalid 'Authorization: Bearer' token"
+                )
+        if self.refusing:
+            raise _Refusal(503, "UNAVAILABLE", "server is shutting down")
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        too_big = _Refusal(
+            413, "RESOURCE_EXHAUSTED",
+            f"request body exceeds the server limit max_message_bytes={self._max_body}",
+            "ServerLimitError", "max_message_bytes",
+        )  # fmt: skip
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_body:
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._max_body:
+                raise too_big
+            chunks.append(chunk)
+        try:
+            body = json.loads(b"".join(chunks))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _Refusal(400, "INVALID_ARGUMENT", f"body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise _Refusal(422, "INVALID_ARGUMENT", "body must be a JSON object")
+        return body
+
+    def _deadline(self, request: Request) -> float:
+        raw = request.headers.get("x-request-timeout")
+        if raw is None:
+            return self._timeout
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise _Refusal(422, "INVALID_ARGUMENT", f"X-Request-Timeout must be > 0 s, got {raw!r}")
+        return min(value, self._timeout)
+
+    async def _run(
+        self, request: Request, scope: CallScope, work: Callable[[], Any], info: dict[str, Any]
+    ) -> Any:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self._workers)
+
+        def guarded() -> Any:
+            scope.check()  # the deadline may have passed while queued
+            with cancel_scope(scope.check):
+                payload, details = work()
+            info.update(details)
+            scope.check()  # finished, but nobody waits for the answer any more
+            return payload
+
+        async with anyio.create_task_group() as tasks:
+
+            async def watch() -> None:  # a client that hangs up stops the work at its next pick
+                while not scope.cancelled.is_set():
+                    if await request.is_disconnected():
+                        scope.cancel("cancelled")
+                        return
+                    await anyio.sleep(0.1)
+
+            tasks.start_soon(watch)
+            try:
+                return await anyio.to_thread.run_sync(guarded, limiter=self._limiter)
+            finally:
+                tasks.cancel_scope.cancel()
+
+    @staticmethod
+    def _error(refusal: _Refusal, shape: str, rid: str) -> Response:
+        message = str(refusal)
+        if shape == "tei":
+            kind = _TEI_TYPES.get(refusal.status, "Validation")
+            body: dict[str, Any] = {"error": message, "error_type": kind}
+        else:
+            body = {"id": rid, "message": message}
+        headers = {}
+        if refusal.error:
+            body["sift_error"] = headers["x-sift-error"] = refusal.error
+        if refusal.limit:
+            body["limit"] = headers["x-sift-limit"] = refusal.limit
+        if refusal.status == 401:
+            headers["www-authenticate"] = "Bearer"
+        if refusal.status in (429, 503):
+            headers["retry-after"] = "1"
+        return JSONResponse(body, refusal.status, headers=headers)
+
+    # --- the two API shapes ----------------------------------------------------------------------
+
+    @staticmethod
+    def _unknown(body: dict[str, Any], known: frozenset[str], api: str) -> None:
+        extra = sorted(set(body) - known - EXTENSION_FIELDS)
+        if extra:
+            raise errors.InvalidInputError(
+                f"unsupported field(s) {', '.join(extra)} for {api}; supported: "
+                f"{', '.join(sorted(known | EXTENSION_FIELDS))} (see docs/http.md)"
+            )
+
+    def _info(self, outcome: TextOutcome, docs: int) -> dict[str, Any]:
+        return {"documents": docs, "picked": len(outcome.picks), "strategy": outcome.strategy,
+                "embedded": outcome.embedded, "cache_hits": outcome.cache_hits,
+                "stored_hits": outcome.stored_hits}  # fmt: skip
+
+    def _cohere(self, body: dict[str, Any], rid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        self._unknown(body, COHERE_FIELDS, "/v2/rerank (Cohere v2)")
+        docs = body.get("documents")
+        if isinstance(docs, list):  # Cohere v1 clients send {"text": ...} objects
+            docs = [d["text"] if isinstance(d, dict) and "text" in d else d for d in docs]
+        max_tokens = _optional(body, "max_tokens_per_doc")
+        if max_tokens is not None:
+            window = getattr(self.engine.embedder, "max_length", None)
+            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+                raise errors.InvalidInputError(
+                    f"max_tokens_per_doc must be an integer >= 1, got {max_tokens!r}"
+                )
+            if not isinstance(window, int) or max_tokens < window:
+                raise errors.InvalidInputError(
+                    f"max_tokens_per_doc={max_tokens} cannot be honoured: the server's embedder "
+                    f"truncates at its own window ({window or 'none'} tokens); send a value >= it "
+                    "or leave it out"
+                )
+        outcome = self.engine.rerank(
+            body.get("query"), docs, _optional(body, "top_n"), **_extensions(body)
+        )
+        results = [{"index": p.index, "relevance_score": p.relevance_score} for p in outcome.picks]
+        payload = {
+            "id": rid,
+            "results": results,
+            "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
+            "sift": {"strategy": outcome.strategy, "prior_variance": outcome.prior_variance,
+                     "stopped_early": outcome.stopped_early,
+                     "gains": [p.gain for p in outcome.picks],
+                     "variances": [p.variance for p in outcome.picks],
+                     "embedded": outcome.embedded, "cache_hits": outcome.cache_hits,
+                     "stored_hits": outcome.stored_hits},
+        }  # fmt: skip
+        return payload, self._info(outcome, len(docs) if isinstance(docs, list) else 0)
+
+    def _tei(self, body: dict[str, Any], rid: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        self._unknown(body, TEI_FIELDS, "/rerank (TEI)")
+        raw, with_text = _flag(body, "raw_scores", False), _flag(body, "return_text", False)
+        if body.get("truncate") is False:
+            raise errors.InvalidInputError(
+                "truncate=false cannot be honoured: this server always truncates at the "
+                "embedder's window (like TEI started with --auto-truncate); leave it out"
+            )
+        direction = body.get("truncation_direction")
+        if direction is not None and str(direction).lower() != "right":
+            raise errors.InvalidInputError(
+                f"truncation_direction={direction!r} is not supported: the embedder keeps the "
+                "start of each text (Right)"
+            )
+        texts = body.get("texts")
+        outcome = self.engine.rerank(body.get("query"), texts, None, **_extensions(body))
+        out = []
+        for p in outcome.picks:
+            item: dict[str, Any] = {"index": p.index, "score": p.gain if raw else p.relevance_score}
+            if with_text:
+                item["text"] = texts[p.index]
+            out.append(item)
+        return out, self._info(outcome, len(texts) if isinstance(texts, list) else 0)

@@ -1,0 +1,395 @@
+"""Text-level reranking, shared by the HTTP endpoints and the gRPC ``RerankTexts`` RPC.
+
+:class:`TextReranker` takes a query and document texts, embeds them with the server's embedder
+(only what it has not seen: an LRU :class:`EmbeddingCache` keyed by the content hash of each text,
+then, when attached, the stored vector of a Qdrant collection point whose ``text`` payload has
+that hash), runs the server's selector and returns the picks in selection order. Every check
+(limits, options, cost) runs before any embedding, with the typed errors of
+:mod:`qdrant_sift.errors`, so HTTP and gRPC refuse the same input the same way.
+
+Scores of a pick n (σ²ₙ: the query's posterior variance after n picks, σ²₀ its prior):
+
+* ``gain`` = (σ²ₙ₋₁ − σ²ₙ) / σ²₀, the share of the prior variance this pick removed given the
+  picks before it (what in-process :func:`qdrant_sift.client.rerank` calls ``relevance_score``);
+* ``relevance_score`` = min(gain₁ … gainₙ), the running minimum of the gains: equal to the gain
+  whenever the gains fall (the usual case) and never rising, so a client that re-sorts by score
+  keeps the selection order (greedy variance reduction is not submodular, so a later gain can
+  exceed an earlier one now and then).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from qdrant_sift import errors
+
+from ._cancel import checkpoint
+from ._matrix import Limits, ServerLimitError, check_cost, selection_cost
+from ._validate import check_options
+
+__all__ = [
+    "EmbeddingCache",
+    "Pick",
+    "StoredVectors",
+    "TextOutcome",
+    "TextReranker",
+    "content_hash",
+]
+
+log = logging.getLogger("qdrant_sift.reranker.service")
+#: Strategies that rank each document at most once whatever ``unique`` says.
+_UNIQUE_ONLY = ("nearest", "mmr", "random")
+#: Texts embedded per model call; cancellation and deadlines are checked between chunks.
+_EMBED_CHUNK = 64
+
+
+def content_hash(text: str) -> bytes:
+    """The 16-byte BLAKE2b digest of ``text`` (UTF-8): the cache and stored-vector key."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class EmbeddingCache:
+    """A thread-safe LRU of embeddings (``capacity`` rows; 0 disables it)."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 0:
+            raise errors.ConfigError(f"embedding cache size must be >= 0, got {capacity}")
+        self.capacity = int(capacity)
+        self._rows: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> np.ndarray | None:
+        with self._lock:
+            row = self._rows.get(key)
+            if row is not None:
+                self._rows.move_to_end(key)
+            return row
+
+    def put(self, key: bytes, row: np.ndarray) -> None:
+        if self.capacity == 0:
+            return
+        row = np.array(row, dtype=np.float32)  # own copy, read-only
+        row.flags.writeable = False
+        with self._lock:
+            self._rows[key] = row
+            self._rows.move_to_end(key)
+            while len(self._rows) > self.capacity:
+                self._rows.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._rows)
+
+
+class StoredVectors:
+    """Stored vectors of one collection, found by the content hash of their ``text`` payload.
+
+    ``refresh()`` scrolls the collection once (payloads only) and keeps hash -> point id;
+    ``lookup`` retrieves the vectors of the hashes it knows in one call; ``dim`` gives the
+    embedder's dimension when asked. ``use_store`` opens the
+    store for the duration of a ``with`` block (the servicer's LRU of open stores, so Recall and
+    this share one handle). The collection must have been embedded by the server's embedder:
+    only the dimension can be checked, and a mismatch disables the lookup at refresh.
+    """
+
+    def __init__(
+        self,
+        collection: str,
+        use_store: Callable[[], Any],
+        dim: Callable[[], int],
+        text_key: str = "text",
+    ) -> None:
+        self.collection, self._use_store = collection, use_store
+        self._dim, self._key = dim, text_key
+        self._ids: dict[bytes, Any] = {}
+
+    def refresh(self) -> int:
+        """Rebuild the hash index; returns how many texts it knows."""
+        ids: dict[bytes, Any] = {}
+        with self._use_store() as store:
+            if store.dim != self._dim():
+                raise errors.DimensionMismatchError(
+                    f"collection {self.collection!r} holds {store.dim}-d vectors but the server's "
+                    f"embedder makes {self._dim()}-d ones: attach a collection ingested with it"
+                )
+            for point in store.scroll(with_vectors=False):
+                text = point.payload.get(self._key)
+                if isinstance(text, str):
+                    ids.setdefault(content_hash(text), point.id)
+        self._ids = ids
+        log.info("stored vectors indexed", extra={"collection": self.collection, "texts": len(ids)})
+        return len(ids)
+
+    def refresh_in_background(self) -> threading.Thread:
+        """``refresh()`` on a daemon thread (serving starts at once; a failure is logged and
+        leaves the lookup off: every document is embedded, nothing is wrong)."""
+
+        def run() -> None:
+            try:
+                self.refresh()
+            except Exception:
+                log.exception(
+                    "indexing stored vectors failed", extra={"collection": self.collection}
+                )
+
+        thread = threading.Thread(target=run, name="sift-stored-index", daemon=True)
+        thread.start()
+        return thread
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def lookup(self, hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        known = {h: self._ids[h] for h in hashes if h in self._ids}
+        if not known:
+            return {}
+        with self._use_store() as store:
+            points = store.retrieve(list(dict.fromkeys(known.values())), with_vectors=True)
+        by_id = {p.id: p.vector for p in points if p.vector is not None}
+        return {h: np.asarray(by_id[i], np.float32) for h, i in known.items() if i in by_id}
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One pick in selection order: ``index`` into the documents, the monotone
+    ``relevance_score``, the pick's own ``gain`` and ``variance`` σ²ₙ (see the module docs)."""
+
+    index: int
+    relevance_score: float
+    gain: float
+    variance: float
+
+
+@dataclass(frozen=True)
+class TextOutcome:
+    """A text rerank: picks in selection order and how the documents got their vectors."""
+
+    picks: list[Pick]
+    prior_variance: float
+    stopped_early: bool
+    strategy: str
+    embedded: int
+    cache_hits: int
+    stored_hits: int
+
+
+class _TextMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        kw: dict[str, Any] = {"registry": registry}
+        self.cache_hits = Counter(
+            "qdrant_sift_embed_cache_hits",
+            "Texts whose embedding came from the LRU cache, by kind (query/document).",
+            ["kind"],
+            **kw,
+        )
+        self.stored_hits = Counter(
+            "qdrant_sift_embed_stored_hits",
+            "Documents whose vector came from the attached collection (matched by content hash).",
+            **kw,
+        )
+        self.embedded = Counter(
+            "qdrant_sift_embedded_texts", "Texts run through the embedder, by kind.", ["kind"], **kw
+        )
+        self.cache_size = Gauge(
+            "qdrant_sift_embed_cache_entries", "Embeddings held by the LRU cache.", **kw
+        )
+
+
+class TextReranker:
+    """Query + document texts -> picks in selection order, over the server's selector.
+
+    ``embedder`` is an :class:`~qdrant_sift.client.embed.Embedder` or a thunk returning one
+    (``None``: the offline MiniLM on first use). Embedding calls are serialised (one model,
+    its own threads); ``stored`` adds vectors reused from a collection.
+    """
+
+    def __init__(
+        self,
+        selector: Any,
+        limits: Limits,
+        registry: CollectorRegistry,
+        embedder: Any = None,
+        *,
+        cache_size: int = 50_000,
+        stored: StoredVectors | None = None,
+        device: str | None = None,
+    ) -> None:
+        self._selector, self.limits, self._device = selector, limits, device
+        self._embedder_arg = embedder
+        self._embedder: Any = None
+        self._embed_lock = threading.Lock()
+        self.cache = EmbeddingCache(cache_size)
+        self.stored = stored
+        self.metrics = _TextMetrics(registry)
+
+    @property
+    def embedder(self) -> Any:
+        with self._embed_lock:
+            if self._embedder is None:
+                arg = self._embedder_arg
+                if arg is None:
+                    from qdrant_sift.client.embed import default_embedder
+
+                    arg = default_embedder(self._device)
+                elif callable(arg) and not hasattr(arg, "embed_documents"):
+                    arg = arg()
+                self._embedder = arg
+            return self._embedder
+
+    def warmup(self) -> None:
+        """Load the embedder now (a model load takes seconds; pay it before serving)."""
+        self._embed([("q", "warm up")], cache=False)
+
+    # --- checks (before any work) ---------------------------------------------------------------
+
+    def check(
+        self, query: Any, documents: Any, top_n: Any, options: dict[str, Any]
+    ) -> tuple[list[str], int, dict[str, Any]]:
+        """Validated ``(documents, n, selector options)``; raises typed errors, does no work."""
+        lim = self.limits
+        if not isinstance(query, str) or not query.strip():
+            raise errors.InvalidInputError("query must be a non-empty string")
+        if len(query) > lim.max_document_chars:
+            raise ServerLimitError.exceeded(
+                "max_document_chars", len(query), lim.max_document_chars, "query length"
+            )
+        if isinstance(documents, str) or not isinstance(documents, Sequence):
+            raise errors.InvalidInputError("documents must be a list of strings")
+        docs = list(documents)
+        if not docs:
+            raise errors.InvalidInputError("documents is empty: send at least one document")
+        if len(docs) > lim.max_documents:
+            raise ServerLimitError.exceeded(
+                "max_documents", len(docs), lim.max_documents, "documents"
+            )
+        for i, doc in enumerate(docs):
+            if not isinstance(doc, str):
+                raise errors.InvalidInputError(
+                    f"documents[{i}] must be a string, got {type(doc).__name__}"
+                )
+            if len(doc) > lim.max_document_chars:
+                raise ServerLimitError.exceeded(
+                    "max_document_chars", len(doc), lim.max_document_chars, f"documents[{i}] length"
+                )
+        if top_n is None:
+            n = len(docs)
+        elif isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
+            raise errors.InvalidInputError(f"top_n must be an integer >= 1, got {top_n!r}")
+        else:
+            n = top_n
+        opts = {"strategy": "sift", "lam": 0.01, "alpha": None, "unique": True}
+        opts |= {"diversity": 0.5, "seed": None, **options}
+        checked = check_options(
+            n, opts["strategy"], opts["lam"], opts["alpha"], opts["unique"], True,
+            opts["diversity"], opts["seed"],
+        )  # fmt: skip
+        if checked.unique or checked.strategy in _UNIQUE_ONLY:
+            n = min(n, len(docs))
+        if n > lim.max_n:
+            raise ServerLimitError.exceeded("max_n", n, lim.max_n, "top_n")
+        check_cost(selection_cost(len(docs), n, self.embedder.dim, 1), lim)
+        return docs, n, opts
+
+    # --- embedding ----------------------------------------------------------------------------
+
+    def _embed(self, items: list[tuple[str, str]], *, cache: bool = True) -> list[np.ndarray]:
+        """Vectors for ``(kind, text)`` items (kind ``"q"`` or ``"d"``): uncached ones embedded
+        in chunks, with a cancellation check before each."""
+        from qdrant_sift.client._rerank import embed_queries, embed_texts
+
+        out: list[np.ndarray] = []
+        embedder = self.embedder
+        queries = [t for k, t in items if k == "q"]
+        docs = [t for k, t in items if k == "d"]
+        with self._embed_lock:
+            if queries:
+                checkpoint()
+                out += list(embed_queries(embedder, queries))
+            for start in range(0, len(docs), _EMBED_CHUNK):
+                checkpoint()
+                out += list(embed_texts(embedder, docs[start : start + _EMBED_CHUNK]))
+        if queries:
+            self.metrics.embedded.labels(kind="query").inc(len(queries))
+        if docs:
+            self.metrics.embedded.labels(kind="document").inc(len(docs))
+        return out
+
+    def _vectors(self, query: str, docs: list[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """(1, d) query, (K, d) documents and [embedded, cache hits, stored hits]."""
+        qkey = b"q" + content_hash(query)
+        qvec = self.cache.get(qkey)
+        if qvec is None:
+            qvec = self._embed([("q", query)])[0]
+            self.cache.put(qkey, qvec)
+        else:
+            self.metrics.cache_hits.labels(kind="query").inc()
+        keys = [b"d" + content_hash(d) for d in docs]
+        rows: dict[bytes, np.ndarray] = {}
+        for key in dict.fromkeys(keys):
+            row = self.cache.get(key)
+            if row is not None:
+                rows[key] = row
+        hits = sum(1 for k in keys if k in rows)
+        missing = [k for k in dict.fromkeys(keys) if k not in rows]
+        stored = 0
+        if missing and self.stored is not None and len(self.stored):
+            try:
+                found = self.stored.lookup([k[1:] for k in missing])
+            except errors.StoreError:  # the collection is an optimisation: embed instead
+                log.warning("stored-vector lookup failed; embedding", exc_info=True)
+                found = {}
+            for key in missing:
+                vec = found.get(key[1:])
+                if vec is not None and vec.shape == qvec.shape:
+                    rows[key] = vec
+                    self.cache.put(key, vec)
+            stored = sum(1 for k in keys if k[1:] in found)
+            missing = [k for k in missing if k not in rows]
+        if missing:
+            text_of = dict(zip(keys, docs, strict=True))
+            fresh = self._embed([("d", text_of[k]) for k in missing])
+            for key, vec in zip(missing, fresh, strict=True):
+                rows[key] = vec
+                self.cache.put(key, vec)
+        if hits:
+            self.metrics.cache_hits.labels(kind="document").inc(hits)
+        if stored:
+            self.metrics.stored_hits.inc(stored)
+        self.metrics.cache_size.set(len(self.cache))
+        cands = np.stack([rows[k] for k in keys]).astype(np.float32, copy=False)
+        return np.asarray(qvec, np.float32)[None, :], cands, [len(missing), hits, stored]
+
+    # --- the call -----------------------------------------------------------------------------
+
+    def rerank(self, query: Any, documents: Any, top_n: Any = None, **options: Any) -> TextOutcome:
+        """Check, embed what is needed, select; ``options``: strategy, lam, alpha, unique,
+        diversity, seed (unset ones take the reranker defaults, ``unique=True``)."""
+        docs, n, opts = self.check(query, documents, top_n, options)
+        q, cands, (embedded, hits, stored) = self._vectors(query, docs)
+        if q.shape[1] != cands.shape[1]:
+            raise errors.DimensionMismatchError(
+                f"query has {q.shape[1]} dimensions, documents {cands.shape[1]}"
+            )
+        checkpoint()
+        sel = self._selector.select(q[0], cands, n, normalize=True, **opts)
+        prior = float(sel.prior_variance)
+        picks: list[Pick] = []
+        previous, floor = prior, float("inf")
+        variances = np.asarray(sel.variances, dtype=np.float64).tolist()
+        for index, variance in zip(np.asarray(sel.indices).tolist(), variances, strict=True):
+            gain = max((previous - variance) / prior, 0.0) if prior > 0 else 0.0
+            floor = min(floor, gain)
+            picks.append(Pick(int(index), floor, gain, float(variance)))
+            previous = variance
+        return TextOutcome(
+            picks, prior, bool(sel.stopped_early), str(sel.strategy), embedded, hits, stored
+        )
