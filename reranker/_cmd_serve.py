@@ -25,6 +25,14 @@ def _env_int(name: str, default: int | None) -> int | None:
     return int(value) if value else default
 
 
+def _number(text: str) -> int:
+    """An integer that may be written as a float (``5e10``)."""
+    return int(float(text))
+
+
+_number.__name__ = "number"  # argparse: "invalid number value: 'x'"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The serve flags (the deploy manifests rely on these names)."""
     p.add_argument("--host", default="0.0.0.0", help="interface to bind (default 0.0.0.0)")
@@ -161,7 +169,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     limits.add_argument(
         "--max-cost",
-        type=lambda s: int(float(s)),
+        type=_number,
         default=50_000_000_000,
         help="work per call, n·(K+m)·(d+n) summed over a batch (default 5e10, about 8 s of "
         "one core)",

@@ -256,8 +256,9 @@ class ServerHandle:
             # at ``grace`` stop the selections ourselves (they answer CANCELLED at their next
             # pick), and let gRPC cut off only what did not stop within a short margin.
             done = self._server.stop(None if grace is None else grace + _CANCEL_MARGIN)
-            if grace is not None and not done.wait(grace):
-                log.info("grace period over: cancelling calls in flight", extra={"port": self.port})
+            if grace is not None and not done.wait(grace) and self.servicer.running():
+                log.info("grace period over: cancelling calls in flight",
+                         extra={"port": self.port, "calls": self.servicer.running()})  # fmt: skip
                 if not self.servicer.cancel_all(timeout=_CANCEL_MARGIN):
                     log.warning("calls still running after the grace period")
             done.wait()
@@ -406,7 +407,7 @@ def build_server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sift-rpc"),
         interceptors=[gate],
         options=[
-            ("grpc.max_receive_message_length", msg * _TRANSPORT_SLACK),
+            ("grpc.max_receive_message_length", min(msg * _TRANSPORT_SLACK, 2**31 - 1)),
             ("grpc.max_send_message_length", msg),
             ("grpc.so_reuseport", 0),  # a busy port must fail, not silently share
             *(

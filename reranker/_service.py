@@ -168,6 +168,11 @@ class RerankerServicer(pb_grpc.RerankerServicer):
             self._calls.discard(scope)
             self._calls_lock.notify_all()
 
+    def running(self) -> int:
+        """How many calls are being handled now."""
+        with self._calls_lock:
+            return len(self._calls)
+
     def cancel_all(self, timeout: float = 0.0) -> bool:
         """Stop every running call at its next pick; wait up to ``timeout`` s for them to end.
 
