@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from qdrant_sift.options import DEFAULTS
+
 __all__ = [
     "add_selection_options",
     "add_store_options",
@@ -52,7 +54,9 @@ def add_selection_options(parser: argparse.ArgumentParser, *, n_default: int) ->
     group = parser.add_argument_group("selection")
     group.add_argument("--n", type=int, default=n_default, help=f"picks (default {n_default})")
     group.add_argument("--k", type=int, default=200, help="candidates recalled (default 200)")
-    group.add_argument("--lam", type=float, default=0.01, help="SIFT noise λ (default 0.01)")
+    group.add_argument(
+        "--lam", type=float, default=DEFAULTS.lam, help=f"SIFT noise λ (default {DEFAULTS.lam:g})"
+    )
     group.add_argument("--alpha", type=float, default=None, help="adaptive stopping α")
     group.add_argument(
         "--strategy",

@@ -24,6 +24,7 @@ from qdrant_sift.errors import (
     InvalidInputError,
     NonFiniteError,
 )
+from qdrant_sift.options import DEFAULTS
 
 __all__ = ["RerankResult", "rerank"]
 
@@ -154,10 +155,10 @@ def select_results(
     n: int,
     *,
     strategy: str = "sift",
-    lam: float = 0.01,
+    lam: float = DEFAULTS.lam,
     alpha: float | None = None,
     unique: bool = True,
-    diversity: float = 0.5,
+    diversity: float = DEFAULTS.diversity,
     reranker: Any = None,
 ) -> list[RerankResult]:
     """Run the selector (``reranker.select`` or in-process ``select``) and turn its picks into
@@ -222,10 +223,10 @@ def rerank(
     query_embedding: Any = None,
     document_embeddings: Sequence[Any] | None = None,
     strategy: str = "sift",
-    lam: float = 0.01,
+    lam: float = DEFAULTS.lam,
     alpha: float | None = None,
     unique: bool = True,
-    diversity: float = 0.5,
+    diversity: float = DEFAULTS.diversity,
     reranker: Any = None,
 ) -> list[RerankResult]:
     """Pick ``top_n`` of ``documents`` for ``query`` with SIFT, Cohere ``rerank`` style.

@@ -36,6 +36,7 @@ from qdrant_sift.client._rerank import (
     select_results,
 )
 from qdrant_sift.errors import InvalidInputError
+from qdrant_sift.options import DEFAULTS
 
 __all__ = ["SiftDocumentEmbedder", "SiftRanker", "SiftTextEmbedder"]
 
@@ -61,10 +62,10 @@ class SiftRanker:
         embedder: Any = None,
         top_k: int = 10,
         strategy: str = "sift",
-        lam: float = 0.01,
+        lam: float = DEFAULTS.lam,
         alpha: float | None = None,
         unique: bool = True,
-        diversity: float = 0.5,
+        diversity: float = DEFAULTS.diversity,
         reranker: Any = None,
     ) -> None:
         self.embedder = embedder

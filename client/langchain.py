@@ -45,6 +45,7 @@ from qdrant_sift.client._rerank import (
     select_results,
 )
 from qdrant_sift.errors import InvalidInputError
+from qdrant_sift.options import DEFAULTS
 
 __all__ = ["SiftCompressor", "SiftEmbeddings", "SiftRetriever"]
 
@@ -97,10 +98,10 @@ class SiftRetriever(BaseRetriever):
     k: int = 4
     fetch_k: int = 200
     strategy: str = "sift"
-    lam: float = 0.01
+    lam: float = DEFAULTS.lam
     alpha: float | None = None
     unique: bool = True
-    diversity: float = 0.5
+    diversity: float = DEFAULTS.diversity
     filter: Any = None
     metadata_key: str | None = "metadata"
     """Payload key whose dict becomes the document's metadata (langchain-qdrant's layout);
@@ -189,10 +190,10 @@ class SiftCompressor(BaseDocumentCompressor):
     embedder: Any = None
     k: int = 4
     strategy: str = "sift"
-    lam: float = 0.01
+    lam: float = DEFAULTS.lam
     alpha: float | None = None
     unique: bool = True
-    diversity: float = 0.5
+    diversity: float = DEFAULTS.diversity
     store: Any = None
     reranker: Any = None
     id_key: str = "_id"

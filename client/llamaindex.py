@@ -41,6 +41,7 @@ from qdrant_sift.client._rerank import (
     select_results,
 )
 from qdrant_sift.errors import InvalidInputError
+from qdrant_sift.options import DEFAULTS
 
 __all__ = ["SiftEmbedding", "SiftNodePostprocessor"]
 
@@ -93,10 +94,14 @@ class SiftNodePostprocessor(BaseNodePostprocessor):
         ),
     )
     strategy: str = Field(default="sift", description="sift, nearest, mmr or random.")
-    lam: float = Field(default=0.01, description="SIFT noise variance λ (not MMR's lambda).")
+    lam: float = Field(
+        default=DEFAULTS.lam, description="SIFT noise variance λ (not MMR's lambda)."
+    )
     alpha: float | None = Field(default=None, description="Adaptive stopping; None: off.")
     unique: bool = Field(default=True, description="Return each node at most once.")
-    diversity: float = Field(default=0.5, description="MMR diversity (strategy='mmr').")
+    diversity: float = Field(
+        default=DEFAULTS.diversity, description="MMR diversity (strategy='mmr')."
+    )
     reranker: Any = Field(default=None, description="Object with select(); default in-process.")
     keep_retrieval_score: bool = Field(
         default=False, description="Keep the retriever's score in metadata['retrieval_score']."

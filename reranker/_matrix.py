@@ -20,6 +20,7 @@ from qdrant_sift.errors import (
     InvalidInputError,
     NonFiniteError,
 )
+from qdrant_sift.options import DEFAULTS
 from qdrant_sift.v1 import reranker_pb2 as pb
 
 __all__ = [
@@ -215,11 +216,11 @@ def options_from_proto(req: Any) -> dict[str, Any]:
     """The selector keyword arguments a Select/Recall request asks for (defaults as in-process)."""
     return {
         "strategy": strategy_from_proto(req.strategy),
-        "lam": wire_float(req.lam) if req.HasField("lam") else 0.01,
+        "lam": wire_float(req.lam) if req.HasField("lam") else DEFAULTS.lam,
         "alpha": wire_float(req.alpha) if req.HasField("alpha") else None,
         "unique": bool(req.unique),
         "normalize": bool(req.normalize) if req.HasField("normalize") else True,
-        "diversity": wire_float(req.diversity) if req.HasField("diversity") else 0.5,
+        "diversity": wire_float(req.diversity) if req.HasField("diversity") else DEFAULTS.diversity,
         "seed": int(req.seed) if req.HasField("seed") else None,
     }
 
@@ -235,13 +236,13 @@ def options_to_proto(
 ) -> dict[str, Any]:
     """Client side: keyword arguments -> request fields (unset where the server default applies)."""
     fields: dict[str, Any] = {"strategy": strategy_to_proto(strategy), "unique": bool(unique)}
-    if lam != 0.01:
+    if lam != DEFAULTS.lam:
         fields["lam"] = float(lam)
     if alpha is not None:
         fields["alpha"] = float(alpha)
     if not normalize:
         fields["normalize"] = False
-    if diversity != 0.5:
+    if diversity != DEFAULTS.diversity:
         fields["diversity"] = float(diversity)
     if seed is not None:
         if int(seed) < 0:

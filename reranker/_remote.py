@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 
 from qdrant_sift import errors
+from qdrant_sift.options import DEFAULTS
 from qdrant_sift.v1 import reranker_pb2 as pb
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
@@ -173,11 +174,11 @@ class RemoteReranker:
         n: int,
         *,
         strategy: str = "sift",
-        lam: float = 0.01,
+        lam: float = DEFAULTS.lam,
         alpha: float | None = None,
         unique: bool = False,
         normalize: bool = True,
-        diversity: float = 0.5,
+        diversity: float = DEFAULTS.diversity,
         seed: int | None = None,
         timeout: float | None = None,
     ) -> Any:
@@ -198,11 +199,11 @@ class RemoteReranker:
         n: int,
         *,
         strategy: str = "sift",
-        lam: float = 0.01,
+        lam: float = DEFAULTS.lam,
         alpha: float | None = None,
         unique: bool = False,
         normalize: bool = True,
-        diversity: float = 0.5,
+        diversity: float = DEFAULTS.diversity,
         seed: int | None = None,
         timeout: float | None = None,
     ) -> list[Any]:
@@ -255,11 +256,11 @@ class RemoteReranker:
         n: int = 50,
         *,
         strategy: str = "sift",
-        lam: float = 0.01,
+        lam: float = DEFAULTS.lam,
         alpha: float | None = None,
         unique: bool = False,
         normalize: bool = True,
-        diversity: float = 0.5,
+        diversity: float = DEFAULTS.diversity,
         seed: int | None = None,
         filter: Any = None,
         both_directions: bool = True,

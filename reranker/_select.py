@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from qdrant_sift.errors import ConfigError, DimensionMismatchError, InvalidInputError, RerankerError
+from qdrant_sift.options import DEFAULTS
 
 from ._baselines import baseline_order
 from ._blas import single_thread_blas
@@ -237,13 +238,13 @@ def select(
     n: int,
     *,
     strategy: str = "sift",
-    lam: float = 0.01,
+    lam: float = DEFAULTS.lam,
     alpha: float | None = None,
     unique: bool = False,
     normalize: bool = True,
     device: Any = None,
     dtype: Any = torch.float32,
-    diversity: float = 0.5,
+    diversity: float = DEFAULTS.diversity,
     seed: int | None = None,
 ) -> Selection:
     """Pick ``n`` of the K ``candidates`` for ``query`` (one (d,) vector or m targets (m, d)).
@@ -276,13 +277,13 @@ def select_batch(
     n: int,
     *,
     strategy: str = "sift",
-    lam: float = 0.01,
+    lam: float = DEFAULTS.lam,
     alpha: float | None = None,
     unique: bool = False,
     normalize: bool = True,
     device: Any = None,
     dtype: Any = torch.float32,
-    diversity: float = 0.5,
+    diversity: float = DEFAULTS.diversity,
     seed: int | None = None,
 ) -> list[Selection]:
     """:func:`select` for many prompts at once; results in input order.
