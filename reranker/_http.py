@@ -331,10 +331,15 @@ class HttpServer:
                     await anyio.sleep(0.1)
 
             tasks.start_soon(watch)
-            try:
-                return await anyio.to_thread.run_sync(guarded, limiter=self._limiter)
+            try:  # caught here, so the task group does not wrap it in an ExceptionGroup
+                outcome = (await anyio.to_thread.run_sync(guarded, limiter=self._limiter), None)
+            except Exception as exc:
+                outcome = (None, exc)
             finally:
                 tasks.cancel_scope.cancel()
+        if outcome[1] is not None:
+            raise outcome[1]
+        return outcome[0]
 
     @staticmethod
     def _error(refusal: _Refusal, shape: str, rid: str) -> Response:

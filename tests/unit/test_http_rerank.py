@@ -1,0 +1,331 @@
+"""The HTTP rerank endpoints on loopback, called by the real client libraries that RAG stacks use.
+
+Cohere v2 ``POST /v2/rerank``: the ``cohere`` SDK (``ClientV2(base_url=...)``), LangChain's
+``CohereRerank`` in a ``ContextualCompressionRetriever``, LlamaIndex's Cohere postprocessor.
+TEI ``POST /rerank``: LlamaIndex's ``TextEmbeddingInference`` postprocessor and Haystack's
+``HuggingFaceTEIRanker`` in a pipeline. A fast hashing embedder stands in for MiniLM (one
+slow-marked test uses MiniLM). Every answer is checked against in-process ``rerank()``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from qdrant_sift.client import rerank
+from qdrant_sift.client.embed import FunctionEmbedder
+from qdrant_sift.eval._setup import hashing_embedder
+from qdrant_sift.reranker import LocalReranker, serve
+from qdrant_sift.reranker._matrix import Limits
+
+TOKEN = "s3cret"
+EMBED = hashing_embedder(256)
+QUERY = "how do cats keep their fur clean"
+DOCS = [
+    "Cats groom their fur with their rough tongues every day.",
+    "The stock market fell sharply on Monday after the report.",
+    "Cats groom their fur with their rough tongues every day.",  # an exact duplicate
+    "A cat's tongue has tiny hooks that comb the fur and remove loose hair.",
+    "Dogs need regular baths; cats mostly clean themselves.",
+    "Paris is the capital of France and sits on the Seine.",
+    "Grooming also spreads oils that keep a cat's coat waterproof.",
+    "Kittens learn to groom by watching their mother lick their fur.",
+    "The recipe calls for two cups of flour and one egg.",
+    "Long-haired cats may need brushing to prevent mats in their fur.",
+]
+
+
+def expected(top_n: int | None = None, **kw: Any) -> list[tuple[int, float]]:
+    """In-process rerank(): indices and the running minimum of its gains (the wire score)."""
+    res = rerank(QUERY, DOCS, top_n, embedder=EMBED, reranker=LocalReranker("cpu"), **kw)
+    scores = np.minimum.accumulate([r.relevance_score for r in res]).tolist()
+    return [(r.index, s) for r, s in zip(res, scores, strict=True)]
+
+
+def same(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
+    assert [i for i, _ in got] == [i for i, _ in want]
+    assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-6, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Any]:
+    limits = Limits(max_documents=20, max_document_chars=500, max_message_bytes=16 * 1024)
+    handle = serve(port=0, http_port=0, device="cpu", embedder=EMBED, token=TOKEN, limits=limits,
+                   metrics_port=0, max_workers=2)  # fmt: skip
+    yield handle
+    handle.stop(0)
+
+
+@pytest.fixture(scope="module")
+def url(server: Any) -> str:
+    return f"http://127.0.0.1:{server.http_port}"
+
+
+def post(url: str, path: str, body: Any, token: str | None = TOKEN, **headers: str) -> Any:
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(url + path, content=data, headers=headers, timeout=30)
+
+
+# --- the real clients ------------------------------------------------------------------------
+
+
+def test_cohere_sdk_client_v2(url: str) -> None:
+    import cohere
+
+    client = cohere.ClientV2(api_key=TOKEN, base_url=url)
+    got = client.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS, top_n=4)
+    want = expected(4)
+    same([(r.index, r.relevance_score) for r in got.results], want)
+    scores = [r.relevance_score for r in got.results]
+    assert scores == sorted(scores, reverse=True)  # monotone in selection order
+    assert got.id and got.meta is not None and got.meta.billed_units.search_units == 1
+    everything = client.rerank(model="m", query=QUERY, documents=DOCS)  # no top_n: all of them
+    assert sorted(r.index for r in everything.results) == list(range(len(DOCS)))
+
+
+def test_cohere_sdk_wrong_token_is_unauthorized(url: str) -> None:
+    import cohere
+    from cohere.errors import UnauthorizedError
+
+    with pytest.raises(UnauthorizedError):
+        cohere.ClientV2(api_key="wrong", base_url=url).rerank(
+            model="m", query=QUERY, documents=DOCS
+        )
+
+
+def test_langchain_cohere_in_a_compression_retriever(url: str) -> None:
+    import cohere
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+    from langchain_cohere import CohereRerank
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+
+    class Everything(BaseRetriever):
+        def _get_relevant_documents(
+            self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        ) -> list[Document]:
+            return [Document(page_content=d, metadata={"i": i}) for i, d in enumerate(DOCS)]
+
+    client = cohere.ClientV2(api_key=TOKEN, base_url=url)
+    compressor = CohereRerank(client=client, model="sift", top_n=3)
+    retriever = ContextualCompressionRetriever(
+        base_compressor=compressor, base_retriever=Everything()
+    )
+    docs = retriever.invoke(QUERY)
+    want = expected(3)
+    assert [d.metadata["i"] for d in docs] == [i for i, _ in want]
+    assert [d.metadata["relevance_score"] for d in docs] == pytest.approx([s for _, s in want])
+
+
+def test_llamaindex_cohere_postprocessor(url: str) -> None:
+    from llama_index.core.schema import NodeWithScore, TextNode
+    from llama_index.postprocessor.cohere_rerank import CohereRerank
+
+    nodes = [
+        NodeWithScore(node=TextNode(text=d, id_=str(i)), score=0.0) for i, d in enumerate(DOCS)
+    ]
+    post_ = CohereRerank(top_n=3, model="sift", api_key=TOKEN, base_url=url)
+    out = post_.postprocess_nodes(nodes, query_str=QUERY)
+    assert [int(n.node.node_id) for n in out] == [i for i, _ in expected(3)]
+
+
+def test_llamaindex_tei_postprocessor(url: str) -> None:
+    from llama_index.core.schema import NodeWithScore, TextNode
+    from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
+
+    nodes = [
+        NodeWithScore(node=TextNode(text=d, id_=str(i)), score=0.0) for i, d in enumerate(DOCS)
+    ]
+    post_ = TextEmbeddingInference(top_n=4, base_url=url, auth_token=f"Bearer {TOKEN}")
+    out = post_.postprocess_nodes(nodes, query_str=QUERY)  # it re-sorts by score: order survives
+    assert [int(n.node.node_id) for n in out] == [i for i, _ in expected()][:4]
+
+
+def test_haystack_tei_ranker_in_a_pipeline(url: str) -> None:
+    from haystack import Document, Pipeline
+    from haystack.components.retrievers.in_memory import InMemoryBM25Retriever
+    from haystack.document_stores.in_memory import InMemoryDocumentStore
+    from haystack.utils import Secret
+    from haystack_integrations.components.rankers.huggingface_api import HuggingFaceTEIRanker
+
+    unique = list(dict.fromkeys(DOCS))  # Haystack drops duplicate documents itself
+    store = InMemoryDocumentStore()
+    store.write_documents([Document(content=d, meta={"i": i}) for i, d in enumerate(unique)])
+    pipe = Pipeline()
+    pipe.add_component("retriever", InMemoryBM25Retriever(store, top_k=len(unique)))
+    ranker = HuggingFaceTEIRanker(url=url, top_k=3, token=Secret.from_token(TOKEN))
+    pipe.add_component("ranker", ranker)
+    pipe.connect("retriever.documents", "ranker.documents")
+    out = pipe.run({"retriever": {"query": QUERY}, "ranker": {"query": QUERY}})
+    ranked = out["ranker"]["documents"]
+    sent = [d.content for d in store.bm25_retrieval(QUERY, top_k=len(unique))]
+    res = rerank(QUERY, sent, 3, embedder=EMBED, reranker=LocalReranker("cpu"))
+    assert [d.content for d in ranked] == [sent[r.index] for r in res]
+    scores = [d.score for d in ranked]
+    assert scores == sorted(scores, reverse=True)
+
+
+# --- the wire shapes --------------------------------------------------------------------------
+
+
+def test_tei_shape_every_text_with_text_and_raw_scores(url: str) -> None:
+    body = {"query": QUERY, "texts": DOCS, "return_text": True, "truncate": True,
+            "truncation_direction": "Right"}  # fmt: skip
+    got = post(url, "/rerank", body).json()
+    want = expected()
+    same([(g["index"], g["score"]) for g in got], want)
+    assert all(g["text"] == DOCS[g["index"]] for g in got) and len(got) == len(DOCS)
+    raw = post(url, "/rerank", {"query": QUERY, "texts": DOCS, "raw_scores": True}).json()
+    gains = [r.relevance_score for r in rerank(QUERY, DOCS, embedder=EMBED)]
+    assert [g["score"] for g in raw] == pytest.approx(gains)  # raw: the pick's own gain
+
+
+def test_sift_extensions_change_the_selection(url: str) -> None:
+    body = {"model": "m", "query": QUERY, "documents": DOCS, "top_n": 6, "strategy": "nearest"}
+    got = post(url, "/v2/rerank", body).json()
+    assert [r["index"] for r in got["results"]] == [i for i, _ in expected(6, strategy="nearest")]
+    body = {**body, "strategy": "sift", "lam": 1.0, "unique": False, "alpha": None}
+    got = post(url, "/v2/rerank", body).json()
+    want = expected(6, lam=1.0, unique=False)
+    assert [r["index"] for r in got["results"]] == [i for i, _ in want]
+    assert got["sift"]["strategy"] == "sift" and len(got["sift"]["gains"]) == 6
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        ([1, 2], 422, "JSON object"),
+        ({"model": "m", "query": QUERY, "documents": []}, 422, "documents is empty"),
+        ({"model": "m", "query": "", "documents": DOCS}, 422, "query must be"),
+        ({"model": "m", "query": QUERY, "documents": [1, 2]}, 422, "documents[0] must be a string"),
+        ({"model": "m", "query": QUERY, "documents": DOCS, "top_n": 0}, 422, "top_n"),
+        ({"model": "m", "query": QUERY, "documents": DOCS, "lam": -1}, 422, "lam"),
+        ({"model": "m", "query": QUERY, "documents": DOCS, "rank_fields": ["a"]}, 422,
+         "unsupported field(s) rank_fields"),
+        ({"model": "m", "query": QUERY, "documents": DOCS, "max_tokens_per_doc": 512}, 422,
+         "max_tokens_per_doc=512 cannot be honoured"),
+        ({"model": "m", "query": QUERY, "documents": ["x"] * 21}, 413, "max_documents=20"),
+        ({"model": "m", "query": QUERY, "documents": ["x" * 501]}, 413, "max_document_chars=500"),
+    ],
+)  # fmt: skip
+def test_cohere_errors(url: str, body: Any, status: int, needle: str) -> None:
+    resp = post(url, "/v2/rerank", body)
+    assert resp.status_code == status, resp.text
+    assert needle in resp.json()["message"] and resp.headers["x-request-id"]
+
+
+def test_tei_errors_keep_the_tei_body(url: str) -> None:
+    resp = post(url, "/rerank", {"query": QUERY, "texts": DOCS, "truncate": False})
+    assert resp.status_code == 422
+    assert resp.json()["error_type"] == "Validation" and "truncate=false" in resp.json()["error"]
+    resp = post(url, "/rerank", {"query": QUERY, "texts": DOCS, "truncation_direction": "Left"})
+    assert resp.status_code == 422
+    resp = post(url, "/rerank", {"query": QUERY, "texts": ["y"] * 21})
+    assert resp.status_code == 413 and resp.headers["x-sift-limit"] == "max_documents"
+    assert resp.json()["sift_error"] == "ServerLimitError"
+
+
+def test_auth_and_oversized_bodies(url: str) -> None:
+    body = {"query": QUERY, "texts": DOCS}
+    assert post(url, "/rerank", body, token=None).status_code == 401
+    resp = post(url, "/rerank", body, token="nope")
+    assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
+    lower = httpx.post(url + "/rerank", json=body, headers={"authorization": f"bearer {TOKEN}"})
+    assert lower.status_code == 200  # the scheme is case-insensitive, as over gRPC
+    huge = {"query": QUERY, "texts": ["z" * 400] * 50}  # ~20 kB > max_message_bytes
+    resp = post(url, "/rerank", huge)
+    assert resp.status_code == 413 and resp.headers["x-sift-limit"] == "max_message_bytes"
+    assert post(url, "/rerank", huge, token="nope").status_code == 401  # auth first
+
+
+def test_health_ready_and_metrics(server: Any, url: str) -> None:
+    assert httpx.get(url + "/health").json() == {"status": "ok"}  # open, no token
+    assert httpx.get(url + "/ready").status_code == 200
+    docs = [f"metrics document {i} about cats" for i in range(5)]
+    for _ in range(2):  # the second call finds every document in the cache
+        resp = post(url, "/v2/rerank", {"model": "m", "query": "cats", "documents": docs})
+        assert resp.status_code == 200
+    assert resp.json()["sift"]["cache_hits"] == 5 and resp.json()["sift"]["embedded"] == 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics") as r:
+        text = r.read().decode()
+    assert 'qdrant_sift_embed_cache_hits_total{kind="document"}' in text
+    assert 'qdrant_sift_rpc_requests_total{code="OK",method="/v2/rerank"}' in text
+    assert 'qdrant_sift_http_responses_total{path="/v2/rerank",status="401"}' in text
+
+
+# --- deadlines and shutdown ------------------------------------------------------------------
+
+
+class SlowEmbedder:
+    """The hashing embedder, but every call waits on ``gate`` (or ``delay`` seconds)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay, self.gate, self.entered = delay, threading.Event(), threading.Event()
+        self.inner = FunctionEmbedder(lambda t: EMBED.embed_documents(t), EMBED.dim)
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def embed_documents(self, texts: Any) -> np.ndarray:
+        if texts == ["warm up"]:  # the server's own warm-up at start
+            return self.inner.embed_documents(texts)
+        self.entered.set()
+        if self.delay:
+            time.sleep(self.delay)
+        else:
+            assert self.gate.wait(30)
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+
+def test_deadline_is_504_and_counted() -> None:
+    with serve(port=0, http_port=0, device="cpu", embedder=SlowEmbedder(delay=0.3)) as handle:
+        base = f"http://127.0.0.1:{handle.http_port}"
+        body = {"model": "m", "query": "late", "documents": ["a b", "c d"]}
+        resp = post(base, "/v2/rerank", body, token=None, **{"X-Request-Timeout": "0.1"})
+        assert resp.status_code == 504 and "deadline" in resp.json()["message"]
+        assert (
+            post(base, "/v2/rerank", body, token=None, **{"X-Request-Timeout": "x"}).status_code
+            == 422
+        )
+
+
+def test_stop_drains_running_requests_and_refuses_new_ones() -> None:
+    slow = SlowEmbedder()
+    handle = serve(port=0, http_port=0, device="cpu", embedder=slow)
+    base = f"http://127.0.0.1:{handle.http_port}"
+    body = {"query": "drain", "texts": ["one two", "three four"]}
+    result: dict[str, Any] = {}
+    caller = threading.Thread(target=lambda: result.update(r=post(base, "/rerank", body, None)))
+    caller.start()
+    assert slow.entered.wait(10)
+    stopper = threading.Thread(target=handle.stop, args=(10,))
+    stopper.start()
+    deadline = time.monotonic() + 10
+    while httpx.get(base + "/ready").status_code != 503 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert httpx.get(base + "/ready").status_code == 503
+    assert post(base, "/rerank", body, None).status_code == 503  # refused while draining
+    slow.gate.set()
+    caller.join(10)
+    stopper.join(15)
+    assert result["r"].status_code == 200 and len(result["r"].json()) == 2
+    assert not stopper.is_alive()
