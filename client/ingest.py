@@ -3,6 +3,9 @@
 Ids are UUIDv5 of (source, chunk index, content hash), so re-running is idempotent and an
 interrupted run (Ctrl-C, kill -9) resumes: chunks already stored are found by id and neither
 re-embedded nor duplicated. Bad files are skipped and reported, never fatal to the rest.
+
+A ``kernel_embedder`` (e.g. ``ModelEmbedder``, the language model's own hidden states) also
+embeds every chunk into SIFT's kernel, stored as a second named vector beside the recall one.
 """
 
 from __future__ import annotations
@@ -238,8 +241,10 @@ class _Writer:
         report: IngestReport,
         batch_size: int,
         skip_existing: bool,
+        kernel_embedder: Any = None,
     ) -> None:
         self.store, self.embedder, self.report = store, embedder, report
+        self.kernel_embedder = kernel_embedder
         self.batch_size, self.skip_existing = batch_size, skip_existing
         self.pending: dict[str, tuple[str, dict[str, Any]]] = {}
 
@@ -261,14 +266,28 @@ class _Writer:
             ids = [i for i in ids if i not in stored]
         if ids:
             texts = [self.pending[i][0] for i in ids]
-            vectors = np.asarray(self.embedder.embed_documents(texts), dtype=np.float32)
-            if vectors.ndim != 2 or vectors.shape[0] != len(ids):
-                raise DimensionMismatchError(
-                    f"embedder returned shape {vectors.shape} for {len(ids)} texts"
-                )
-            self.store.upsert(ids, vectors, [self.pending[i][1] for i in ids])
+            vectors = _embed(self.embedder, texts, "embedder")
+            kernels = None
+            if self.kernel_embedder is not None:
+                kernels = _embed(self.kernel_embedder, texts, "kernel embedder")
+            self.store.upsert(
+                ids, vectors, [self.pending[i][1] for i in ids], kernel_vectors=kernels
+            )
             self.report.upserted += len(ids)
         self.pending.clear()
+
+
+def _embed(embedder: Any, texts: list[str], what: str) -> np.ndarray:
+    vectors = np.asarray(embedder.embed_documents(texts), dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+        raise DimensionMismatchError(
+            f"{what} returned shape {vectors.shape} for {len(texts)} texts"
+        )
+    return vectors
+
+
+def _kernel_dim(kernel_embedder: Any) -> int | None:
+    return None if kernel_embedder is None else int(kernel_embedder.dim)
 
 
 def _progress_hook(
@@ -313,6 +332,7 @@ def ingest(
     metadata: Mapping[str, Any] | None = None,
     skip_existing: bool = True,
     progress: bool | Callable[[IngestReport], None] = True,
+    kernel_embedder: Any = None,
 ) -> IngestReport:
     """Read ``paths`` (.txt .md .rst .py files, .jsonl with a ``text`` field, folders),
     chunk by ``chunk_tokens`` of the LM tokenizer (default SmolLM2's), embed and upsert.
@@ -321,6 +341,8 @@ def ingest(
     dimension raises :class:`DimensionMismatchError` before anything is written. ``chunker``
     (``text -> [piece, ...]``) replaces token windows with your own split. ``progress``
     is a tqdm bar (True), silent (False) or a callback receiving the report after each batch.
+    ``kernel_embedder`` also stores each chunk's SIFT kernel vector (a collection with a
+    kernel needs one for every write; one without a kernel refuses it: ``ConfigError``).
     """
     started = time.perf_counter()
     if batch_size <= 0:
@@ -333,12 +355,13 @@ def ingest(
 
         embedder = default_embedder()
     spans = as_span_tokenizer(tokenizer) if chunker is None else None
-    store.create(embedder.dim, distance="cosine", exist_ok=True)
+    kd = _kernel_dim(kernel_embedder)  # an existing collection is checked before any write
+    store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd)
     report = IngestReport()
     files = iter_files(paths, report)
     total = sum(_size(f) for f in files)
     advance, close = _progress_hook(progress, total)
-    writer = _Writer(store, embedder, report, batch_size, skip_existing)
+    writer = _Writer(store, embedder, report, batch_size, skip_existing, kernel_embedder)
     base_meta = dict(metadata or {})
     try:
         for path in files:
@@ -371,6 +394,7 @@ def add_texts(
     metadatas: Sequence[Mapping[str, Any]] | None = None,
     *,
     batch_size: int = 64,
+    kernel_embedder: Any = None,
 ) -> list[str]:
     """One point per text (no chunking); returns its deterministic id, in input order.
 
@@ -386,9 +410,10 @@ def add_texts(
     for t in texts:
         if not isinstance(t, str) or not t.strip():
             raise InvalidInputError("every text must be a non-empty str")
-    store.create(embedder.dim, distance="cosine", exist_ok=True)
+    kd = _kernel_dim(kernel_embedder)  # an existing collection is checked before any write
+    store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd)
     report = IngestReport()
-    writer = _Writer(store, embedder, report, batch_size, skip_existing=True)
+    writer = _Writer(store, embedder, report, batch_size, True, kernel_embedder)
     ids: list[str] = []
     for text, meta in zip(texts, metas, strict=True):
         source = str(meta.get("source", ""))

@@ -2,7 +2,9 @@
 
 ``recall`` returns the K nearest candidates *with their vectors* (:class:`Candidates`), which is
 what SIFT selects from. Filters are written once (:class:`Filter`, :class:`Match`,
-:class:`Range`, or a plain dict) and translated per backend.
+:class:`Range`, or a plain dict) and translated per backend. A collection may also hold SIFT's
+kernel as a second named vector (:data:`KERNEL_VECTOR`; ``create(kernel_dim=…)``,
+``recall(with_kernel=True)``).
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from ._base import DISTANCES, Candidates, PointId, StoredPoint, VectorStore
 from ._edge import EdgeStore
 from ._factory import open_store
 from ._filters import Filter, Match, Range, as_filter
+from ._layout import KERNEL_VECTOR, RECALL_VECTOR
 from ._names import MAX_COLLECTION_NAME, shard_path, validate_collection_name
 from ._qdrant import HNSW_EF_FACTOR, QdrantStore
 
 __all__ = [
     "DISTANCES",
     "HNSW_EF_FACTOR",
+    "KERNEL_VECTOR",
     "MAX_COLLECTION_NAME",
+    "RECALL_VECTOR",
     "Candidates",
     "EdgeStore",
     "Filter",

@@ -3,6 +3,10 @@
 SIFT needs the K nearest candidates *with their vectors*; ``recall`` returns exactly that as a
 :class:`Candidates`. Backends differ only in how they talk to Qdrant, so validation, the
 both-directions merge and the empty-result policy live here once.
+
+A collection may also hold SIFT's kernel as a second named vector (``create(kernel_dim=…)``,
+``upsert(kernel_vectors=…)``, ``recall(with_kernel=True)``), so recall and kernel can come from
+different embeddings; :mod:`._layout` describes how the vectors are named.
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ from qdrant_sift.errors import (
     StoreError,
 )
 
+from ._layout import (
+    check_kernel_dim,
+    check_kernel_vectors,
+    no_kernel_error,
+    unit_rows,
+    valid_kernel_dim,
+)
+
 __all__ = ["DISTANCES", "Candidates", "Hits", "PointId", "StoredPoint", "VectorStore"]
 
 PointId = str | int
@@ -39,20 +51,23 @@ class Candidates:
 
     With ``both_directions`` the order is by ``|score|`` (an anti-correlated point is as
     informative to SIFT as a correlated one); scores keep their sign relative to the query.
-    Vectors are as Qdrant stores them (unit length for cosine collections).
+    Vectors are as Qdrant stores them (unit length for cosine collections). ``kernel_vectors``
+    (K, d_kernel), row for row with ``ids``, when recalled ``with_kernel``; else None.
     """
 
     ids: list[PointId]
     scores: np.ndarray
     vectors: np.ndarray
     payloads: list[dict[str, Any]] = field(default_factory=list)
+    kernel_vectors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @classmethod
-    def empty(cls, dim: int) -> Candidates:
-        return cls([], np.zeros(0, np.float32), np.zeros((0, dim), np.float32), [])
+    def empty(cls, dim: int, kernel_dim: int | None = None) -> Candidates:
+        kernels = None if kernel_dim is None else np.zeros((0, kernel_dim), np.float32)
+        return cls([], np.zeros(0, np.float32), np.zeros((0, dim), np.float32), [], kernels)
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,7 @@ class Hits:
     scores: np.ndarray
     vectors: np.ndarray
     payloads: list[dict[str, Any]]
+    kernel_vectors: np.ndarray | None = None
 
     @classmethod
     def build(
@@ -129,10 +145,18 @@ class Hits:
         vectors: list[Any],
         payloads: list[dict[str, Any]],
         dim: int,
+        kernels: list[Any] | None = None,
+        kernel_dim: int | None = None,
     ) -> Hits:
         """From backend lists; converting all vectors in one call is several times faster."""
-        vecs = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, dim), np.float32)
-        return cls(ids, np.asarray(scores, dtype=np.float32), vecs.reshape(len(ids), dim), payloads)
+        kvecs = None if kernels is None or kernel_dim is None else _rows(kernels, kernel_dim)
+        scores_ = np.asarray(scores, dtype=np.float32)
+        return cls(ids, scores_, _rows(vectors, dim), payloads, kvecs)
+
+
+def _rows(vectors: list[Any], dim: int) -> np.ndarray:
+    arr = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, dim), np.float32)
+    return arr.reshape(len(vectors), dim)
 
 
 def merge_directions(pos: Hits, neg: Hits, k: int) -> Hits:
@@ -150,7 +174,12 @@ def merge_directions(pos: Hits, neg: Hits, k: int) -> Hits:
                 break
     vectors = np.concatenate([pos.vectors, neg.vectors])
     payloads = pos.payloads + neg.payloads
-    return Hits([ids[j] for j in keep], scores[keep], vectors[keep], [payloads[j] for j in keep])
+    kernels = None
+    if pos.kernel_vectors is not None and neg.kernel_vectors is not None:
+        kernels = np.concatenate([pos.kernel_vectors, neg.kernel_vectors])[keep]
+    return Hits(
+        [ids[j] for j in keep], scores[keep], vectors[keep], [payloads[j] for j in keep], kernels
+    )
 
 
 class VectorStore(ABC):
@@ -174,17 +203,35 @@ class VectorStore(ABC):
     def distance(self) -> str:
         """One of :data:`DISTANCES`."""
 
+    @property
     @abstractmethod
-    def _create(self, dim: int, distance: str, params: dict[str, Any]) -> None: ...
+    def kernel_dim(self) -> int | None:
+        """Dimension of the stored kernel vectors (``sift-kernel``); None when absent."""
 
     @abstractmethod
-    def _upsert(self, ids: list[PointId], vectors: np.ndarray, payloads: list[dict]) -> None: ...
+    def _create(
+        self, dim: int, distance: str, params: dict[str, Any], kernel_dim: int | None
+    ) -> None: ...
+
+    @abstractmethod
+    def _upsert(
+        self,
+        ids: list[PointId],
+        vectors: np.ndarray,
+        payloads: list[dict],
+        kernel_vectors: np.ndarray | None,
+    ) -> None: ...
 
     @abstractmethod
     def _search(
-        self, queries: list[np.ndarray], k: int, filter: Any, params: dict[str, Any]
+        self,
+        queries: list[np.ndarray],
+        k: int,
+        filter: Any,
+        params: dict[str, Any],
+        with_kernel: bool,
     ) -> list[Hits]:
-        """One :class:`Hits` per query, best first."""
+        """One :class:`Hits` per query, best first (with ``kernel_vectors`` if asked)."""
 
     @abstractmethod
     def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
@@ -222,15 +269,20 @@ class VectorStore(ABC):
         *,
         distance: str = "cosine",
         exist_ok: bool = False,
+        kernel_dim: int | None = None,
         **collection_params: Any,
     ) -> bool:
         """Create the collection; True if created, False if it already existed (``exist_ok``).
 
-        An existing collection of another dimension is a :class:`DimensionMismatchError` even
-        with ``exist_ok``, so ingest never writes vectors of the wrong size.
+        ``kernel_dim``: also hold a cosine kernel vector of that size per point (named
+        ``sift-kernel``; the recall vector is then named too, see :mod:`._layout`).
+        An existing collection of another dimension or kernel is an error even with
+        ``exist_ok`` (:class:`DimensionMismatchError`, or :class:`ConfigError` when one has a
+        kernel and the other not), so ingest never writes vectors of the wrong kind.
         """
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
             raise InvalidInputError(f"dim must be a positive int, got {dim!r}")
+        kernel_dim = valid_kernel_dim(kernel_dim)
         if distance not in DISTANCES:
             raise ConfigError(f"distance must be one of {DISTANCES}, got {distance!r}")
         if self.exists():
@@ -238,10 +290,11 @@ class VectorStore(ABC):
                 raise DimensionMismatchError(
                     f"collection {self.collection!r} holds {self.dim}-d vectors, asked for {dim}-d"
                 )
+            check_kernel_dim(self.collection, self.kernel_dim, kernel_dim)
             if not exist_ok:
                 raise StoreError(f"collection {self.collection!r} already exists")
             return False
-        self._create(int(dim), distance, dict(collection_params))
+        self._create(int(dim), distance, dict(collection_params), kernel_dim)
         return True
 
     def upsert(
@@ -249,8 +302,14 @@ class VectorStore(ABC):
         ids: Sequence[PointId],
         vectors: Any,
         payloads: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        kernel_vectors: Any = None,
     ) -> None:
-        """Insert or replace points; everything is validated before anything is written."""
+        """Insert or replace points; everything is validated before anything is written.
+
+        ``kernel_vectors`` (n, kernel_dim): required by, and only accepted by, a collection
+        created with ``kernel_dim``.
+        """
         vecs = as_matrix(vectors)
         norm_ids = [normalize_id(i) for i in ids]
         if len(norm_ids) != vecs.shape[0]:
@@ -265,8 +324,11 @@ class VectorStore(ABC):
             )
         if self.distance == "cosine" and not np.all(np.linalg.norm(vecs, axis=1) > 0):
             raise InvalidInputError("a zero vector cannot be stored in a cosine collection")
+        kvecs = check_kernel_vectors(
+            self.collection, self.kernel_dim, kernel_vectors, len(norm_ids)
+        )
         if norm_ids:
-            self._upsert(norm_ids, vecs, pls)
+            self._upsert(norm_ids, vecs, pls, kvecs)
 
     def recall(
         self,
@@ -275,9 +337,13 @@ class VectorStore(ABC):
         *,
         both_directions: bool = True,
         filter: Any = None,
+        with_kernel: bool = False,
         **search_params: Any,
     ) -> Candidates:
         """The K nearest points with vectors and payloads (see :class:`Candidates`).
+
+        ``with_kernel``: also their kernel vectors, row for row (a :class:`ConfigError` on a
+        collection without them). Recall itself always uses the recall vector.
 
         Empty result: :class:`EmptyCollectionError` if the collection holds no points at all,
         empty :class:`Candidates` if only the filter excluded everything. A collection that was
@@ -292,8 +358,10 @@ class VectorStore(ABC):
                 f"both_directions needs an inner-product distance, collection uses "
                 f"{self.distance!r}; pass both_directions=False"
             )
+        if with_kernel and self.kernel_dim is None:
+            raise no_kernel_error(self.collection)
         queries = [q, -q] if both_directions else [q]
-        results = self._search(queries, int(k), filter, search_params)
+        results = self._search(queries, int(k), filter, search_params, bool(with_kernel))
         hits = merge_directions(results[0], results[1], int(k)) if both_directions else results[0]
         if not hits.ids and self.count() == 0:
             raise EmptyCollectionError(
@@ -304,6 +372,7 @@ class VectorStore(ABC):
             scores=hits.scores.astype(np.float32, copy=False),
             vectors=np.ascontiguousarray(hits.vectors, dtype=np.float32),
             payloads=hits.payloads,
+            kernel_vectors=unit_rows(hits.kernel_vectors) if with_kernel else None,
         )
 
     def __enter__(self) -> VectorStore:

@@ -45,6 +45,7 @@ from ._integrity import (
     fingerprint_mismatch,
     probe_load,
 )
+from ._layout import KERNEL_VECTOR, RECALL_VECTOR, Layout, read_layout
 from ._names import shard_path, validate_collection_name
 from ._qdrant import HNSW_EF_FACTOR
 
@@ -87,7 +88,7 @@ class EdgeStore(VectorStore):
         self.collection = collection
         self.root = Path(path).expanduser().resolve()
         self._shard: Any = None
-        self._shape: tuple[int, str] | None = None
+        self._layout: Layout | None = None
         self._lock_fd: int | None = None
         self._damage: StoreCorruptedError | None = None
         self._state = IdState()
@@ -293,24 +294,28 @@ class EdgeStore(VectorStore):
             raise self._damage
         return self._shard is not None
 
-    def _load_shape(self) -> tuple[int, str]:
-        if self._shape is None:
+    def _load_layout(self) -> Layout:
+        if self._layout is None:
             self._require()
             try:
                 cfg = json.loads((self.shard_dir / "edge_config.json").read_text())
-                vec = cfg["vectors"][""]
-                self._shape = (int(vec["size"]), str(vec["distance"]).lower())
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+                vecs = {n: (int(v["size"]), str(v["distance"])) for n, v in cfg["vectors"].items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise StoreError(f"cannot read {self.shard_dir}/edge_config.json: {exc}") from exc
-        return self._shape
+            self._layout = read_layout(self.collection, vecs, None)
+        return self._layout
 
     @property
     def dim(self) -> int:
-        return self._load_shape()[0]
+        return self._load_layout().dim
 
     @property
     def distance(self) -> str:
-        return self._load_shape()[1]
+        return self._load_layout().distance
+
+    @property
+    def kernel_dim(self) -> int | None:
+        return self._load_layout().kernel_dim
 
     @property
     def indexed(self) -> bool:
@@ -321,20 +326,25 @@ class EdgeStore(VectorStore):
 
     # --- primitives --------------------------------------------------------------------------
 
-    def _create(self, dim: int, distance: str, params: dict[str, Any]) -> None:
+    def _create(
+        self, dim: int, distance: str, params: dict[str, Any], kernel_dim: int | None
+    ) -> None:
         import qdrant_edge as qe
 
         if self._lock_fd is None:
             raise StoreError(f"{self!r} is closed")
         params = {k: v for k, v in params.items() if k not in _CLUSTER_ONLY}
-        vp = qe.EdgeVectorParams(size=dim, distance=getattr(qe.Distance, _DIST[distance]))
+        vp: Any = qe.EdgeVectorParams(size=dim, distance=getattr(qe.Distance, _DIST[distance]))
+        if kernel_dim:  # the layout of ._layout: both vectors named
+            kp = qe.EdgeVectorParams(size=kernel_dim, distance=qe.Distance.Cosine)
+            vp = {RECALL_VECTOR: vp, KERNEL_VECTOR: kp}
         try:
             cfg = qe.EdgeConfig(vectors=vp, **params)
         except TypeError as exc:
             raise ConfigError(f"unknown Edge collection parameter: {exc}") from exc
         with self._engine("create"):
             self._shard = qe.EdgeShard.create(str(self.shard_dir), cfg)
-        self._shape = None
+        self._layout = None
         self._state, self._sources = IdState(), []
         self._write_manifest()
 
@@ -362,11 +372,12 @@ class EdgeStore(VectorStore):
                 out.append(src)
         return out[: _MAX_SOURCES - len(self._sources)]
 
-    def _upsert(self, ids: list[PointId], vectors: np.ndarray, payloads: list[dict]) -> None:
+    def _upsert(
+        self, ids: list[PointId], vectors: np.ndarray, payloads: list[dict], kernels: Any
+    ) -> None:
         import qdrant_edge as qe
 
-        self._require()
-        rows = vectors.tolist()
+        rows = self._load_layout().point_vectors(vectors, kernels)
         points = [qe.Point(_edge_id(i), v, p) for i, v, p in zip(ids, rows, payloads, strict=True)]
         with self._write_lock:
             known = self._known(ids)
@@ -416,11 +427,12 @@ class EdgeStore(VectorStore):
         )
 
     def _search(
-        self, queries: list[np.ndarray], k: int, filter: Any, params: dict[str, Any]
+        self, queries: list[np.ndarray], k: int, filter: Any, params: dict[str, Any], kernel: bool
     ) -> list[Hits]:
         import qdrant_edge as qe
 
         shard = self._require()
+        lay = self._load_layout()
         unknown = set(params) - {"hnsw_ef", "exact"}
         if unknown:
             raise ConfigError(f"unknown search parameters {sorted(unknown)} (use hnsw_ef, exact)")
@@ -432,20 +444,21 @@ class EdgeStore(VectorStore):
         reqs = [
             qe.QueryRequest(
                 limit=k,
-                query=qe.Query.Nearest(q.tolist()),
+                query=qe.Query.Nearest(q.tolist(), using=lay.using),
                 filter=flt,
                 params=sp,
-                with_vector=True,
+                with_vector=lay.with_vector(kernel),
                 with_payload=True,
             )
             for q in queries
         ]
         with self._engine("query"):
             res = shard.query_batch(qe.QueryBatchRequest(reqs))
-        dim = self.dim
         return [
             Hits.build([normalize_id(p.id) for p in r], [p.score for p in r],
-                       [p.vector for p in r], [p.payload or {} for p in r], dim)
+                       [lay.recall_of(p.vector) for p in r], [p.payload or {} for p in r], lay.dim,
+                       [lay.kernel_of(p.vector, p.id) for p in r] if kernel else None,
+                       lay.kernel_dim)
             for r in res
         ]  # fmt: skip
 
@@ -454,15 +467,17 @@ class EdgeStore(VectorStore):
         norm = list(dict.fromkeys(normalize_id(i) for i in ids))
         if not norm:
             return []
+        lay = self._load_layout() if with_vectors else None
         with self._engine("retrieve"):
             recs = shard.retrieve(
-                [_edge_id(i) for i in norm], with_payload=True, with_vector=with_vectors
-            )
+                [_edge_id(i) for i in norm], with_payload=True,
+                with_vector=lay.with_vector(False) if lay else False,
+            )  # fmt: skip
         by_id = {normalize_id(r.id): r for r in recs}
         return [
             StoredPoint(
                 i,
-                np.asarray(by_id[i].vector, np.float32) if with_vectors else None,
+                np.asarray(lay.recall_of(by_id[i].vector), np.float32) if lay else None,
                 by_id[i].payload or {},
             )
             for i in norm
@@ -490,16 +505,18 @@ class EdgeStore(VectorStore):
         import qdrant_edge as qe
 
         shard = self._require()
+        lay = self._load_layout() if with_vectors else None
+        want = lay.with_vector(False) if lay else False
         offset: Any = None
         while True:
             with self._engine("scroll"):
                 recs, offset = shard.scroll(
                     qe.ScrollRequest(
-                        offset=offset, limit=batch_size, with_payload=True, with_vector=with_vectors
+                        offset=offset, limit=batch_size, with_payload=True, with_vector=want
                     )
                 )
             for r in recs:
-                vec = np.asarray(r.vector, np.float32) if with_vectors else None
+                vec = np.asarray(lay.recall_of(r.vector), np.float32) if lay else None
                 yield StoredPoint(normalize_id(r.id), vec, r.payload or {})
             if offset is None:
                 return
@@ -526,7 +543,7 @@ class EdgeStore(VectorStore):
                 shutil.rmtree(folder)
             except OSError as exc:
                 raise StoreError(f"cannot delete Edge shard {folder}: {exc}") from exc
-        self._shape = None
+        self._layout = None
         self._damage = None
         self._state, self._sources = IdState(), []
 

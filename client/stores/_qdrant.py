@@ -1,8 +1,8 @@
 """QdrantStore: a Qdrant server or cluster by URL, or qdrant-client's local mode.
 
 The same code serves ``:memory:``, a local folder and a sharded, replicated cluster: collection
-parameters pass straight through to ``create_collection``, and recall asks only for the one
-vector field SIFT needs.
+parameters pass straight through to ``create_collection``, and recall asks only for the
+vector fields SIFT needs (the recall vector, and the kernel when asked; see :mod:`._layout`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from qdrant_sift.errors import (
 
 from ._base import Hits, PointId, StoredPoint, VectorStore, normalize_id
 from ._filters import Filter, Match, Range, as_filter, to_qdrant
+from ._layout import KERNEL_VECTOR, Layout, read_layout
 from ._names import validate_collection_name
 
 __all__ = ["HNSW_EF_FACTOR", "QdrantStore"]
@@ -64,7 +65,7 @@ class QdrantStore(VectorStore):
         self.collection = collection
         self.vector_name = vector_name
         self._owns_client = client is None
-        self._shape: tuple[int, str] | None = None
+        self._layout: Layout | None = None
         self._where = "a caller-provided client"
         self._local = False
         if client is not None:
@@ -159,62 +160,70 @@ class QdrantStore(VectorStore):
         with self._errors():
             return bool(self._client.collection_exists(self.collection))
 
-    def _load_shape(self) -> tuple[int, str]:
-        if self._shape is None:
+    def _load_layout(self) -> Layout:
+        if self._layout is None:
             with self._errors():
                 info = self._client.get_collection(self.collection)
             vectors = info.config.params.vectors
-            if isinstance(vectors, dict):
-                if self.vector_name is None:
-                    if "" not in vectors:
-                        raise ConfigError(
-                            f"collection {self.collection!r} has named vectors {sorted(vectors)}; "
-                            "pass vector_name="
-                        )
-                    params = vectors[""]
-                elif self.vector_name not in vectors:
-                    raise ConfigError(
-                        f"collection {self.collection!r} has no vector {self.vector_name!r} "
-                        f"(has {sorted(vectors)})"
-                    )
-                else:
-                    params = vectors[self.vector_name]
-            else:
-                if self.vector_name:
-                    raise ConfigError(f"collection {self.collection!r} has one unnamed vector")
-                params = vectors
-            dist = str(getattr(params.distance, "value", params.distance)).lower()
-            self._shape = (int(params.size), dist)
-        return self._shape
+            named = vectors if isinstance(vectors, dict) else {"": vectors}
+            self._layout = read_layout(
+                self.collection,
+                {
+                    name: (p.size, str(getattr(p.distance, "value", p.distance)))
+                    for name, p in named.items()
+                },
+                self.vector_name or None,
+            )
+        return self._layout
 
     @property
     def dim(self) -> int:
-        return self._load_shape()[0]
+        return self._load_layout().dim
 
     @property
     def distance(self) -> str:
-        return self._load_shape()[1]
+        return self._load_layout().distance
+
+    @property
+    def kernel_dim(self) -> int | None:
+        return self._load_layout().kernel_dim
 
     # --- primitives --------------------------------------------------------------------------
 
-    def _create(self, dim: int, distance: str, params: dict[str, Any]) -> None:
+    def _create(
+        self, dim: int, distance: str, params: dict[str, Any], kernel_dim: int | None
+    ) -> None:
         from qdrant_client import models
 
         vp = models.VectorParams(size=dim, distance=models.Distance(_DIST[distance]))
-        cfg: Any = {self.vector_name: vp} if self.vector_name else vp
+        name = Layout.recall_name(self.vector_name or None, kernel_dim)
+        cfg: Any = {name: vp} if name else vp
+        if kernel_dim:
+            cfg[KERNEL_VECTOR] = models.VectorParams(
+                size=kernel_dim, distance=models.Distance.COSINE
+            )
         with self._errors():
             try:
                 self._client.create_collection(self.collection, vectors_config=cfg, **params)
             except (TypeError, AssertionError) as exc:  # qdrant-client asserts on unknown kwargs
                 raise ConfigError(f"unknown collection parameter: {exc}") from exc
-        self._shape = None
+        self._layout = None
 
-    def _upsert(self, ids: list[PointId], vectors: np.ndarray, payloads: list[dict]) -> None:
+    def _upsert(
+        self,
+        ids: list[PointId],
+        vectors: np.ndarray,
+        payloads: list[dict],
+        kernel_vectors: np.ndarray | None,
+    ) -> None:
         from qdrant_client import models
 
+        lay = self._load_layout()
         vecs: Any = vectors.tolist()
-        if self.vector_name:
-            vecs = {self.vector_name: vecs}
+        if lay.using is not None or kernel_vectors is not None:
+            vecs = {lay.using or "": vecs}
+            if kernel_vectors is not None:
+                vecs[KERNEL_VECTOR] = kernel_vectors.tolist()
         with self._errors():
             self._client.upsert(
                 self.collection,
@@ -236,20 +245,20 @@ class QdrantStore(VectorStore):
             f"{type(filter).__name__}"
         )
 
-    def _with_vectors(self, wanted: bool) -> Any:
-        """Only the one vector field SIFT needs, never every named vector of the point."""
-        if not wanted:
-            return False
-        return [self.vector_name] if self.vector_name else True
-
-    def _raw_vec(self, v: Any) -> Any:
-        return v[self.vector_name or ""] if isinstance(v, dict) else v
+    def _with_vectors(self, wanted: bool, kernel: bool = False) -> Any:
+        """Only the vector fields SIFT needs, never every named vector of the point."""
+        return self._load_layout().with_vector(kernel) if wanted else False
 
     def _vec(self, v: Any) -> np.ndarray:
-        return np.asarray(self._raw_vec(v), dtype=np.float32)
+        return np.asarray(self._load_layout().recall_of(v), dtype=np.float32)
 
     def _search(
-        self, queries: list[np.ndarray], k: int, filter: Any, params: dict[str, Any]
+        self,
+        queries: list[np.ndarray],
+        k: int,
+        filter: Any,
+        params: dict[str, Any],
+        with_kernel: bool,
     ) -> list[Hits]:
         from qdrant_client import models
 
@@ -261,11 +270,12 @@ class QdrantStore(VectorStore):
             exact=bool(params.get("exact", False)),
         )
         flt = self._native_filter(filter)
-        with_vec = self._with_vectors(True)
+        lay = self._load_layout()
+        with_vec = self._with_vectors(True, with_kernel)
         reqs = [
             models.QueryRequest(
                 query=q.tolist(),
-                using=self.vector_name,
+                using=lay.using,
                 limit=k,
                 filter=flt,
                 params=None if self._local else sp,  # local mode is exact; it warns on params
@@ -276,14 +286,15 @@ class QdrantStore(VectorStore):
         ]
         with self._errors():
             res = self._client.query_batch_points(self.collection, requests=reqs)
-        dim = self.dim
         return [
             Hits.build(
                 [normalize_id(p.id) for p in r.points],
                 [p.score for p in r.points],
-                [self._raw_vec(p.vector) for p in r.points],
+                [lay.recall_of(p.vector) for p in r.points],
                 [p.payload or {} for p in r.points],
-                dim,
+                lay.dim,
+                [lay.kernel_of(p.vector, p.id) for p in r.points] if with_kernel else None,
+                lay.kernel_dim,
             )
             for r in res
         ]
@@ -344,7 +355,7 @@ class QdrantStore(VectorStore):
         with self._errors():
             if self._client.collection_exists(self.collection):
                 self._client.delete_collection(self.collection)
-        self._shape = None
+        self._layout = None
 
     def close(self) -> None:
         if self._owns_client and self._client is not None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest_stores_kernel import KernelContract
 
 from qdrant_sift.client.ingest import ingest
 from qdrant_sift.client.stores import Filter, Match, Range, VectorStore
@@ -136,8 +137,8 @@ _CHILD = textwrap.dedent(
 )
 
 
-class StoreContract:
-    """The congruence suite: identical expectations for every backend."""
+class StoreContract(KernelContract):
+    """The congruence suite: identical expectations for every backend (kernel vectors too)."""
 
     @pytest.fixture
     def filled(self, store_factory: StoreFactory):
