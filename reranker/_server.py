@@ -395,10 +395,10 @@ def build_server(
         text=text,
     )
     if rerank_collection is not None:
-        name = validate_collection_name(rerank_collection)
+        stored_name = validate_collection_name(rerank_collection)
         text.stored = StoredVectors(
-            name,
-            lambda: servicer._store(name),  # the servicer's LRU of open stores, shared with Recall
+            stored_name,
+            lambda: servicer._store(stored_name),  # the servicer's LRU of stores, as in Recall
             lambda: int(text.embedder.dim),
         )
     msg = limits.max_message_bytes

@@ -47,6 +47,8 @@ from ._matrix import (
     options_from_proto,
     payload_to_proto,
     selection_cost,
+    strategy_from_proto,
+    wire_float,
 )
 from ._metrics import Metrics
 
@@ -312,8 +314,13 @@ class RerankerServicer(pb_grpc.RerankerServicer):
     def _rerank_texts(self, req: pb.RerankTextsRequest, context: grpc.ServicerContext) -> Any:
         if self.text is None:
             raise _Abort(_Code.FAILED_PRECONDITION, "this server has no embedder for RerankTexts")
-        opts = {k: v for k, v in options_from_proto(req).items() if k != "normalize"}
-        opts["unique"] = req.unique if req.HasField("unique") else True
+        opts: dict[str, Any] = {"strategy": strategy_from_proto(req.strategy)}
+        for name in ("lam", "alpha", "diversity"):  # unset: the text reranker's defaults
+            if req.HasField(name):
+                opts[name] = wire_float(getattr(req, name))
+        for name in ("unique", "seed"):
+            if req.HasField(name):
+                opts[name] = getattr(req, name)
         top_n = int(req.top_n) if req.HasField("top_n") else None
         out = self.text.rerank(req.query, list(req.documents), top_n, **opts)
         results = [
