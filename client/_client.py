@@ -53,6 +53,12 @@ class SiftClient:
         close_parts: let :meth:`close` also close the store and reranker passed in.
         text_key: the payload key that holds a chunk's text (``page_content`` for collections
             written by langchain-qdrant).
+        kernel_embedder: select in another embedding than recall (an ``Embedder``, e.g.
+            ``ModelEmbedder``): SIFT then runs on the collection's stored kernel vectors when it
+            has them (``qdrant-sift ingest --kernel``), else on the candidates' texts embedded
+            on the fly (cached by content); the prompt's kernel vector is ``embed_query``.
+        kernel: ``"model-mean"`` or ``"model-last"``: that kernel from the tuned model itself
+            (its base weights' last hidden layer); instead of ``kernel_embedder``.
     """
 
     def __init__(
@@ -70,6 +76,8 @@ class SiftClient:
         device: str | None = None,
         close_parts: bool = False,
         text_key: str = "text",
+        kernel_embedder: Any = None,
+        kernel: str | None = None,
     ) -> None:
         from qdrant_sift.client.stores._names import validate_collection_name
 
@@ -86,6 +94,9 @@ class SiftClient:
         self._tune_config = tune_config
         self._device = device
         self._init_lock = threading.RLock()
+        from qdrant_sift.client._kernel import resolve_kernel
+
+        self._kernel = resolve_kernel(kernel, kernel_embedder, lambda: self.tuner)
         # Parts passed in belong to the caller unless close_parts says the client may close them.
         self._owned: list[Any] = (
             [part for part in (store, reranker) if part is not None] if close_parts else []
@@ -170,7 +181,8 @@ class SiftClient:
         """Embed and upsert ``texts``, one point each; deterministic ids make re-adding a no-op."""
         from qdrant_sift.client.ingest import add_texts
 
-        return add_texts(self.store, self.embedder, texts, metadatas)
+        kernel = self._kernel.for_writing(self.store) if self._kernel is not None else None
+        return add_texts(self.store, self.embedder, texts, metadatas, kernel_embedder=kernel)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -367,7 +379,10 @@ class SiftClient:
         notify("recall")
         started = time.perf_counter()
         try:
-            candidates = self.store.recall(query, k, both_directions=both_directions, filter=filter)
+            stored = self._kernel is not None and self._kernel.stored(self.store)
+            candidates = self.store.recall(
+                query, k, both_directions=both_directions, filter=filter, with_kernel=stored
+            )
         except CollectionNotFoundError as exc:
             raise EmptyCollectionError(
                 f"collection {self.collection!r} does not exist yet: add texts first "
@@ -385,9 +400,12 @@ class SiftClient:
         notify("select")
         started = time.perf_counter()
         n_pick = min(n, len(candidates)) if (strategy in _UNIQUE_ONLY or unique) else n
+        kernel_query, kernel_rows = query, candidates.vectors  # SIFT's kernel: recall's, or …
+        if self._kernel is not None:  # … its own (stored, or embedded from the texts)
+            kernel_query, kernel_rows = self._kernel.inputs(prompt, candidates, self.text_key)
         selection = self.reranker.select(
-            query,
-            candidates.vectors,
+            kernel_query,
+            kernel_rows,
             n_pick,
             strategy=strategy,
             lam=lam,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from qdrant_sift.client._cmd_common import add_store_options, store_from_args
+from qdrant_sift.client._kernel import KERNELS
 
 __all__ = ["register", "run"]
 
@@ -35,6 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default=None, help="embedder device (default: cuda if any)")
     parser.add_argument(
+        "--kernel",
+        choices=KERNELS,
+        default=None,
+        help="also store SIFT's kernel as a second named vector: the default language model's "
+        "last hidden layer, mean- or last-token-pooled (loads the model; a new collection, or "
+        "--recreate)",
+    )
+    parser.add_argument(
         "--optimize", action="store_true", help="build the HNSW index afterwards (Edge)"
     )
     parser.add_argument(
@@ -59,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
         if args.recreate:
             store.drop()
+        kernel_embedder = _kernel_embedder(args, store)
         report = ingest(
             args.paths,
             store,
@@ -68,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             overlap=args.overlap if args.overlap is not None else min(64, args.chunk_tokens // 8),
             batch_size=args.batch_size,
             progress=not args.no_progress,
+            kernel_embedder=kernel_embedder,
         )
         print(report.summary())
         if args.optimize:
@@ -75,3 +87,19 @@ def run(args: argparse.Namespace) -> int:
             store.optimize()
         print(f"collection {args.collection!r}: {store.count()} points")
     return 0 if report.files_read or not report.skipped else 1
+
+
+def _kernel_embedder(args: argparse.Namespace, store: Any) -> Any:
+    """The ``--kernel`` ModelEmbedder, after checking the collection can take it (before the
+    model loads): a collection keeps its layout, kernel or not, until ``--recreate``."""
+    if store.exists() and (store.kernel_dim is not None) != bool(args.kernel):
+        from qdrant_sift.client.stores._layout import check_kernel_dim
+
+        check_kernel_dim(store.collection, store.kernel_dim, 1 if args.kernel else None)
+    if not args.kernel:
+        return None
+    from qdrant_sift.client._kernel import model_kernel
+    from qdrant_sift.finetune import load_model
+
+    model, tokenizer = load_model(None, device=args.device)
+    return model_kernel(args.kernel, model, tokenizer, max_tokens=max(512, args.chunk_tokens))
