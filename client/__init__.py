@@ -6,6 +6,7 @@ Importing this package never imports torch; heavy parts load on first use.
 from __future__ import annotations
 
 from qdrant_sift.client._client import SiftClient
+from qdrant_sift.client._kernel import KERNELS
 from qdrant_sift.client._rerank import RerankResult, rerank
 from qdrant_sift.client._types import (
     AdaptResult,
@@ -16,6 +17,7 @@ from qdrant_sift.client._types import (
 )
 
 __all__ = [
+    "KERNELS",
     "AdaptResult",
     "Document",
     "ProgressCallback",
