@@ -12,7 +12,11 @@ import numpy as np
 
 from ._cancel import current_check
 
-__all__ = ["baseline_order", "relevance"]
+__all__ = ["REPLAY_MAX_N", "baseline_order", "relevance", "replay_variances"]
+
+#: Largest pick count the Cholesky replay handles (its n×n factor); beyond it the caller replays
+#: through the greedy engine. The factor costs n²·d + n³/3, never more than the greedy's n·K·d.
+REPLAY_MAX_N = 2048
 
 
 def _inv_norms(sq: np.ndarray, normalize: bool) -> np.ndarray:
@@ -29,8 +33,15 @@ def relevance(
 
 
 def _nearest(rel: np.ndarray, n: int) -> np.ndarray:
-    # stable sort on the negated score: ties keep the lowest index first
-    return np.argsort(-rel, kind="stable")[:n].astype(np.int64)
+    """Top n by relevance, ties to the lowest index: the stable sort's order, in O(K + n log n)."""
+    K = rel.size
+    if n * 8 >= K:
+        return np.argsort(-rel, kind="stable")[:n].astype(np.int64)
+    thr = np.partition(rel, K - n)[K - n]  # the n-th largest value
+    above = np.flatnonzero(rel > thr)
+    ties = np.flatnonzero(rel == thr)[: n - above.size]  # lowest indices first, as a stable sort
+    top = np.concatenate([above, ties])
+    return top[np.argsort(-rel[top], kind="stable")].astype(np.int64)
 
 
 def _mmr(
@@ -89,3 +100,43 @@ def baseline_order(
     if strategy == "mmr":
         return _mmr(X, sqx, rel, n, diversity, normalize)
     raise AssertionError(f"not a baseline strategy: {strategy}")  # validated before
+
+
+def replay_variances(
+    X: np.ndarray,
+    sqx: np.ndarray,
+    Q: np.ndarray,
+    sqq: np.ndarray,
+    order: np.ndarray,
+    *,
+    lam: float,
+    normalize: bool,
+) -> np.ndarray | None:
+    """σ²ᵢ after each prefix of a fixed pick ``order`` of distinct candidates, in O(n²·d + n³).
+
+    The targets' posterior variance after picks S is tr K_QQ − tr(K_QS (K_SS + λI)⁻¹ K_SQ). With
+    the Cholesky factor L of K_SS + λI and Z = L⁻¹ K_SQ, the reduction after the first i picks
+    is the squared norm of Z's first i rows (a Cholesky factor of a leading block is the leading
+    block of the factor), so one factorisation gives every prefix. Same numbers as replaying
+    the greedy, which touches all K candidates per pick; the kernel products run in ``X``'s
+    dtype, the rest in float64, as there. Returns None when the factorisation fails (λ tiny
+    against duplicate picks); the caller then replays through the engine, which clips.
+    """
+    stop = current_check()
+    if stop is not None:
+        stop()
+    n = order.size
+    rx = 1.0 / np.sqrt(sqx[order]) if normalize else np.ones(n)
+    rq = 1.0 / np.sqrt(sqq) if normalize else np.ones(Q.shape[0])
+    XS = X[order]
+    A = (XS @ XS.T).astype(np.float64) * rx[:, None] * rx[None, :]
+    A[np.diag_indices(n)] += lam
+    B = (XS @ Q.T).astype(np.float64) * rx[:, None] * rq[None, :]
+    try:
+        L = np.linalg.cholesky(A)
+        Z = np.linalg.solve(L, B)
+    except np.linalg.LinAlgError:
+        return None
+    prior = float(Q.shape[0]) if normalize else float(sqq.sum())
+    out = prior - np.cumsum(np.einsum("ij,ij->i", Z, Z))
+    return np.maximum(out, 0.0)

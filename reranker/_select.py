@@ -3,8 +3,11 @@
 Routing: a single prompt on the CPU runs the lean numpy engine (:mod:`._sift_np`, the lowest
 per-pick overhead); batches, and single prompts on CUDA, run the batched engine
 (:mod:`._sift_batch`, one vectorised program per batch: numpy on the CPU, torch on CUDA). The
-baselines compute their order on the CPU (a sort or an n-step scan) and replay it through the
-same engine, which reports SIFT's posterior variances for their picks.
+baselines compute their order on the CPU (a sort or an n-step scan); SIFT's posterior variances
+of their picks come, for a single CPU prompt, from one n×n Cholesky factor of the picks
+(:func:`._baselines.replay_variances`, O(n²·d + n³), so ``nearest`` costs what a top-n costs:
+O(K·d) for the relevance plus the factor) and, in batches, from replaying the order through the
+batched engine.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 from qdrant_sift.errors import ConfigError, DimensionMismatchError, InvalidInputError, RerankerError
 from qdrant_sift.options import DEFAULTS
 
-from ._baselines import baseline_order
+from ._baselines import REPLAY_MAX_N, baseline_order, replay_variances
 from ._blas import single_thread_blas
 from ._matrix import batch_dims_message, is_per_prompt
 from ._sift_batch import BatchInput, greedy_batch
@@ -140,6 +143,11 @@ def _select_cpu(query: Any, candidates: Any, opts: Options, dtype: torch.dtype) 
                 diversity=opts.diversity,
                 seed=opts.seed,
             )
+        if order is not None and order.size <= REPLAY_MAX_N:
+            # a baseline's fixed order: its variances in O(n²·d + n³), not the greedy's n·K·d
+            var = replay_variances(X, sqx, Q, sqq, order, lam=opts.lam, normalize=opts.normalize)
+            if var is not None:
+                return _finish(order, var, _prior(sqq, opts.normalize), opts)
         idx, var, prior, stopped = greedy_numpy(
             X,
             sqx,
