@@ -162,7 +162,8 @@ def check_kernel_vectors(
     norms = np.linalg.norm(kvecs, axis=1, keepdims=True)
     if not np.all(norms > 0):
         raise InvalidInputError("a zero kernel vector cannot be stored (the kernel is cosine)")
-    return kvecs / norms  # stored as unit rows everywhere (local mode reloads them as given)
+    # stored as unit rows everywhere (qdrant-client local mode reloads them as given)
+    return np.asarray(kvecs / norms, dtype=np.float32)
 
 
 def unit_rows(kernels: np.ndarray | None) -> np.ndarray | None:
