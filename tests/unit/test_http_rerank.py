@@ -261,11 +261,25 @@ def test_health_ready_and_metrics(server: Any, url: str) -> None:
         resp = post(url, "/v2/rerank", {"model": "m", "query": "cats", "documents": docs})
         assert resp.status_code == 200
     assert resp.json()["sift"]["cache_hits"] == 5 and resp.json()["sift"]["embedded"] == 0
+    assert post(url, "/v2/rerank", {"query": "cats"}, token="bad").status_code == 401
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics") as r:
         text = r.read().decode()
     assert 'qdrant_sift_embed_cache_hits_total{kind="document"}' in text
     assert 'qdrant_sift_rpc_requests_total{code="OK",method="/v2/rerank"}' in text
     assert 'qdrant_sift_http_responses_total{path="/v2/rerank",status="401"}' in text
+
+
+def test_small_responses_do_not_wait_for_a_delayed_ack(url: str) -> None:
+    """With Nagle on the server's sockets each response stalled ~40 ms (header and body are two
+    writes and the client delays its ACK); TCP_NODELAY makes a probe take about a millisecond."""
+    with httpx.Client() as client:
+        client.get(url + "/health")
+        lat = []
+        for _ in range(15):
+            started = time.perf_counter()
+            client.get(url + "/health")
+            lat.append(time.perf_counter() - started)
+    assert float(np.median(lat)) < 0.025
 
 
 # --- deadlines and shutdown ------------------------------------------------------------------
