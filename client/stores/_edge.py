@@ -377,6 +377,7 @@ class EdgeStore(VectorStore):
     ) -> None:
         import qdrant_edge as qe
 
+        self._require()
         rows = self._load_layout().point_vectors(vectors, kernels)
         points = [qe.Point(_edge_id(i), v, p) for i, v, p in zip(ids, rows, payloads, strict=True)]
         with self._write_lock:
