@@ -10,6 +10,7 @@ slow-marked test uses MiniLM). Every answer is checked against in-process ``rera
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import urllib.request
@@ -343,3 +344,52 @@ def test_stop_drains_running_requests_and_refuses_new_ones() -> None:
     stopper.join(15)
     assert result["r"].status_code == 200 and len(result["r"].json()) == 2
     assert not stopper.is_alive()
+
+
+def test_overload_is_429_and_a_hung_up_client_is_cancelled_and_logged() -> None:
+    import io
+
+    from qdrant_sift.reranker._metrics import configure_json_logging
+
+    stream = io.StringIO()
+    configure_json_logging("info", stream)
+    slow = SlowEmbedder()
+    handle = serve(port=0, http_port=0, device="cpu", embedder=slow, max_concurrent_rpcs=1,
+                   metrics_port=0)  # fmt: skip
+    base = f"http://127.0.0.1:{handle.http_port}"
+    body = {"query": "hang up", "texts": ["one two", "three four"]}
+    try:
+
+        def hang_up() -> None:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(base + "/rerank", json=body, timeout=1.0,
+                           headers={"x-request-id": "gone"})  # fmt: skip
+
+        caller = threading.Thread(target=hang_up)
+        caller.start()
+        assert slow.entered.wait(10)
+        busy = post(base, "/rerank", body, None)  # the one slot is taken
+        assert busy.status_code == 429 and busy.json()["error_type"] == "Overloaded"
+        caller.join(10)  # the client gave up and closed its connection
+        time.sleep(0.3)  # the server notices within its 0.1 s poll
+        slow.gate.set()  # the embedding returns; the call stops before selecting
+        deadline = time.monotonic() + 10
+        record: dict[str, Any] = {}
+        while not record and time.monotonic() < deadline:
+            for line in stream.getvalue().splitlines():
+                rec = json.loads(line)
+                if rec.get("msg") == "http" and rec.get("request_id") == "gone":
+                    record = rec
+            time.sleep(0.05)
+        assert record["code"] == "CANCELLED" and record["method"] == "/rerank"
+        with urllib.request.urlopen(f"http://127.0.0.1:{handle.metrics_port}/metrics") as r:
+            text = r.read().decode()
+        assert 'qdrant_sift_rpc_requests_total{code="RESOURCE_EXHAUSTED",method="/rerank"}' in text
+    finally:
+        slow.gate.set()
+        handle.stop(0)
+        logger = logging.getLogger("qdrant_sift")  # undo configure_json_logging for later tests
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
