@@ -227,23 +227,25 @@ class TextReranker:
         self._embedder_arg = embedder
         self._embedder: Any = None
         self._embed_lock = threading.Lock()
+        self._init_lock = threading.Lock()
         self.cache = EmbeddingCache(cache_size)
         self.stored = stored
         self.metrics = _TextMetrics(registry)
 
     @property
     def embedder(self) -> Any:
-        with self._embed_lock:
-            if self._embedder is None:
-                arg = self._embedder_arg
-                if arg is None:
-                    from qdrant_sift.client.embed import default_embedder
+        if self._embedder is None:  # not the embedding lock: a cached call never waits on one
+            with self._init_lock:
+                if self._embedder is None:
+                    arg = self._embedder_arg
+                    if arg is None:
+                        from qdrant_sift.client.embed import default_embedder
 
-                    arg = default_embedder(self._device)
-                elif callable(arg) and not hasattr(arg, "embed_documents"):
-                    arg = arg()
-                self._embedder = arg
-            return self._embedder
+                        arg = default_embedder(self._device)
+                    elif callable(arg) and not hasattr(arg, "embed_documents"):
+                        arg = arg()
+                    self._embedder = arg
+        return self._embedder
 
     def warmup(self) -> None:
         """Load the embedder now (a model load takes seconds; pay it before serving)."""

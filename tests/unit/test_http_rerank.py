@@ -393,3 +393,28 @@ def test_overload_is_429_and_a_hung_up_client_is_cancelled_and_logged() -> None:
             logger.removeHandler(h)
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
+
+
+def test_cached_calls_do_not_wait_behind_a_cold_one() -> None:
+    slow = SlowEmbedder()
+    handle = serve(port=0, http_port=0, device="cpu", embedder=slow)
+    base = f"http://127.0.0.1:{handle.http_port}"
+    warm = {"query": "warm", "texts": ["cached one", "cached two", "cached three"]}
+    try:
+        slow.gate.set()
+        assert post(base, "/rerank", warm, None).status_code == 200  # now cached
+        slow.gate.clear()
+        slow.entered.clear()
+        cold = threading.Thread(
+            target=post, args=(base, "/rerank", {"query": "cold", "texts": ["new text"]}, None)
+        )
+        cold.start()
+        assert slow.entered.wait(10)  # the cold call holds the embedder
+        started = time.perf_counter()
+        again = post(base, "/rerank", warm, None)
+        assert again.status_code == 200 and time.perf_counter() - started < 5
+        slow.gate.set()
+        cold.join(10)
+    finally:
+        slow.gate.set()
+        handle.stop(0)
