@@ -418,3 +418,30 @@ def test_cached_calls_do_not_wait_behind_a_cold_one() -> None:
     finally:
         slow.gate.set()
         handle.stop(0)
+
+
+def test_tls_with_the_grpc_certificate(tmp_path: Any) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl CLI is needed to make a throwaway certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with serve(port=0, http_port=0, device="cpu", embedder=EMBED, tls_cert=cert, tls_key=key,
+               token=TOKEN) as handle:  # fmt: skip
+        base = f"https://127.0.0.1:{handle.http_port}"
+        body = {"query": QUERY, "texts": DOCS}
+        import ssl
+
+        trust = ssl.create_default_context(cafile=str(cert))
+        resp = httpx.post(base + "/rerank", json=body, verify=trust,
+                          headers={"authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        assert [r["index"] for r in resp.json()] == [i for i, _ in expected()]
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(f"http://127.0.0.1:{handle.http_port}/rerank", json=body, timeout=3)
