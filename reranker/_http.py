@@ -12,10 +12,12 @@ the work in a worker thread under a deadline (``--http-timeout``, lowered per re
 server stops waiting at shutdown. Errors keep each API's body shape (Cohere ``{"message"}``,
 TEI ``{"error", "error_type"}``) and carry ``x-sift-error`` (the :mod:`qdrant_sift.errors`
 class) and ``x-request-id``. ``/health`` (live) and ``/ready`` (serving, not draining) are open.
+The request and response shapes themselves live in :mod:`._shapes`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -40,19 +42,12 @@ from ._cancel import CallScope, cancel_scope
 from ._matrix import ServerLimitError
 from ._metrics import Metrics
 from ._server import bearer_token_ok
-from ._text import TextOutcome, TextReranker
+from ._shapes import cohere_rerank, tei_rerank
+from ._text import TextReranker
 
-__all__ = ["COHERE_FIELDS", "EXTENSION_FIELDS", "TEI_FIELDS", "HttpServer"]
+__all__ = ["HttpServer"]
 
 log = logging.getLogger("qdrant_sift.reranker.service")
-#: SIFT options any rerank request may carry (clients that do not know them never send them).
-EXTENSION_FIELDS = frozenset({"strategy", "lam", "alpha", "unique", "diversity", "seed"})
-#: Cohere v2 rerank fields understood; ``model`` and ``priority`` are accepted and ignored.
-COHERE_FIELDS = frozenset({"model", "query", "documents", "top_n", "max_tokens_per_doc"})
-COHERE_FIELDS |= {"priority"}
-TEI_FIELDS = frozenset(
-    {"query", "texts", "raw_scores", "return_text", "truncate", "truncation_direction"}
-)
 _TEI_TYPES = {401: "Unauthorized", 429: "Overloaded", 500: "Backend", 503: "Unhealthy"}
 _TEI_TYPES[504] = "Unhealthy"
 
@@ -82,24 +77,6 @@ def _classify(exc: BaseException, rid: str) -> _Refusal:
     if isinstance(exc, errors.QdrantSiftError):
         return _Refusal(500, "INTERNAL", str(exc), name)
     return _Refusal(500, "INTERNAL", f"internal error ({name}), id {rid}")
-
-
-def _optional(body: dict[str, Any], key: str) -> Any:
-    value = body.get(key)
-    return None if value is None else value
-
-
-def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
-    value = body.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise errors.InvalidInputError(f"{key} must be true or false, got {value!r}")
-    return value
-
-
-def _extensions(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: body[k] for k in EXTENSION_FIELDS if body.get(k) is not None}
 
 
 class HttpServer:
@@ -151,8 +128,8 @@ class HttpServer:
         if (tls_cert is None) != (tls_key is None) or isinstance(tls_cert, bytes):
             raise errors.ConfigError("HTTP TLS needs --tls-cert and --tls-key as file paths")
         routes = [
-            Route("/v2/rerank", self._endpoint(self._cohere, "cohere"), methods=["POST"]),
-            Route("/rerank", self._endpoint(self._tei, "tei"), methods=["POST"]),
+            Route("/v2/rerank", self._endpoint(cohere_rerank, "cohere"), methods=["POST"]),
+            Route("/rerank", self._endpoint(tei_rerank, "tei"), methods=["POST"]),
             Route("/health", self._health, methods=["GET"]),
             Route("/ready", self._ready, methods=["GET"]),
         ]
@@ -215,7 +192,7 @@ class HttpServer:
     # --- the shared envelope ----------------------------------------------------------------------
 
     def _endpoint(
-        self, handler: Callable[[dict[str, Any], str], Any], shape: str
+        self, handler: Callable[[TextReranker, dict[str, Any], str], Any], shape: str
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             return await self._handle(request, handler, shape)
@@ -240,7 +217,8 @@ class HttpServer:
                         f"{self._max_concurrent} requests in flight; retry later", "Overloaded",
                     )  # fmt: skip
                 self._in_flight.add(scope)
-            payload = await self._run(request, scope, lambda: handler(body, rid), info)
+            work = functools.partial(handler, self.engine, body, rid)
+            payload = await self._run(request, scope, work, info)
             status, code, response = 200, "OK", JSONResponse(payload)
         except Exception as exc:
             refusal = _classify(exc, rid)
@@ -363,78 +341,3 @@ class HttpServer:
         if refusal.status in (429, 503):
             headers["retry-after"] = "1"
         return JSONResponse(body, refusal.status, headers=headers)
-
-    # --- the two API shapes ----------------------------------------------------------------------
-
-    @staticmethod
-    def _unknown(body: dict[str, Any], known: frozenset[str], api: str) -> None:
-        extra = sorted(set(body) - known - EXTENSION_FIELDS)
-        if extra:
-            raise errors.InvalidInputError(
-                f"unsupported field(s) {', '.join(extra)} for {api}; supported: "
-                f"{', '.join(sorted(known | EXTENSION_FIELDS))} (see docs/http.md)"
-            )
-
-    def _info(self, outcome: TextOutcome, docs: int) -> dict[str, Any]:
-        return {"documents": docs, "picked": len(outcome.picks), "strategy": outcome.strategy,
-                "embedded": outcome.embedded, "cache_hits": outcome.cache_hits,
-                "stored_hits": outcome.stored_hits}  # fmt: skip
-
-    def _cohere(self, body: dict[str, Any], rid: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        self._unknown(body, COHERE_FIELDS, "/v2/rerank (Cohere v2)")
-        docs = body.get("documents")
-        if isinstance(docs, list):  # Cohere v1 clients send {"text": ...} objects
-            docs = [d["text"] if isinstance(d, dict) and "text" in d else d for d in docs]
-        max_tokens = _optional(body, "max_tokens_per_doc")
-        if max_tokens is not None:
-            window = getattr(self.engine.embedder, "max_length", None)
-            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-                raise errors.InvalidInputError(
-                    f"max_tokens_per_doc must be an integer >= 1, got {max_tokens!r}"
-                )
-            if not isinstance(window, int) or max_tokens < window:
-                raise errors.InvalidInputError(
-                    f"max_tokens_per_doc={max_tokens} cannot be honoured: the server's embedder "
-                    f"truncates at its own window ({window or 'none'} tokens); send a value >= it "
-                    "or leave it out"
-                )
-        outcome = self.engine.rerank(
-            body.get("query"), docs, _optional(body, "top_n"), **_extensions(body)
-        )
-        results = [{"index": p.index, "relevance_score": p.relevance_score} for p in outcome.picks]
-        payload = {
-            "id": rid,
-            "results": results,
-            "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
-            "sift": {"strategy": outcome.strategy, "prior_variance": outcome.prior_variance,
-                     "stopped_early": outcome.stopped_early,
-                     "gains": [p.gain for p in outcome.picks],
-                     "variances": [p.variance for p in outcome.picks],
-                     "embedded": outcome.embedded, "cache_hits": outcome.cache_hits,
-                     "stored_hits": outcome.stored_hits},
-        }  # fmt: skip
-        return payload, self._info(outcome, len(docs) if isinstance(docs, list) else 0)
-
-    def _tei(self, body: dict[str, Any], rid: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        self._unknown(body, TEI_FIELDS, "/rerank (TEI)")
-        raw, with_text = _flag(body, "raw_scores", False), _flag(body, "return_text", False)
-        if body.get("truncate") is False:
-            raise errors.InvalidInputError(
-                "truncate=false cannot be honoured: this server always truncates at the "
-                "embedder's window (like TEI started with --auto-truncate); leave it out"
-            )
-        direction = body.get("truncation_direction")
-        if direction is not None and str(direction).lower() != "right":
-            raise errors.InvalidInputError(
-                f"truncation_direction={direction!r} is not supported: the embedder keeps the "
-                "start of each text (Right)"
-            )
-        texts = body.get("texts")
-        outcome = self.engine.rerank(body.get("query"), texts, None, **_extensions(body))
-        out = []
-        for p in outcome.picks:
-            item: dict[str, Any] = {"index": p.index, "score": p.gain if raw else p.relevance_score}
-            if with_text:
-                item["text"] = texts[p.index]
-            out.append(item)
-        return out, self._info(outcome, len(texts) if isinstance(texts, list) else 0)

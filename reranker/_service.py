@@ -47,8 +47,6 @@ from ._matrix import (
     options_from_proto,
     payload_to_proto,
     selection_cost,
-    strategy_from_proto,
-    wire_float,
 )
 from ._metrics import Metrics
 
@@ -314,30 +312,9 @@ class RerankerServicer(pb_grpc.RerankerServicer):
     def _rerank_texts(self, req: pb.RerankTextsRequest, context: grpc.ServicerContext) -> Any:
         if self.text is None:
             raise _Abort(_Code.FAILED_PRECONDITION, "this server has no embedder for RerankTexts")
-        opts: dict[str, Any] = {"strategy": strategy_from_proto(req.strategy)}
-        for name in ("lam", "alpha", "diversity"):  # unset: the text reranker's defaults
-            if req.HasField(name):
-                opts[name] = wire_float(getattr(req, name))
-        for name in ("unique", "seed"):
-            if req.HasField(name):
-                opts[name] = getattr(req, name)
-        top_n = int(req.top_n) if req.HasField("top_n") else None
-        out = self.text.rerank(req.query, list(req.documents), top_n, **opts)
-        results = [
-            pb.RerankedDocument(
-                index=p.index, relevance_score=p.relevance_score, gain=p.gain, variance=p.variance
-            )
-            for p in out.picks
-        ]
-        info = {"documents": len(req.documents), "picked": len(results), "strategy": out.strategy,
-                "embedded": out.embedded, "cache_hits": out.cache_hits,
-                "stored_hits": out.stored_hits}  # fmt: skip
-        response = pb.RerankTextsResponse(
-            results=results, prior_variance=out.prior_variance, stopped_early=out.stopped_early,
-            strategy=out.strategy, embedded=out.embedded, cache_hits=out.cache_hits,
-            stored_hits=out.stored_hits,
-        )  # fmt: skip
-        return response, info
+        from ._shapes import rerank_texts
+
+        return rerank_texts(self.text, req)
 
     # --- Recall ---------------------------------------------------------------------------------
 
