@@ -1,176 +1,437 @@
-"""Store benchmark at 100k×384: ingest throughput and top-200-with-vectors recall latency.
+"""Store benchmark: SIFT search against what a user would run instead, on the same collection.
 
-Compares, in one run on the same seeded clustered data:
-  * Qdrant Edge, exact (brute force, before ``optimize()``),
-  * Qdrant Edge, HNSW (after ``optimize()``, default hnsw_ef = 2·k), with recall@200 vs exact,
-  * qdrant-client local mode (``:memory:``; exact numpy search),
-  * recall + SIFT (K=200, N=50) vs recall + nearest on the same Edge collection.
+Every row names its baseline and both are timed in the same run, interleaved (each repetition
+alternates the contenders' order, query by query), so load from other processes hits them alike.
+On seeded clustered data (cosine ~0.6 within a cluster) at each size:
 
-Prints a markdown table with ratios against targets. Run: ``python bench/bench_store.py``
-(``--n 20000`` for a quick look). Takes a few minutes on 2 CPU cores (HNSW build dominates).
+* **SIFT search vs plain search.** ``store.recall(q, K=200)`` (both directions, with vectors) +
+  ``select(q, vectors, N=50)`` against plain ``store.recall(q, 50, both_directions=False)``, on
+  Qdrant Edge HNSW, Qdrant Edge exact (``exact=True`` on the same shard) and qdrant-client local
+  mode (``:memory:``, sizes ≤ ``--local-max``).
+* **Where the SIFT-search time goes** (Edge HNSW): the engine alone (top-200 ids, no vectors or
+  payloads), recall top-200 one direction, both directions, and ``select`` alone.
+* **HNSW ef vs recall@K**: recall@200 (one direction, vs exact numpy top-200) and latency per
+  ``hnsw_ef``; the store's default is marked.
+* **Edge vs FAISS** (needs ``faiss-cpu``: ``pip install -e '.[bench]' -c constraints.txt`` or
+  ``--faiss-path DIR``): top-200 with vectors, Edge exact vs ``IndexFlatIP``, Edge HNSW vs
+  ``IndexHNSWFlat`` (M=16, efConstruction=100 like Edge, efSearch = Edge's ef), recall@200 each.
+* **K scaling**: SIFT search vs plain top-50 as K grows (largest size of the run).
+
+Collections are built once and cached (vectors ``.npy`` + Edge shard with HNSW + FAISS indexes)
+under ``--cache`` (default ``$QDRANT_SIFT_HOME/bench``); later runs only time searches.
+
+    python bench/bench_store.py --quick            # 10k and 100k, 10 queries × 2 repetitions
+    python bench/bench_store.py                    # 10k and 100k, 20 queries × 3 repetitions
+    python bench/bench_store.py --sizes 1m         # 1M × 384 (first build: ~1.5 GB, many minutes)
+
+The first 100k build (ingest + HNSW) takes a few minutes on 2 cores; run it once with
+``--build-only``. ``--threads`` (default 1) caps BLAS/OpenMP/FAISS threads for every contender.
+The load average is printed with the table: numbers from a loaded machine are not results.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from qdrant_sift.client.stores import EdgeStore, QdrantStore, VectorStore
-
-K, N = 200, 50
-
-
-def clustered(n: int, d: int, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Points around random centres (cosine ~0.6 within a cluster); queries from the same law."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, d)).astype(np.float32)
-    x = centres[rng.integers(0, clusters, n)] + 0.8 * rng.standard_normal((n, d)).astype(np.float32)
-    q = centres[rng.integers(0, clusters, 64)] + 0.8 * rng.standard_normal((64, d)).astype(
-        np.float32
-    )
-    return x, q
-
-
-def ingest(store: VectorStore, x: np.ndarray, batch: int) -> float:
-    store.create(x.shape[1])
-    start = time.perf_counter()
-    for a in range(0, len(x), batch):
-        ids = list(range(a, min(a + batch, len(x))))
-        store.upsert(ids, x[a : a + batch], [{"i": i} for i in ids])
-    return time.perf_counter() - start
-
-
-def timed(fn: Callable[[np.ndarray], Any], queries: np.ndarray) -> tuple[float, list[Any]]:
-    """Median seconds per call (after one warm-up) and the results."""
-    fn(queries[0])
-    times, out = [], []
-    for q in queries:
-        t = time.perf_counter()
-        out.append(fn(q))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100_000)
+def _args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--sizes", default="10k,100k", help="comma list of 10k|100k|1m or integers")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--queries", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions per query")
+    ap.add_argument("--quick", action="store_true", help="10 queries × 2 reps, K sweep to 1000")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    x, qs = clustered(args.n, args.dim, clusters=max(10, args.n // 1000), seed=args.seed)
-    qs = qs[: args.queries]
-    rows: list[tuple[str, str, str, str]] = []
-    res: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        print(f"data: {args.n}×{args.dim} clustered, {len(qs)} queries, K={K}", file=sys.stderr)
-        edge = EdgeStore(tmp, "bench")
-        res["edge_ingest"] = ingest(edge, x, 2000)
-        print(f"edge ingest {res['edge_ingest']:.1f} s", file=sys.stderr)
-        res["edge_exact"], exact = timed(lambda q: edge.recall(q, K), qs)
-        res["edge_exact_1dir"], _ = timed(lambda q: edge.recall(q, K, both_directions=False), qs)
+    ap.add_argument("--cache", default=None, help="default $QDRANT_SIFT_HOME/bench")
+    ap.add_argument("--local-max", type=int, default=100_000, help="largest local-mode size")
+    ap.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/FAISS threads (0: leave)")
+    ap.add_argument("--faiss-path", default=None, help="folder holding faiss (pip --target)")
+    ap.add_argument("--build-only", action="store_true", help="build the caches and exit")
+    ap.add_argument("--no-faiss", action="store_true")
+    a = ap.parse_args()
+    if a.quick:
+        a.queries, a.reps = min(a.queries, 10), 2
+    return a
 
-        local = QdrantStore("bench", location=":memory:")
-        res["local_ingest"] = ingest(local, x, 5000)
-        print(f"local-mode ingest {res['local_ingest']:.1f} s", file=sys.stderr)
-        res["local"], local_out = timed(lambda q: local.recall(q, K), qs[: max(5, len(qs) // 2)])
-        res["local_1dir"], _ = timed(
-            lambda q: local.recall(q, K, both_directions=False), qs[: max(5, len(qs) // 2)]
-        )
-        same = np.mean([set(a.ids) == set(b.ids) for a, b in zip(local_out, exact, strict=False)])
-        local.close()
 
+ARGS = _args()
+if ARGS.threads > 0:
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = str(ARGS.threads)
+if ARGS.faiss_path:
+    sys.path.insert(0, ARGS.faiss_path)
+
+import numpy as np  # noqa: E402
+
+from qdrant_sift.client.stores import EdgeStore, QdrantStore, VectorStore  # noqa: E402
+
+K, N = 200, 50
+GEN_VERSION = 1  # bump when clustered() changes: cached collections are rebuilt
+ROWS: list[tuple[str, ...]] = []
+Fn = Callable[[np.ndarray], Any]
+
+
+def _size(text: str) -> int:
+    t = text.strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000}.get(t[-1], 1)
+    return int(float(t[:-1] if t[-1] in "km" else t) * mult)
+
+
+def clustered(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n points around n/1000 random centres (cosine ~0.6 within a cluster); 64 queries alike."""
+    rng = np.random.default_rng(seed)
+    clusters = max(10, n // 1000)
+    centres = rng.standard_normal((clusters, d)).astype(np.float32)
+    x = np.empty((n, d), np.float32)
+    for a in range(0, n, 100_000):  # chunks: no second n×d float64 temporary
+        b = min(a + 100_000, n)
+        x[a:b] = centres[rng.integers(0, clusters, b - a)]
+        x[a:b] += 0.8 * rng.standard_normal((b - a, d), dtype=np.float32)
+    q = centres[rng.integers(0, clusters, 64)] + 0.8 * rng.standard_normal((64, d), np.float32)
+    return x, q.astype(np.float32)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def load_avg() -> str:
+    return "/".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+class Dataset:
+    """Vectors, queries and an HNSW-built Edge shard for one size, cached on disk."""
+
+    def __init__(self, root: Path, n: int, d: int, seed: int) -> None:
+        self.n, self.d = n, d
+        self.dir = root / f"clustered-{n}x{d}-s{seed}-v{GEN_VERSION}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        xf, qf = self.dir / "x.npy", self.dir / "q.npy"
+        if not (xf.exists() and qf.exists()):
+            _log(f"generating {n}×{d}")
+            x, q = clustered(n, d, seed)
+            np.save(xf, x)
+            np.save(qf, q)
+        self.x = np.load(xf, mmap_mode="r")
+        self.q = np.load(qf)
+        self.xn: np.ndarray | None = None
+        marker = self.dir / "edge.ready"
+        if not marker.exists():
+            shutil.rmtree(self.dir / "edge", ignore_errors=True)
+            self._build_edge(marker)
+        self.edge = EdgeStore(self.dir / "edge", "bench")
+
+    def _build_edge(self, marker: Path) -> None:
+        store = EdgeStore(self.dir / "edge", "bench")
         t = time.perf_counter()
-        edge.optimize()
-        res["optimize"] = time.perf_counter() - t
-        print(f"HNSW build {res['optimize']:.1f} s", file=sys.stderr)
-        res["edge_hnsw"], approx = timed(lambda q: edge.recall(q, K), qs)
-        hits = [len(set(a.ids) & set(e.ids)) / K for a, e in zip(approx, exact, strict=True)]
-        res["hnsw_recall"] = float(np.mean(hits))
-        res["hnsw_recall_min"] = float(np.min(hits))
+        ingest(store, self.x, 2000)
+        ingest_s = time.perf_counter() - t
+        _log(f"Edge ingest {self.n:,}: {ingest_s:.1f} s; building HNSW")
+        t = time.perf_counter()
+        store.optimize()
+        hnsw_s = time.perf_counter() - t
+        _log(f"Edge HNSW build: {hnsw_s:.1f} s")
+        store.close()
+        info = {"ingest_s": ingest_s, "hnsw_s": hnsw_s, "load": load_avg()}
+        marker.write_text(json.dumps(info))
 
-        sift_rows = bench_selection(edge, qs)
-        edge.close()
+    @property
+    def build_info(self) -> dict[str, Any]:
+        return dict(json.loads((self.dir / "edge.ready").read_text()))
 
-    n = args.n
-    rows += [
-        ("Edge ingest (upsert, batches of 2000)", f"{res['edge_ingest']:.2f} s",
-         f"{n / res['edge_ingest']:,.0f} pts/s", ""),
-        ("local-mode ingest (:memory:, batches of 5000)", f"{res['local_ingest']:.2f} s",
-         f"{n / res['local_ingest']:,.0f} pts/s",
-         f"Edge {res['local_ingest'] / res['edge_ingest']:.1f}× faster"),
-        ("Edge exact recall top-200 + vectors, both directions", ms(res["edge_exact"]), "", ""),
-        ("Edge exact recall, one direction", ms(res["edge_exact_1dir"]), "", ""),
-        ("local-mode recall top-200 + vectors, both directions", ms(res["local"]), "",
-         f"Edge exact {res['local'] / res['edge_exact']:.1f}× faster (target ≥ 10×) "
-         f"{ok(res['local'] / res['edge_exact'] >= 10)}"),
-        ("local-mode recall, one direction", ms(res["local_1dir"]), "",
-         f"Edge exact {res['local_1dir'] / res['edge_exact_1dir']:.1f}× faster"),
-        ("local mode returns the exact candidate set", f"{same:.0%} of queries", "", ""),
-        ("Edge HNSW build (optimize)", f"{res['optimize']:.1f} s", "", ""),
-        ("Edge HNSW recall top-200 (hnsw_ef=400), both directions", ms(res["edge_hnsw"]), "",
-         f"{res['edge_exact'] / res['edge_hnsw']:.1f}× faster than Edge exact"),
-        ("Edge HNSW recall@200 vs exact", f"{res['hnsw_recall']:.4f}",
-         f"min {res['hnsw_recall_min']:.3f}",
-         f"target ≥ 0.95 {ok(res['hnsw_recall'] >= 0.95)}"),
-    ]  # fmt: skip
-    rows += sift_rows
-    print(f"\n### Store benchmark: {n:,}×{args.dim}, K={K}, N={N}, median of {len(qs)} queries\n")
-    print("| measurement | value | | vs baseline / target |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-    return 0
+    def unit(self) -> np.ndarray:
+        """Row-normalised copy of the vectors (cosine = inner product), made once."""
+        if self.xn is None:
+            x = np.asarray(self.x, np.float32)
+            self.xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return self.xn
+
+    def exact_top(self, q: np.ndarray, k: int) -> set[int]:
+        s = self.unit() @ (q / np.linalg.norm(q))
+        return set(np.argpartition(-s, k - 1)[:k].tolist())
 
 
-def bench_selection(edge: EdgeStore, qs: np.ndarray) -> list[tuple[str, str, str, str]]:
-    try:
-        import torch
+def ingest(store: VectorStore, x: np.ndarray, batch: int) -> None:
+    store.create(x.shape[1])
+    for a in range(0, len(x), batch):
+        ids = list(range(a, min(a + batch, len(x))))
+        store.upsert(ids, np.asarray(x[a : a + batch]), [{"i": i} for i in ids])
 
-        from qdrant_sift.reranker import select
-    except ImportError as exc:
-        return [("recall + SIFT vs recall + nearest", f"skipped: {exc}", "", "")]
-    torch.set_num_threads(2)
 
-    def pipeline(strategy: str) -> Callable[[np.ndarray], Any]:
-        def run(q: np.ndarray) -> Any:
-            cand = edge.recall(q, K)
-            return select(q, cand.vectors, N, strategy=strategy)
-
-        return run
-
-    near, sift = pipeline("nearest"), pipeline("sift")
-    near(qs[0]), sift(qs[0])  # warm both code paths once
-    t_n: list[float] = []
-    t_s: list[float] = []
-    for rep in range(3):  # interleaved, so load from other processes hits both alike
-        for q in qs:
-            for fn, acc in ((near, t_n), (sift, t_s))[:: 1 if rep % 2 == 0 else -1]:
+def interleaved(
+    contenders: dict[str, Fn], queries: list[np.ndarray], reps: int
+) -> dict[str, float]:
+    """Median seconds per call of each contender, alternating their order every repetition."""
+    names = list(contenders)
+    for name in names:  # warm every code path once
+        contenders[name](queries[0])
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(reps):
+        order = names if rep % 2 == 0 else names[::-1]
+        for q in queries:
+            for name in order:
                 t = time.perf_counter()
-                fn(q)
-                acc.append(time.perf_counter() - t)
-    t_near, t_sift = statistics.median(t_n), statistics.median(t_s)
-    ratio = t_sift / t_near
-    return [
-        ("recall (HNSW) + nearest (N=50), interleaved ×3", ms(t_near), "", ""),
-        ("recall (HNSW) + SIFT (K=200, N=50)", ms(t_sift), "",
-         f"{ratio:.2f}× recall + nearest (target ≤ 1.25×) {ok(ratio <= 1.25)}"),
-    ]  # fmt: skip
+                contenders[name](q)
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e3:.2f} ms"
 
 
-def ok(flag: bool) -> str:
-    return "✅" if flag else "❌"
+def row(size: str, what: str, t: float | None, base: str, ratio: str, note: str = "") -> None:
+    ROWS.append((size, what, ms(t) if t is not None else "-", base, ratio, note))
+
+
+def sift_search(store: VectorStore, k: int, **params: Any) -> Fn:
+    from qdrant_sift.reranker import select
+
+    def run(q: np.ndarray) -> Any:
+        cand = store.recall(q, k, **params)
+        return select(q, cand.vectors, min(N, k), device="cpu")
+
+    return run
+
+
+def plain(store: VectorStore, n: int, **params: Any) -> Fn:
+    return lambda q: store.recall(q, n, both_directions=False, **params)
+
+
+def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
+    import qdrant_edge as qe
+
+    from qdrant_sift.reranker import select
+
+    edge = ds.edge
+    ef = max(2 * K, 64)  # the store's default for k = K (HNSW_EF_FACTOR · k)
+    cands = {id(q): edge.recall(q, K).vectors for q in qs}
+
+    def engine_only(q: np.ndarray) -> Any:
+        lay = edge._load_layout()
+        req = qe.QueryRequest(
+            limit=K, query=qe.Query.Nearest(q.tolist(), using=lay.using),
+            params=qe.SearchParams(hnsw_ef=ef, exact=False), with_vector=False,
+            with_payload=False,
+        )  # fmt: skip
+        return edge._require().query_batch(qe.QueryBatchRequest([req]))
+
+    t = interleaved(
+        {
+            "plain_hnsw": plain(edge, N),
+            "sift_hnsw": sift_search(edge, K),
+            "plain_exact": plain(edge, N, exact=True),
+            "sift_exact": sift_search(edge, K, exact=True),
+            "engine": engine_only,
+            "recall1": lambda q: edge.recall(q, K, both_directions=False),
+            "recall2": lambda q: edge.recall(q, K),
+            "opposite": lambda q: edge.recall(-q, K, both_directions=False),
+            "select": lambda q: select(q, cands[id(q)], N, device="cpu"),
+        },
+        qs,
+        ARGS.reps,
+    )
+    ph, pe = t["plain_hnsw"], t["plain_exact"]
+    base_h = "plain top-50, Edge HNSW"
+    row(label, "plain top-50, Edge HNSW (`recall(q, 50, both_directions=False)`)", ph, "-", "1.00×")
+    row(label, "SIFT search, Edge HNSW (recall K=200 ×2 directions + select N=50)", t["sift_hnsw"],
+        base_h, f"{t['sift_hnsw'] / ph:.2f}×", "target ≤ 1.5× at 100k, ≤ 1.2× at 1M")  # fmt: skip
+    row(label, "plain top-50, Edge exact (`exact=True`)", pe, "-", "1.00×")
+    row(label, "SIFT search, Edge exact", t["sift_exact"], "plain top-50, Edge exact",
+        f"{t['sift_exact'] / pe:.2f}×")  # fmt: skip
+    row(label, "  ↳ engine alone: top-200 ids, no vectors/payloads (HNSW)", t["engine"], base_h,
+        f"{t['engine'] / ph:.2f}×", "floor of one HNSW query")  # fmt: skip
+    row(label, "  ↳ recall top-200 + vectors, one direction (HNSW)", t["recall1"], base_h,
+        f"{t['recall1'] / ph:.2f}×", f"fetch+convert {ms(t['recall1'] - t['engine'])}")  # fmt: skip
+    second = ms(t["recall2"] - t["recall1"])
+    row(label, "  ↳ recall top-200 + vectors, both directions (HNSW)", t["recall2"], base_h,
+        f"{t['recall2'] / ph:.2f}×", f"2nd direction {second}")  # fmt: skip
+    truth = [ds.exact_top(-q, K) for q in qs]
+    got = [edge.recall(-q, K, both_directions=False).ids for q in qs]
+    rec = np.mean([len(set(map(int, g)) & tr) / K for g, tr in zip(got, truth, strict=True)])
+    row(label, "  ↳ opposite direction alone (−q), top-200 + vectors (HNSW)", t["opposite"],
+        base_h, f"{t['opposite'] / ph:.2f}×", f"its recall@200 {rec:.4f}")  # fmt: skip
+    row(label, f"  ↳ select alone (K=200, N=50, d={ds.d})", t["select"], base_h,
+        f"{t['select'] / ph:.2f}×", "target ≤ 0.4 ms")  # fmt: skip
+
+
+def bench_ef(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
+    edge = ds.edge
+    truth = [ds.exact_top(q, K) for q in qs]
+    efs = sorted({K, int(1.25 * K), max(2 * K, 64)})
+    t = interleaved(
+        {f"ef{ef}": (lambda q, ef=ef: edge.recall(q, K, both_directions=False, hnsw_ef=ef))
+         for ef in efs},
+        qs, ARGS.reps,
+    )  # fmt: skip
+    for ef in efs:
+        got = [edge.recall(q, K, both_directions=False, hnsw_ef=ef).ids for q in qs]
+        rec = [len(set(map(int, g)) & tr) / K for g, tr in zip(got, truth, strict=True)]
+        default = " (store default)" if ef == max(2 * K, 64) else ""
+        row(label, f"Edge HNSW recall top-200, hnsw_ef={ef}{default}", t[f"ef{ef}"],
+            f"ef={max(2 * K, 64)}", f"{t[f'ef{ef}'] / t[f'ef{max(2 * K, 64)}']:.2f}×",
+            f"recall@200 {np.mean(rec):.4f} (min {np.min(rec):.3f}), target ≥ 0.95")  # fmt: skip
+
+
+def bench_local(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
+    local = QdrantStore("bench", location=":memory:")
+    t0 = time.perf_counter()
+    ingest(local, ds.x, 5000)
+    _log(f"local-mode ingest {ds.n:,}: {time.perf_counter() - t0:.1f} s")
+    t = interleaved({"plain": plain(local, N), "sift": sift_search(local, K)}, qs, ARGS.reps)
+    row(label, "plain top-50, local mode (`:memory:`, exact numpy)", t["plain"], "-", "1.00×")
+    row(label, "SIFT search, local mode", t["sift"], "plain top-50, local mode",
+        f"{t['sift'] / t['plain']:.2f}×")  # fmt: skip
+    local.close()
+
+
+def _faiss() -> Any:
+    if ARGS.no_faiss:
+        return "skipped (--no-faiss)"
+    try:
+        import faiss
+    except ImportError as exc:
+        return f"skipped: faiss not importable ({exc}); pip install -e '.[bench]'"
+    if ARGS.threads > 0:
+        faiss.omp_set_num_threads(ARGS.threads)
+    return faiss
+
+
+def faiss_indexes(ds: Dataset, faiss: Any) -> tuple[Any, Any]:
+    flat = faiss.IndexFlatIP(ds.d)
+    flat.add(ds.unit())
+    path = ds.dir / "faiss-hnsw16-efc100.index"
+    if path.exists():
+        hnsw = faiss.read_index(str(path))
+    else:
+        _log(f"building FAISS HNSW for {ds.n:,}")
+        t = time.perf_counter()
+        hnsw = faiss.IndexHNSWFlat(ds.d, 16, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = 100
+        faiss.omp_set_num_threads(os.cpu_count() or 1)  # build on every core; search as told
+        hnsw.add(ds.unit())
+        faiss.omp_set_num_threads(ARGS.threads if ARGS.threads > 0 else os.cpu_count() or 1)
+        _log(f"FAISS HNSW build: {time.perf_counter() - t:.1f} s")
+        faiss.write_index(hnsw, str(path))
+    return flat, hnsw
+
+
+def bench_faiss(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
+    faiss = _faiss()
+    if isinstance(faiss, str):
+        row(label, "Edge vs FAISS IndexFlatIP / IndexHNSWFlat", None, "-", "-", faiss)
+        return
+    flat, hnsw = faiss_indexes(ds, faiss)
+    ef = max(2 * K, 64)
+    hnsw.hnsw.efSearch = ef
+    xn, edge = ds.unit(), ds.edge
+
+    def faiss_top(index: Any) -> Fn:
+        def run(q: np.ndarray) -> Any:
+            qn = (q / np.linalg.norm(q))[None, :].astype(np.float32)
+            _, ids = index.search(qn, K)
+            return ids[0], xn[ids[0]]  # with vectors, as the stores return them
+
+        return run
+
+    t = interleaved(
+        {
+            "edge_exact": lambda q: edge.recall(q, K, both_directions=False, exact=True),
+            "faiss_flat": faiss_top(flat),
+            "edge_hnsw": lambda q: edge.recall(q, K, both_directions=False),
+            "faiss_hnsw": faiss_top(hnsw),
+        },
+        qs,
+        ARGS.reps,
+    )
+    truth = [ds.exact_top(q, K) for q in qs]
+
+    def rec(ids: list[Any]) -> str:
+        r = [len(set(map(int, g)) & tr) / K for g, tr in zip(ids, truth, strict=True)]
+        return f"recall@200 {np.mean(r):.4f}"
+
+    r_ee = rec([edge.recall(q, K, both_directions=False, exact=True).ids for q in qs])
+    r_eh = rec([edge.recall(q, K, both_directions=False).ids for q in qs])
+    r_ff = rec([faiss_top(flat)(q)[0] for q in qs])
+    r_fh = rec([faiss_top(hnsw)(q)[0] for q in qs])
+    row(label, "FAISS IndexFlatIP top-200 + vectors", t["faiss_flat"], "-", "1.00×", r_ff)
+    row(label, "Edge exact top-200 + vectors, one direction", t["edge_exact"], "FAISS IndexFlatIP",
+        f"{t['edge_exact'] / t['faiss_flat']:.2f}×", f"{r_ee}; target ≤ 1.5× at 100k")  # fmt: skip
+    row(label, f"FAISS IndexHNSWFlat (M=16, efC=100, efSearch={ef}) top-200 + vectors",
+        t["faiss_hnsw"], "-", "1.00×", r_fh)  # fmt: skip
+    row(label, f"Edge HNSW (hnsw_ef={ef}) top-200 + vectors, one direction", t["edge_hnsw"],
+        "FAISS IndexHNSWFlat", f"{t['edge_hnsw'] / t['faiss_hnsw']:.2f}×", r_eh)  # fmt: skip
+
+
+def bench_k_scaling(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
+    ks = [50, 200, 1000] if ARGS.quick else [50, 200, 1000, 10_000]
+    contenders: dict[str, Fn] = {"plain": plain(ds.edge, N)}
+    for k in ks:
+        contenders[f"sift{k}"] = sift_search(ds.edge, k)
+    t = interleaved(contenders, qs[: max(3, len(qs) // 2)], ARGS.reps)
+    for k in ks:
+        row(label, f"K scaling: SIFT search K={k}, N={min(N, k)}, Edge HNSW", t[f"sift{k}"],
+            "plain top-50, Edge HNSW", f"{t[f'sift{k}'] / t['plain']:.2f}×")  # fmt: skip
+
+
+def main() -> int:
+    from qdrant_sift.client._paths import sift_home
+
+    root = Path(ARGS.cache).expanduser() if ARGS.cache else sift_home() / "bench"
+    sizes = [_size(s) for s in ARGS.sizes.split(",") if s.strip()]
+    _log(f"cache {root}; sizes {sizes}; load average {load_avg()}")
+    if ARGS.threads > 0:
+        import torch
+
+        torch.set_num_threads(ARGS.threads)
+    build: list[str] = []
+    for n in sizes:
+        ds = Dataset(root, n, ARGS.dim, ARGS.seed)
+        info = ds.build_info
+        build.append(f"{n:,}: ingest {info['ingest_s']:.1f} s, HNSW {info['hnsw_s']:.1f} s "
+                     f"(load {info['load']})")  # fmt: skip
+        if ARGS.build_only:
+            if not ARGS.no_faiss and not isinstance(f := _faiss(), str):
+                faiss_indexes(ds, f)
+            ds.edge.close()
+            continue
+        label = f"{n // 1000:,}k" if n < 1_000_000 else f"{n / 1e6:g}M"
+        qs = [ds.q[i].copy() for i in range(min(ARGS.queries, len(ds.q)))]  # stable ids
+        _log(f"{label}: SIFT vs plain (load {load_avg()})")
+        bench_edge(ds, label, qs)
+        bench_ef(ds, label, qs)
+        if n <= ARGS.local_max:
+            _log(f"{label}: local mode (load {load_avg()})")
+            bench_local(ds, label, qs)
+        else:
+            row(label, "local mode", None, "-", "-", f"skipped above --local-max {ARGS.local_max}")
+        _log(f"{label}: FAISS (load {load_avg()})")
+        bench_faiss(ds, label, qs)
+        if n == sizes[-1]:
+            bench_k_scaling(ds, label, qs)
+        ds.edge.close()
+    print("\nbuilds (cached): " + "; ".join(build))
+    if ARGS.build_only:
+        return 0
+    print(
+        f"\n### Store benchmark: d={ARGS.dim}, K={K}, N={N}, median of {len(qs)} queries × "
+        f"{ARGS.reps} interleaved repetitions, threads={ARGS.threads or 'default'}, "
+        f"load average {load_avg()} (1/5/15 min) on {os.cpu_count()} CPUs\n"
+    )
+    print("| size | what is timed | median | baseline (same run) | ratio | note |")
+    print("|---|---|---|---|---|---|")
+    for r in ROWS:
+        print("| " + " | ".join(r) + " |")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""bench/bench_store.py runs end to end on a tiny collection and names a baseline on every row.
+
+FAISS is a benchmark-only dependency (the ``bench`` extra): without it the FAISS row must say
+it was skipped and why, and everything else must still run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(tmp_path: Path, *extra: str) -> tuple[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "QDRANT_SIFT_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_store.py"), "--quick", "--sizes", "3000",
+           "--queries", "3", "--reps", "1", "--cache", str(tmp_path / "cache"), *extra]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout, out.stderr
+
+
+def _table(stdout: str) -> list[list[str]]:
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("| ") and "---" not in ln]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[1:]]
+
+
+@pytest.mark.timeout(900)
+def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
+    stdout, _ = _run(tmp_path, "--local-max", "3000")
+    rows = _table(stdout)
+    assert "load average" in stdout
+    what = [r[1] for r in rows]
+    for needed in ("plain top-50, Edge HNSW", "SIFT search, Edge HNSW", "plain top-50, Edge exact",
+                   "SIFT search, Edge exact", "plain top-50, local mode", "SIFT search, local mode",
+                   "select alone", "hnsw_ef=400 (store default)", "K scaling"):  # fmt: skip
+        assert any(needed in w for w in what), (needed, what)
+    for r in rows:
+        size, _, median, base, ratio, _note = r
+        assert size == "3k"
+        if median != "-":  # a timed row: its own baseline row, or a ratio against one
+            assert ratio.endswith("×"), r
+            assert base == "-" or any(base in w for w in what), r
+    faiss = [r for r in rows if "FAISS" in r[1]]
+    if importlib.util.find_spec("faiss") is None:
+        assert len(faiss) == 1 and faiss[0][5].startswith("skipped: faiss not importable")
+    else:
+        assert any("IndexFlatIP" in r[1] for r in faiss) and any("HNSW" in r[1] for r in faiss)
+    # the collection is cached: a second run rebuilds nothing
+    again, log = _run(tmp_path, "--local-max", "0", "--no-faiss")
+    assert "Edge ingest" not in log and "generating" not in log
+    assert "skipped (--no-faiss)" in again and "skipped above --local-max 0" in again
