@@ -31,6 +31,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from qdrant_sift import errors
+from qdrant_sift.options import DEFAULTS
 
 from ._cancel import checkpoint
 from ._matrix import Limits, ServerLimitError, check_cost, selection_cost
@@ -288,8 +289,11 @@ class TextReranker:
             raise errors.InvalidInputError(f"top_n must be an integer >= 1, got {top_n!r}")
         else:
             n = top_n
-        opts = {"strategy": "sift", "lam": 0.01, "alpha": None, "unique": True}
-        opts |= {"diversity": 0.5, "seed": None, **options}
+        # The selection defaults, except unique: a reranker returns each document once, as
+        # in-process rerank() does.
+        opts = {"strategy": DEFAULTS.strategy, "lam": DEFAULTS.lam, "alpha": DEFAULTS.alpha}
+        opts |= {"unique": True, "diversity": DEFAULTS.diversity, "seed": DEFAULTS.seed}
+        opts |= options
         checked = check_options(
             n, opts["strategy"], opts["lam"], opts["alpha"], opts["unique"], True,
             opts["diversity"], opts["seed"],
