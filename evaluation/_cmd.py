@@ -171,6 +171,8 @@ def _report_only(args: argparse.Namespace) -> int:
     meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
     grid = meta["config"]["n_grid"]
     rows = list(ResultStore(out / "results.jsonl").rows.values())
+    arms = list(args.arms or meta["config"]["arms"])
+    rows = [r for r in rows if r["arm"] in {"base", *arms}]
     paths = write_reports(rows, out, grid, preamble=f"Partial or finished run in {out}.")
     if not args.no_plots:
         from ._plots import write_plots

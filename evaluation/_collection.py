@@ -189,7 +189,7 @@ def evaluate_collection(
         prompts, tuner, held, embedder, out_dir, cfg, reranker=reranker,
         kernels=_kernel_embedders(preset, tuner), meta=meta, progress=progress,
     )  # fmt: skip
-    rows = list(results.rows.values())
+    rows = [r for r in results.rows.values() if r["arm"] in {"base", *cfg.arms}]
     preamble = (
         f"Collection {store.collection!r}: {len(prompts)} held-out sources (all their points "
         f"excluded from recall); model {model_name}, lr {tuner.config.learning_rate:g}, "

@@ -215,10 +215,18 @@ def write_reports(
     *,
     title: str = "qdrant-sift evaluation",
     preamble: str = "",
+    arms: Iterable[str] | None = None,
 ) -> dict[str, Path]:
-    """``results.csv``, ``summary.json`` and ``table.md`` in ``out_dir``."""
+    """``results.csv``, ``summary.json`` and ``table.md`` in ``out_dir``.
+
+    ``arms`` limits the report to those arms (and base): rows of arms a folder once ran but the
+    current run does not would otherwise shrink every mean to the prompts they reached.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if arms is not None:
+        keep = {"base", *arms}
+        rows = [r for r in rows if r["arm"] in keep]
     rows = sorted(rows, key=lambda r: (r["prompt_id"], r["arm"], int(r["n"])))
     csv_path = out / "results.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as fh:

@@ -365,6 +365,7 @@ def evaluate(
         f"({'deduplicated' if preset.dedup else 'natural duplicates kept'}, "
         f"{preset.redundancy} injected copies), {len(chosen)} {preset.prompt_split} prompts."
     )
+    rows = [r for r in rows if r["arm"] in {"base", *preset.eval.arms}]
     paths = write_reports(rows, out, preset.eval.n_grid, preamble=preamble)
     result: dict[str, Any] = {"rows": len(rows), **{k: str(v) for k, v in paths.items()}}
     if plots:
