@@ -137,7 +137,9 @@ def main() -> None:
     ]
     results = list(zip([name for name, _ in rows], interleaved_ms(rows, args.reps), strict=True))
     base = results[0][1]
-    print(f"\nK={K}, N={N}, {args.n} points, median of {args.reps}, 2 torch threads\n")
+    load = "/".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"\nK={K}, N={N}, {args.n} points, median of {args.reps}, 2 torch threads, "
+          f"load average {load} on {os.cpu_count()} CPUs (not a result when loaded)\n")  # fmt: skip
     print("| path | ms | × NN |\n|---|---:|---:|")
     for name, ms in results:
         print(f"| {name} | {ms:.1f} | {ms / base:.2f} |")

@@ -196,6 +196,8 @@ def main() -> int:
     print(
         f"\nSelect K={args.k} d={args.d} N={args.n}, {os.cpu_count()} CPUs, device={args.device}\n"
     )
+    load = "/".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"load average {load} on {os.cpu_count()} CPUs (loaded: not a result)\n")
     print("| path | threads | calls | p50 ms | p99 ms | calls/s | p50 / in-process p50 | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, th, calls, lat, tput, err in rows:
