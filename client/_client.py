@@ -31,6 +31,7 @@ from qdrant_sift.errors import (
     EmptyCollectionError,
     InvalidInputError,
 )
+from qdrant_sift.options import DEFAULTS
 
 __all__ = ["SiftClient"]
 
@@ -193,10 +194,10 @@ class SiftClient:
         k: int = 200,
         strategy: str = "sift",
         *,
-        lam: float = 0.01,
+        lam: float = DEFAULTS.lam,
         alpha: float | None = None,
         unique: bool = False,
-        diversity: float = 0.5,
+        diversity: float = DEFAULTS.diversity,
         both_directions: bool = True,
         filter: Any = None,
     ) -> list[Document]:
@@ -226,12 +227,12 @@ class SiftClient:
         *,
         k: int = 200,
         n: int = 50,
-        lam: float = 0.01,
+        lam: float = DEFAULTS.lam,
         alpha: float | None = None,
         strategy: str = "sift",
         filter: Any = None,
         unique: bool = False,
-        diversity: float = 0.5,
+        diversity: float = DEFAULTS.diversity,
         both_directions: bool = True,
         max_new_tokens: int = 128,
         progress: ProgressCallback | None = None,
