@@ -229,6 +229,7 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         {
             "plain_hnsw": plain(edge, N),
             "sift_hnsw": sift_search(edge, K),
+            "sift_hnsw_1dir": sift_search(edge, K, both_directions=False),
             "plain_exact": plain(edge, N, exact=True),
             "sift_exact": sift_search(edge, K, exact=True),
             "engine": engine_only,
@@ -245,6 +246,8 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     row(label, "plain top-50, Edge HNSW (`recall(q, 50, both_directions=False)`)", ph, "-", "1.00×")
     row(label, "SIFT search, Edge HNSW (recall K=200 ×2 directions + select N=50)", t["sift_hnsw"],
         base_h, f"{t['sift_hnsw'] / ph:.2f}×", "target ≤ 1.5× at 100k, ≤ 1.2× at 1M")  # fmt: skip
+    row(label, "SIFT search, Edge HNSW, one direction (`both_directions=False`)",
+        t["sift_hnsw_1dir"], base_h, f"{t['sift_hnsw_1dir'] / ph:.2f}×")  # fmt: skip
     row(label, "plain top-50, Edge exact (`exact=True`)", pe, "-", "1.00×")
     row(label, "SIFT search, Edge exact", t["sift_exact"], "plain top-50, Edge exact",
         f"{t['sift_exact'] / pe:.2f}×")  # fmt: skip
