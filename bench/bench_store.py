@@ -225,9 +225,18 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         )  # fmt: skip
         return edge._require().query_batch(qe.QueryBatchRequest([req]))
 
+    xs = np.array(ds.x, np.float32)  # an in-memory copy (not the memmap), for the what-if row
+
+    def engine_gather_select(q: np.ndarray) -> Any:
+        # what SIFT search would cost if the store handed back float32 arrays: engine ids,
+        # a numpy gather, select (no Python float lists)
+        ids = [p.id for p in engine_only(q)[0]]
+        return select(q, xs[ids], N, device="cpu")
+
     t = interleaved(
         {
             "plain_hnsw": plain(edge, N),
+            "what_if": engine_gather_select,
             "sift_hnsw": sift_search(edge, K),
             "sift_hnsw_1dir": sift_search(edge, K, both_directions=False),
             "plain_exact": plain(edge, N, exact=True),
@@ -265,6 +274,9 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         base_h, f"{t['opposite'] / ph:.2f}×", f"its recall@200 {rec:.4f}")  # fmt: skip
     row(label, f"  ↳ select alone (K=200, N=50, d={ds.d})", t["select"], base_h,
         f"{t['select'] / ph:.2f}×", "target ≤ 0.4 ms")  # fmt: skip
+    row(label, "  ↳ what-if: engine ids (one direction) + numpy gather of vectors + select",
+        t["what_if"], base_h, f"{t['what_if'] / ph:.2f}×",
+        "a store returning float32 arrays, not Python lists")  # fmt: skip
 
 
 def bench_ef(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
