@@ -1,8 +1,13 @@
-"""Ingest files into a vector store: read, chunk by LM tokens, embed in batches, upsert.
+"""Ingest files into a vector store and keep the collection in sync with them.
 
-Ids are UUIDv5 of (source, chunk index, content hash), so re-running is idempotent and an
-interrupted run (Ctrl-C, kill -9) resumes: chunks already stored are found by id and neither
-re-embedded nor duplicated. Bad files are skipped and reported, never fatal to the rest.
+Read (text by content, HTML, PDF, JSONL, source code; see :mod:`._sources`), chunk by LM
+tokens, embed in batches, upsert. A source's id is its path relative to the folder given (or
+``source_id=``), so the same corpus gets the same ids wherever it sits; chunk ids derive from
+(source id, position, content). Re-running is a no-op: a source whose bytes did not change is
+neither chunked nor embedded. A changed source is replaced (new chunks first, then its stale
+ones deleted) and, with ``cleanup="full"``, sources that vanished are removed, as LangChain's
+``index()`` does, with the state kept in the points' own payloads (see :mod:`._sync`).
+An interrupted run (Ctrl-C, kill -9) resumes: what is stored is found by id, not redone.
 
 A ``kernel_embedder`` (e.g. ``ModelEmbedder``, the language model's own hidden states) also
 embeds every chunk into SIFT's kernel, stored as a second named vector beside the recall one.
@@ -10,212 +15,72 @@ embeds every chunk into SIFT's kernel, stored as a second named vector beside th
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import json
 import os
-import stat
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from qdrant_sift.errors import ConfigError, InvalidInputError
 
-from qdrant_sift.errors import DimensionMismatchError, InvalidInputError
-
+from ._sources import Doc, NotRegular, ReadError, Skips, read_bytes, read_source, walk
+from ._sync import (
+    CLEANUP_MODES,
+    SYNC_FIELDS,
+    IngestReport,
+    StoredSource,
+    Writer,
+    check_legacy,
+    chunk_id,
+    legacy_error,
+    migrate_ids,
+    position,
+    scan,
+    settings_key,
+    source_hash,
+)
 from .chunking import as_span_tokenizer, check_window, chunk_text
 from .stores._base import VectorStore
+from .stores._filters import Match
 
 __all__ = [
-    "SUPPORTED_SUFFIXES",
+    "CLEANUP_MODES",
     "IngestReport",
     "add_texts",
     "chunk_id",
     "ingest",
     "iter_files",
+    "migrate_ids",
 ]
 
-SUPPORTED_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".rst", ".py", ".jsonl")
-#: Namespace of every chunk id; changing it would orphan every stored collection.
-_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/qdrant-sift/chunk")
-_RESERVED = ("text", "source", "chunk_index")
-
-
-def chunk_id(source: str, chunk_index: int, text: str) -> str:
-    """Deterministic point id: same source, position and content → same id."""
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return str(uuid.uuid5(_NAMESPACE, f"{source}\x00{chunk_index}\x00{digest}"))
-
-
-@dataclass
-class IngestReport:
-    """What one ingest run did; ``skipped`` lists (path, reason) of files/records left out."""
-
-    files_read: int = 0
-    records_read: int = 0
-    chunks: int = 0
-    upserted: int = 0
-    skipped_existing: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def files_skipped(self) -> int:
-        return len(self.skipped)
-
-    def summary(self) -> str:
-        lines = [
-            f"{self.files_read} files ({self.records_read} records) → {self.chunks} chunks: "
-            f"{self.upserted} upserted, {self.skipped_existing} already stored, "
-            f"{len(self.skipped)} skipped, {self.seconds:.1f} s"
-        ]
-        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped[:20]]
-        if len(self.skipped) > 20:
-            lines.append(f"  … and {len(self.skipped) - 20} more")
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class _Doc:
-    source: str
-    text: str
-    metadata: dict[str, Any]
-
-
-def _entry_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be read as a file, without opening it; None for a regular file.
-
-    ``stat`` first, never ``open``: opening a FIFO blocks until a writer appears.
-    """
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "symlink loop"
-        if path.is_symlink():
-            try:
-                target = os.readlink(path)
-            except OSError:
-                target = "?"
-            return f"dangling symlink (to {target})"
-        return "not found" if exc.errno == errno.ENOENT else f"unreadable ({exc.strerror or exc})"
-    if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-        return None
-    return f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')})"
-
-
-_KINDS = {
-    stat.S_IFIFO: "FIFO",
-    stat.S_IFSOCK: "socket",
-    stat.S_IFCHR: "character device",
-    stat.S_IFBLK: "block device",
-}
-
-
-def _add_file(f: Path, seen: dict[Path, None], report: IngestReport) -> None:
-    problem = _entry_problem(f)
-    if problem is None and f.is_dir():
-        problem = "symlink to a folder (not followed)"
-    if problem is not None:
-        report.skipped.append((str(f), problem))
-    elif f.suffix.lower() not in SUPPORTED_SUFFIXES:
-        report.skipped.append((str(f), f"unsupported type {f.suffix or '(none)'}"))
-    else:
-        seen.setdefault(Path(os.path.realpath(f)), None)
+#: Payload keys ingest owns; a JSONL record or ``metadata`` cannot override them.
+_RESERVED = ("text", "source", "chunk_index", "reader", *SYNC_FIELDS)
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]], report: IngestReport) -> list[Path]:
-    """Supported regular files under ``paths`` (folders recursively, hidden entries and
-    symlinked folders skipped), deduplicated by their resolved path.
-
-    Everything else is reported in ``report.skipped`` under its own path, never fatal:
-    FIFOs, sockets and devices, symlink loops, dangling links, unreadable files and folders.
-    """
-    seen: dict[Path, None] = {}
-
-    def on_walk_error(exc: OSError) -> None:
-        report.skipped.append((str(exc.filename), f"unreadable folder ({exc.strerror or exc})"))
-
-    for raw in paths:
-        path = Path(raw).expanduser()
-        problem = _entry_problem(path)
-        if problem is not None:
-            report.skipped.append((str(path), problem))
-        elif path.is_dir():
-            for root, dirs, files in os.walk(path, onerror=on_walk_error):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
-                for d in [d for d in dirs if (Path(root) / d).is_symlink()]:
-                    report.skipped.append(
-                        (str(Path(root) / d), "symlink to a folder (not followed)")
-                    )
-                for name in sorted(files):
-                    if not name.startswith("."):
-                        _add_file(Path(root) / name, seen, report)
-        else:
-            _add_file(path, seen, report)
-    return list(seen)
+    """Readable regular files under ``paths`` (folders recursively, hidden entries and
+    symlinked folders skipped), deduplicated by resolved path; the rest is reported in
+    ``report.skipped`` under its own path, never fatal."""
+    skips = Skips()
+    entries, _ = walk(paths, skips)
+    report.skipped.extend(skips)
+    return [Path(os.path.realpath(e.path)) for e in entries]
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's bytes; :class:`_NotRegular` when it is not (any longer) a regular file.
-
-    Opened non-blocking and checked with ``fstat`` on the open descriptor, so a FIFO swapped in
-    after :func:`iter_files` looked cannot make ingest hang.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+def _read_docs(path: Path, report: IngestReport) -> Iterator[Doc]:
+    """The documents of one file (bad ones reported, not raised)."""
+    skips = Skips()
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _NotRegular(_KINDS.get(stat.S_IFMT(st.st_mode), "special file"))
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read()
-    finally:
-        os.close(fd)
-
-
-class _NotRegular(Exception):
-    pass
-
-
-def _read_docs(path: Path, report: IngestReport) -> Iterator[_Doc]:
-    try:
-        data = _read_bytes(path)
-        if b"\x00" in data:
-            report.skipped.append((str(path), "binary (contains NUL bytes)"))
-            return
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        report.skipped.append((str(path), f"not UTF-8 ({exc.reason} at byte {exc.start})"))
-        return
-    except _NotRegular as exc:
-        report.skipped.append((str(path), f"not a regular file ({exc})"))
+        _, docs = read_source(path, read_bytes(path), skips)
+    except ReadError as exc:
+        report.skipped.append((str(path), str(exc)))
         return
     except OSError as exc:
         report.skipped.append((str(path), f"unreadable ({exc.strerror or exc})"))
         return
-    report.files_read += 1
-    if path.suffix.lower() != ".jsonl":
-        report.records_read += 1
-        yield _Doc(str(path), text, {})
-        return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            report.skipped.append((where, f"invalid JSON ({exc.msg})"))
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            report.skipped.append((where, "no string field 'text'"))
-            continue
-        report.records_read += 1
-        meta = {k: v for k, v in record.items() if k != "text"}
-        yield _Doc(where, record["text"], meta)
+    report.skipped.extend(skips)
+    yield from docs
 
 
 def _size(path: Path) -> int:
@@ -225,78 +90,11 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _payload(meta: Mapping[str, Any], text: str, source: str, index: int) -> dict[str, Any]:
-    payload = {k: v for k, v in meta.items() if k not in _RESERVED}
-    payload.update(text=text, source=source, chunk_index=index)
-    return payload
-
-
-class _Writer:
-    """Batches (id, text, payload), skips ids already stored, embeds the rest, upserts."""
-
-    def __init__(
-        self,
-        store: VectorStore,
-        embedder: Any,
-        report: IngestReport,
-        batch_size: int,
-        skip_existing: bool,
-        kernel_embedder: Any = None,
-    ) -> None:
-        self.store, self.embedder, self.report = store, embedder, report
-        self.kernel_embedder = kernel_embedder
-        self.batch_size, self.skip_existing = batch_size, skip_existing
-        self.pending: dict[str, tuple[str, dict[str, Any]]] = {}
-
-    def add(self, pid: str, text: str, payload: dict[str, Any]) -> None:
-        if pid in self.pending:
-            self.report.skipped_existing += 1
-            return
-        self.pending[pid] = (text, payload)
-        if len(self.pending) >= self.batch_size:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        ids = list(self.pending)
-        if self.skip_existing:
-            stored = {p.id for p in self.store.retrieve(ids, with_vectors=False)}
-            self.report.skipped_existing += len(stored)
-            ids = [i for i in ids if i not in stored]
-        if ids:
-            texts = [self.pending[i][0] for i in ids]
-            vectors = _embed(self.embedder, texts, "embedder")
-            kernels = None
-            if self.kernel_embedder is not None:
-                kernels = _embed(self.kernel_embedder, texts, "kernel embedder")
-            self.store.upsert(
-                ids, vectors, [self.pending[i][1] for i in ids], kernel_vectors=kernels
-            )
-            self.report.upserted += len(ids)
-        self.pending.clear()
-
-
-def _embed(embedder: Any, texts: list[str], what: str) -> np.ndarray:
-    vectors = np.asarray(embedder.embed_documents(texts), dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-        raise DimensionMismatchError(
-            f"{what} returned shape {vectors.shape} for {len(texts)} texts"
-        )
-    return vectors
-
-
-def _kernel_dim(kernel_embedder: Any) -> int | None:
-    return None if kernel_embedder is None else int(kernel_embedder.dim)
-
-
 def _progress_hook(
     progress: bool | Callable[[IngestReport], None], total_bytes: int
 ) -> tuple[Callable[[int], None], Callable[[], None]]:
     """(advance(n_bytes), close()) for a tqdm bar, a user callback, or nothing."""
-    if callable(progress):
-        return (lambda _n: None), (lambda: None)
-    if not progress:
+    if callable(progress) or not progress:
         return (lambda _n: None), (lambda: None)
     from tqdm.auto import tqdm
 
@@ -319,6 +117,47 @@ def _split(
     return [p for p in pieces if p.strip()]
 
 
+def _chunking_key(
+    chunker: Callable[[str], Sequence[str]] | None, tokenizer: Any, chunk_tokens: int, overlap: int
+) -> str:
+    if chunker is not None:
+        name = getattr(chunker, "__qualname__", type(chunker).__qualname__)
+        code = getattr(chunker, "__code__", None)  # two lambdas differ by their code
+        body = (
+            hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:12]
+            if code
+            else ""
+        )
+        return f"chunker:{getattr(chunker, '__module__', '')}.{name}:{body}"
+    if tokenizer is None or isinstance(tokenizer, str):
+        tok = tokenizer or "default"
+    else:
+        tok = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__qualname__)
+    return f"tokens:{tok}:{chunk_tokens}:{overlap}"
+
+
+def _payload(
+    meta: Mapping[str, Any], text: str, source: str, index: int, sync: dict[str, Any]
+) -> dict[str, Any]:
+    payload = {k: v for k, v in meta.items() if k not in _RESERVED}
+    payload.update(text=text, source=source, chunk_index=index, **sync)
+    return payload
+
+
+def _check_cleanup(cleanup: str | None) -> str:
+    mode = "none" if cleanup is None else cleanup
+    if mode not in CLEANUP_MODES:
+        raise ConfigError(f"cleanup must be one of {CLEANUP_MODES} or None, got {cleanup!r}")
+    return mode
+
+
+def _in_scope(sid: str, scopes: Sequence[tuple[str, bool]]) -> bool:
+    for scope, is_prefix in scopes:
+        if sid == scope or (is_prefix and (not scope or sid.startswith(scope + "/"))):
+            return True
+    return False
+
+
 def ingest(
     paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     store: VectorStore,
@@ -333,52 +172,120 @@ def ingest(
     skip_existing: bool = True,
     progress: bool | Callable[[IngestReport], None] = True,
     kernel_embedder: Any = None,
+    source_id: str | None = None,
+    cleanup: str | None = "incremental",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    dry_run: bool = False,
 ) -> IngestReport:
-    """Read ``paths`` (.txt .md .rst .py files, .jsonl with a ``text`` field, folders),
-    chunk by ``chunk_tokens`` of the LM tokenizer (default SmolLM2's), embed and upsert.
+    """Read ``paths`` (files, folders), chunk by ``chunk_tokens`` of the LM tokenizer (default
+    SmolLM2's), embed what is new and upsert; keep the collection in sync with the sources.
+
+    ``source_id``: the id of a single file given, or the prefix of the ids found under a folder
+    (default: the path relative to the folder given, the name for a file). ``cleanup``:
+    ``"incremental"`` (default) replaces sources that changed; ``"full"`` also deletes the
+    points of sources in scope (under the folders given, or the files named) that no longer
+    exist; ``"none"``/None only adds. ``include``/``exclude``: globs on the relative path or
+    the file name. ``dry_run``: count and list what would be added, changed and deleted,
+    write nothing. ``skip_existing=False`` re-embeds and rewrites every chunk.
 
     The collection is created with the embedder's dimension if missing; one of another
-    dimension raises :class:`DimensionMismatchError` before anything is written. ``chunker``
-    (``text -> [piece, ...]``) replaces token windows with your own split. ``progress``
-    is a tqdm bar (True), silent (False) or a callback receiving the report after each batch.
-    ``kernel_embedder`` also stores each chunk's SIFT kernel vector (a collection with a
-    kernel needs one for every write; one without a kernel refuses it: ``ConfigError``).
+    dimension raises :class:`DimensionMismatchError` before anything is written, and one
+    written with the old id scheme raises :class:`IngestError` naming the migration.
+    ``chunker`` (``text -> [piece, ...]``) replaces token windows with your own split.
+    ``progress`` is a tqdm bar (True), silent (False) or a callback receiving the report after
+    each batch. ``kernel_embedder`` also stores each chunk's SIFT kernel vector (a collection
+    with a kernel needs one for every write; one without a kernel refuses it: ``ConfigError``).
     """
     started = time.perf_counter()
+    mode = _check_cleanup(cleanup)
     if batch_size <= 0:
         raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
     check_window(chunk_tokens, overlap)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    if source_id is not None and (not isinstance(source_id, str) or not source_id.strip("/")):
+        raise InvalidInputError(f"source_id must be a non-empty str, got {source_id!r}")
     if embedder is None:
         from .embed import default_embedder
 
         embedder = default_embedder()
     spans = as_span_tokenizer(tokenizer) if chunker is None else None
-    kd = _kernel_dim(kernel_embedder)  # an existing collection is checked before any write
-    store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd)
-    report = IngestReport()
-    files = iter_files(paths, report)
-    total = sum(_size(f) for f in files)
-    advance, close = _progress_hook(progress, total)
-    writer = _Writer(store, embedder, report, batch_size, skip_existing, kernel_embedder)
+    kd = None if kernel_embedder is None else int(kernel_embedder.dim)
+    report = IngestReport(cleanup=mode, dry_run=dry_run)
+    if dry_run:
+        if store.exists():  # checks dimension and kernel, creates nothing
+            store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd)
+    else:  # an existing collection is checked before any write
+        store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd)
+        store.index_payload(("source_id", "source_hash"))
+    state: dict[str, StoredSource] = {}
+    if store.exists():
+        state, legacy = scan(store)
+        if legacy:
+            raise legacy_error(store.collection, legacy)
+    skips = Skips()
+    entries, scopes = walk(
+        paths, skips, source_id=source_id, include=tuple(include), exclude=tuple(exclude)
+    )
+    report.skipped.extend(skips)
+    advance, close = _progress_hook(progress, sum(_size(e.path) for e in entries))
+
+    def on_batch() -> None:
+        if callable(progress):
+            report.seconds = time.perf_counter() - started
+            progress(report)
+
+    writer = Writer(
+        store, embedder, report, batch_size,
+        kernel_embedder=kernel_embedder, dry_run=dry_run, on_batch=on_batch,
+    )  # fmt: skip
+    settings = settings_key(
+        _chunking_key(chunker, tokenizer, chunk_tokens, overlap), dict(metadata or {})
+    )
     base_meta = dict(metadata or {})
+    seen: dict[str, str] = {}
+    failed: set[str] = set()
     try:
-        for path in files:
-            for doc in _read_docs(path, report):
-                meta = {**base_meta, **doc.metadata}
-                for index, text in enumerate(
-                    _split(doc.text, chunker, spans, chunk_tokens, overlap)
-                ):
-                    report.chunks += 1
-                    pid = chunk_id(doc.source, index, text)
-                    before = report.upserted + report.skipped_existing
-                    writer.add(pid, text, _payload(meta, text, doc.source, index))
-                    if callable(progress) and report.upserted + report.skipped_existing != before:
-                        report.seconds = time.perf_counter() - started
-                        progress(report)
-            advance(_size(path))
+        for entry in entries:
+            sid, path = entry.source_id, entry.path
+            if sid in seen:
+                report.skipped.append((str(path), f"same source id {sid!r} as {seen[sid]}"))
+                continue
+            seen[sid] = str(path)
+            try:
+                data = read_bytes(path)
+            except (ReadError, OSError) as exc:
+                reason = str(exc) if isinstance(exc, NotRegular) else (
+                    f"unreadable ({getattr(exc, 'strerror', None) or exc})"
+                )  # fmt: skip
+                report.skipped.append((str(path), reason))
+                failed.add(sid)
+                continue
+            h = source_hash(data, settings)
+            stored = state.get(sid)
+            if stored is not None and skip_existing and stored.unchanged(h):
+                report.files_read += 1
+                report.sources_unchanged += 1
+                report.chunks += stored.chunks
+                report.skipped_existing += stored.chunks
+                advance(len(data))
+                continue
+            _sync_source(
+                sid, path, data, h, stored, writer, report, mode, skip_existing,
+                base_meta, chunker, spans, chunk_tokens, overlap,
+            )  # fmt: skip
+            advance(len(data))
         writer.flush()
+        if mode == "full":
+            vanished = [
+                s for s in state if s not in seen and s not in failed and _in_scope(s, scopes)
+            ]
+            for s in sorted(vanished):
+                writer.delete_after_write(list(state[s].ids))
+                report.planned["deleted"].append(s)
+            report.sources_deleted = len(vanished)
+            writer.flush()
     finally:
         close()
     report.seconds = time.perf_counter() - started
@@ -387,19 +294,76 @@ def ingest(
     return report
 
 
+def _sync_source(
+    sid: str,
+    path: Path,
+    data: bytes,
+    h: str,
+    stored: StoredSource | None,
+    writer: Writer,
+    report: IngestReport,
+    mode: str,
+    skip_existing: bool,
+    base_meta: dict[str, Any],
+    chunker: Callable[[str], Sequence[str]] | None,
+    spans: Any,
+    chunk_tokens: int,
+    overlap: int,
+) -> None:
+    """Write one new or changed source, then queue the deletion of what it no longer has."""
+    skips = Skips()
+    try:
+        reader, docs = read_source(path, data, skips)
+    except ReadError as exc:
+        report.skipped.append((str(path), str(exc)))
+        report.skipped.extend(skips)
+        return
+    report.skipped.extend(skips)
+    report.files_read += 1
+    report.records_read += len(docs)
+    pieces: list[tuple[str, str, str, int, dict[str, Any]]] = []
+    for doc in docs:
+        meta = {**base_meta, **doc.metadata}
+        source = f"{sid}:{doc.part}" if reader == "jsonl" else sid
+        for index, text in enumerate(_split(doc.text, chunker, spans, chunk_tokens, overlap)):
+            pieces.append((text, source, position(doc.part, index), index, meta))
+    sync = {"reader": reader, "source_id": sid, "source_hash": h, "source_chunks": len(pieces)}
+    have = stored.ids if stored is not None else {}
+    new_ids: set[str] = set()
+    for text, source, pos, index, meta in pieces:
+        pid = chunk_id(sid, pos, text)
+        new_ids.add(pid)
+        report.chunks += 1
+        if skip_existing and have.get(pid) == h:
+            report.skipped_existing += 1
+            continue
+        writer.add(pid, text, _payload(meta, text, source, index, sync), pid in have)
+    if stored is None or not stored.ids:
+        report.sources_added += 1
+        report.planned["added"].append(sid)
+    else:
+        report.sources_changed += 1
+        report.planned["changed"].append(sid)
+        if mode != "none":
+            writer.delete_after_write([i for i in stored.ids if i not in new_ids])
+
+
 def add_texts(
     store: VectorStore,
     embedder: Any,
     texts: Sequence[str],
     metadatas: Sequence[Mapping[str, Any]] | None = None,
     *,
+    ids: Sequence[str] | None = None,
     batch_size: int = 64,
     kernel_embedder: Any = None,
 ) -> list[str]:
-    """One point per text (no chunking); returns its deterministic id, in input order.
+    """One point per text (no chunking); returns the point ids, in input order.
 
-    The id derives from ``metadata["source"]`` (if any) and the content, so adding the same
-    text again is a no-op.
+    ``ids``: a source id per text (any str). Adding a text under an id already stored replaces
+    that id's text (new point first, then the old one deleted); the same text again is a no-op.
+    Without ``ids`` a point's id derives from ``metadata["source"]`` (if any) and the content,
+    so adding the same text again is a no-op and nothing is ever replaced.
     """
     if isinstance(texts, str):
         raise InvalidInputError("add_texts takes a list of texts, not one str")
@@ -410,15 +374,53 @@ def add_texts(
     for t in texts:
         if not isinstance(t, str) or not t.strip():
             raise InvalidInputError("every text must be a non-empty str")
-    kd = _kernel_dim(kernel_embedder)  # an existing collection is checked before any write
+    if ids is not None:
+        if isinstance(ids, str) or len(ids) != len(texts):
+            raise InvalidInputError(f"ids must be a list of {len(texts)} str, got {ids!r}")
+        if not all(isinstance(i, str) and i for i in ids) or len(set(ids)) != len(ids):
+            raise InvalidInputError("ids must be distinct non-empty str")
+    kd = None if kernel_embedder is None else int(kernel_embedder.dim)
     store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd)
+    check_legacy(store)
     report = IngestReport()
-    writer = _Writer(store, embedder, report, batch_size, True, kernel_embedder)
-    ids: list[str] = []
-    for text, meta in zip(texts, metas, strict=True):
-        source = str(meta.get("source", ""))
-        pid = chunk_id(source, 0, text)
-        ids.append(pid)
-        writer.add(pid, text, _payload(meta, text, source, 0))
+    state: dict[str, StoredSource] = {}
+    if ids is not None:
+        store.index_payload(("source_id", "source_hash"))
+        state, _ = scan(store, filter=Match("source_id", list(ids)))
+    known: set[Any] = set()
+    if ids is None:
+        pids = list(
+            dict.fromkeys(
+                chunk_id(str(m.get("source", "")), 0, t) for t, m in zip(texts, metas, strict=True)
+            )
+        )
+        for i in range(0, len(pids), 1000):
+            known.update(p.id for p in store.retrieve(pids[i : i + 1000], with_vectors=False))
+    writer = Writer(store, embedder, report, batch_size, kernel_embedder=kernel_embedder)
+    out: list[str] = []
+    for k, (text, meta) in enumerate(zip(texts, metas, strict=True)):
+        if ids is None:
+            source = str(meta.get("source", ""))
+            pid = chunk_id(source, 0, text)
+            h = source_hash(text.encode("utf-8"), b"text\x00")
+            sync: dict[str, Any] = {"source_hash": h}
+            stored: dict[Any, str] = {}
+        else:
+            source = ids[k]
+            pid = chunk_id(source, 0, text)
+            h = source_hash(text.encode("utf-8"), settings_key("text", meta))
+            sync = {"source_id": source, "source_hash": h, "source_chunks": 1}
+            stored = state[source].ids if source in state else {}
+        out.append(pid)
+        if pid in writer.pending:
+            continue
+        if ids is None:
+            if pid in known:
+                continue
+        elif stored.get(pid) == h and len(stored) == 1:
+            continue
+        writer.add(pid, text, _payload(meta, text, source, 0, sync), pid in stored)
+        if ids is not None:
+            writer.delete_after_write([i for i in stored if i != pid])
     writer.flush()
-    return ids
+    return out

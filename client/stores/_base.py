@@ -246,8 +246,10 @@ class VectorStore(ABC):
         """Exact number of points."""
 
     @abstractmethod
-    def scroll(self, batch_size: int = 1000, with_vectors: bool = False) -> Iterator[StoredPoint]:
-        """Every stored point, in id order."""
+    def scroll(
+        self, batch_size: int = 1000, with_vectors: bool = False, filter: Any = None
+    ) -> Iterator[StoredPoint]:
+        """Every stored point (matching ``filter``, as in :meth:`recall`), in id order."""
 
     @abstractmethod
     def close(self) -> None:
@@ -260,6 +262,11 @@ class VectorStore(ABC):
     def optimize(self) -> bool:
         """Build indexes now where the backend needs an explicit call; True if anything ran."""
         return False
+
+    def index_payload(self, fields: Sequence[str]) -> None:
+        """Index these payload fields as keywords, where the backend indexes payloads (a Qdrant
+        server, Qdrant Edge; local mode filters by scanning). Existing indexes are kept."""
+        return None
 
     # --- shared logic -------------------------------------------------------------------------
 

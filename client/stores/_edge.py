@@ -502,25 +502,41 @@ class EdgeStore(VectorStore):
         self._require()
         return self._count()
 
-    def scroll(self, batch_size: int = 1000, with_vectors: bool = False) -> Iterator[StoredPoint]:
+    def scroll(
+        self, batch_size: int = 1000, with_vectors: bool = False, filter: Any = None
+    ) -> Iterator[StoredPoint]:
         import qdrant_edge as qe
 
         shard = self._require()
         lay = self._load_layout() if with_vectors else None
         want = lay.with_vector(False) if lay else False
+        flt = self._native_filter(filter)
         offset: Any = None
         while True:
             with self._engine("scroll"):
                 recs, offset = shard.scroll(
                     qe.ScrollRequest(
-                        offset=offset, limit=batch_size, with_payload=True, with_vector=want
+                        offset=offset, limit=batch_size, filter=flt, with_payload=True,
+                        with_vector=want,
                     )
-                )
+                )  # fmt: skip
             for r in recs:
                 vec = np.asarray(lay.recall_of(r.vector), np.float32) if lay else None
                 yield StoredPoint(normalize_id(r.id), vec, r.payload or {})
             if offset is None:
                 return
+
+    def index_payload(self, fields: Sequence[str]) -> None:
+        import qdrant_edge as qe
+
+        self._require()
+        with self._engine("info"):
+            have = set(self._shard.info().payload_schema or {})
+        for name in fields:
+            if name not in have:
+                op = qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword)
+                with self._write_lock:
+                    self._apply(op, self._state, "payload index", [])
 
     def optimize(self) -> bool:
         """Build HNSW now (blocking; about a minute per 100k×384 on two cores)."""

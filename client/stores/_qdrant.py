@@ -333,13 +333,17 @@ class QdrantStore(VectorStore):
         with self._errors():
             return int(self._client.count(self.collection, exact=True).count)
 
-    def scroll(self, batch_size: int = 1000, with_vectors: bool = False) -> Iterator[StoredPoint]:
+    def scroll(
+        self, batch_size: int = 1000, with_vectors: bool = False, filter: Any = None
+    ) -> Iterator[StoredPoint]:
         offset: Any = None
         with_vec = self._with_vectors(with_vectors)
+        flt = self._native_filter(filter)
         while True:
             with self._errors():
                 recs, offset = self._client.scroll(
                     self.collection,
+                    scroll_filter=flt,
                     limit=batch_size,
                     offset=offset,
                     with_payload=True,
@@ -350,6 +354,20 @@ class QdrantStore(VectorStore):
                 yield StoredPoint(normalize_id(r.id), vec, r.payload or {})
             if offset is None:
                 return
+
+    def index_payload(self, fields: Sequence[str]) -> None:
+        if self._local:  # local mode has no payload indexes (it warns); it filters by scanning
+            return
+        from qdrant_client import models
+
+        with self._errors():
+            have = set(self._client.get_collection(self.collection).payload_schema or {})
+            for name in fields:
+                if name not in have:
+                    self._client.create_payload_index(
+                        self.collection, name, field_schema=models.PayloadSchemaType.KEYWORD,
+                        wait=True,
+                    )  # fmt: skip
 
     def drop(self) -> None:
         with self._errors():

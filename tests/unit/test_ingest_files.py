@@ -116,13 +116,17 @@ def test_same_file_twice_and_metadata(tmp_path, store) -> None:
     report = ingest([f, tmp_path, str(f)], store, HashEmbedder(), metadata={"team": "a"}, **KW)
     assert report.files_read == 1 and store.count() == 1
     point = next(iter(store.scroll()))
+    sync = {k: point.payload.pop(k) for k in ("source_hash", "source_chunks")}
     assert point.payload == {
         "team": "a",
         "text": "alpha beta gamma",
-        "source": str(f.resolve()),
+        "source": "x.txt",  # relative to the folder, or the name of a file given directly
+        "source_id": "x.txt",
         "chunk_index": 0,
+        "reader": "text",
     }
-    assert point.id == chunk_id(str(f.resolve()), 0, "alpha beta gamma")
+    assert sync["source_chunks"] == 1 and len(sync["source_hash"]) == 32
+    assert point.id == chunk_id("x.txt", 0, "alpha beta gamma")
 
 
 def test_custom_chunker(tmp_path, store) -> None:
@@ -136,13 +140,19 @@ def test_custom_chunker(tmp_path, store) -> None:
         ingest(f, store, HashEmbedder(), chunker=lambda t: [1], progress=False)
 
 
-def test_changed_file_gets_new_ids(tmp_path, store) -> None:
+def test_changed_file_replaces_its_chunks(tmp_path, store) -> None:
+    """An edit replaces the file's chunks (it used to leave the old text beside the new)."""
     f = tmp_path / "x.txt"
     f.write_text("one two three", encoding="utf-8")
     ingest(f, store, HashEmbedder(), **KW)
     f.write_text("one two four", encoding="utf-8")
     report = ingest(f, store, HashEmbedder(), **KW)
-    assert report.upserted == 1 and store.count() == 2
+    assert report.upserted == 1 and report.chunks_deleted == 1 and store.count() == 1
+    assert [p.payload["text"] for p in store.scroll()] == ["one two four"]
+    assert report.sources_changed == 1
+    f.write_text("one two five", encoding="utf-8")
+    report = ingest(f, store, HashEmbedder(), **{**KW, "cleanup": "none"})  # appends as before
+    assert report.chunks_deleted == 0 and store.count() == 2
 
 
 def test_progress_callback_and_bar(tmp_path, store, capsys) -> None:
@@ -210,7 +220,7 @@ def test_cli_ingest_into_edge(tmp_path, monkeypatch, capsys) -> None:
         n = store.count()
         assert n > 4 and store.dim == DIM
     assert f"collection 'k': {n} points" in out
-    assert args.func(args) == 0 and "0 upserted" in capsys.readouterr().out
+    assert args.func(args) == 0 and "0 upserted" in capsys.readouterr().out  # a no-op
     args = _parse([*argv[:-1], "--recreate"])
     assert args.func(args) == 0 and f"{n} upserted" in capsys.readouterr().out
     args = _parse(["ingest", str(tmp_path / "nothing.txt"), "--path", str(tmp_path / "e")])
