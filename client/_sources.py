@@ -221,7 +221,8 @@ def walk(
     """Regular files under ``paths`` with their source ids, and the id scopes the paths cover.
 
     Folders are walked recursively (hidden entries, ``__pycache__`` and symlinked folders
-    skipped); files are deduplicated by resolved path, the first id wins. A scope is
+    skipped); files are deduplicated by resolved path: the first id wins, except that a file
+    beats a symlink to it (``GPL-3``, not ``GPL``). A scope is
     ``(id, is_prefix)``: a folder covers every id under its prefix, a file its own id (even when
     the file no longer exists, so ``cleanup="full"`` removes it). Everything unreadable is
     reported in ``skips`` under its own path, never fatal.
@@ -243,7 +244,9 @@ def walk(
         elif f.suffix.lower() in BINARY_SUFFIXES:
             skips.append((str(f), f"unsupported type {f.suffix} (binary format)"))
         else:
-            seen.setdefault(Path(os.path.realpath(f)), Entry(f, sid))
+            real = Path(os.path.realpath(f))
+            if real not in seen or (seen[real].path.is_symlink() and not f.is_symlink()):
+                seen[real] = Entry(f, sid)  # a link and its target: the target's name wins
 
     for raw in paths:
         path = Path(raw).expanduser()
