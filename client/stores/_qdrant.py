@@ -147,7 +147,9 @@ class QdrantStore(VectorStore):
                 raise self._not_found() from exc
             if name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
                 raise StoreUnavailableError("Qdrant refused access; check QDRANT_API_KEY") from exc
-            raise
+            # anything else the client raises (RuntimeError, KeyError, grpc errors, ...) stays
+            # inside the one error tree, chained
+            raise StoreError(f"Qdrant ({self._where}): {type(exc).__name__}: {exc}") from exc
 
     def _not_found(self) -> CollectionNotFoundError:
         return CollectionNotFoundError(
