@@ -156,6 +156,27 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.2f} %"
 
 
+def _mean_cell(arm: str, c: dict[str, Any]) -> str:
+    return _fmt(c["bpb"]) if arm == "base" else f"{_fmt(c['bpb'])} ({c['distinct']:.1f})"
+
+
+def _comparison_cell(arm: str, c: dict[str, Any]) -> str:
+    lo, hi = c["ci95"]
+    return f"{_pct(c['mean_rel'])} [{_pct(lo)}, {_pct(hi)}] {c['better']}/{c['worse']}"
+
+
+def _table(head: str, by_arm: dict[str, dict[str, Any]], grid: list[int], cell: Any) -> list[str]:
+    """One markdown table: an arm per row, an N per column, "–" where a cell is missing."""
+    lines = [
+        f"| {head} | " + " | ".join(f"N={n}" for n in grid) + " |",
+        "|---|" + "---|" * len(grid),
+    ]
+    for arm, cells in by_arm.items():
+        vals = [cell(arm, cells[str(n)]) if str(n) in cells else "–" for n in grid]
+        lines.append(f"| {arm} | " + " | ".join(vals) + " |")
+    return [*lines, ""]
+
+
 def _markdown(summary: dict[str, Any], title: str, preamble: str) -> str:
     grid = summary["n_grid"]
     lines = [f"# {title}", "", preamble, ""] if preamble else [f"# {title}", ""]
@@ -170,36 +191,9 @@ def _markdown(summary: dict[str, Any], title: str, preamble: str) -> str:
     groups = [("overall", summary["overall"]), *list(summary["domains"].items())]
     for name, group in groups:
         lines += [f"## {name} ({group['prompts']} prompts)", ""]
-        lines.append("| arm | " + " | ".join(f"N={n}" for n in grid) + " |")
-        lines.append("|---|" + "---|" * len(grid))
-        for arm, cells in group["table"].items():
-            vals = []
-            for n in grid:
-                c = cells.get(str(n))
-                if c is None:
-                    vals.append("–")
-                elif arm == "base":
-                    vals.append(_fmt(c["bpb"]))
-                else:
-                    vals.append(f"{_fmt(c['bpb'])} ({c['distinct']:.1f})")
-            lines.append(f"| {arm} | " + " | ".join(vals) + " |")
-        lines.append("")
+        lines += _table("arm", group["table"], grid, _mean_cell)
         if group["vs_nearest"]:
-            lines.append("| arm vs nearest | " + " | ".join(f"N={n}" for n in grid) + " |")
-            lines.append("|---|" + "---|" * len(grid))
-            for arm, cmps in group["vs_nearest"].items():
-                vals = []
-                for n in grid:
-                    c = cmps.get(str(n))
-                    if c is None:
-                        vals.append("–")
-                        continue
-                    lo, hi = c["ci95"]
-                    vals.append(
-                        f"{_pct(c['mean_rel'])} [{_pct(lo)}, {_pct(hi)}] {c['better']}/{c['worse']}"
-                    )
-                lines.append(f"| {arm} | " + " | ".join(vals) + " |")
-            lines.append("")
+            lines += _table("arm vs nearest", group["vs_nearest"], grid, _comparison_cell)
     c = summary["uncertainty_vs_gain"]
     lines.append(
         f"SIFT's predicted uncertainty reduction vs realised gain: Spearman "
