@@ -4,6 +4,33 @@ Every error the package raises on purpose is a :class:`QdrantSiftError`. Errors 
 caller's input also subclass :class:`ValueError`, and errors of the running system (a store that
 cannot be reached, a failed fine-tuning step) also subclass :class:`RuntimeError`, so callers that
 already catch the built-in types keep working.
+
+::
+
+    QdrantSiftError
+    ├── InvalidInputError (ValueError)
+    │   ├── DimensionMismatchError
+    │   ├── NonFiniteError
+    │   ├── ConfigError
+    │   ├── PromptTooLongError
+    │   └── ServerLimitError           a request exceeds a limit of the reranker service
+    ├── StoreError (RuntimeError)
+    │   ├── StoreUnavailableError
+    │   ├── StoreLockedError
+    │   ├── StoreCorruptedError
+    │   ├── CollectionNotFoundError
+    │   ├── EmptyCollectionError
+    │   └── IngestError
+    ├── RerankerError (RuntimeError)
+    │   ├── RerankerUnavailableError
+    │   ├── SelectionCancelledError    cancelled, deadline passed, or the server shut down
+    │   └── RemoteRerankerError        a service status with no class of its own (auth, overload)
+    ├── ModelLoadError (RuntimeError)
+    └── TuningError (RuntimeError)
+
+The reranker service sends the class name of every error it raises in the ``x-sift-error``
+trailer, and :class:`~qdrant_sift.reranker.RemoteReranker` raises that very class again, so a
+call fails with the same class in-process and over gRPC.
 """
 
 from __future__ import annotations
@@ -23,6 +50,7 @@ __all__ = [
     "RerankerError",
     "RerankerUnavailableError",
     "SelectionCancelledError",
+    "ServerLimitError",
     "StoreCorruptedError",
     "StoreError",
     "StoreLockedError",
@@ -56,6 +84,20 @@ class ConfigError(InvalidInputError):
 
 class PromptTooLongError(InvalidInputError):
     """The prompt does not fit the language model's context window."""
+
+
+class ServerLimitError(InvalidInputError):
+    """A request exceeds one of the reranker service's configured limits; ``limit`` names it
+    (``max_k``, ``max_cost``, ``max_message_bytes``, ...)."""
+
+    def __init__(self, message: str, limit: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+    @classmethod
+    def exceeded(cls, limit: str, value: int, maximum: int, what: str) -> ServerLimitError:
+        """The error for ``what=value`` above ``limit=maximum``."""
+        return cls(f"{what}={value} exceeds the server limit {limit}={maximum}", limit)
 
 
 # --- storage ----------------------------------------------------------------------------------

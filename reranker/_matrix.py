@@ -19,9 +19,12 @@ from qdrant_sift.errors import (
     DimensionMismatchError,
     InvalidInputError,
     NonFiniteError,
+    ServerLimitError,
 )
 from qdrant_sift.options import DEFAULTS
 from qdrant_sift.v1 import reranker_pb2 as pb
+
+from ._checks import array_of_numbers, check_shape
 
 __all__ = [
     "STRATEGY_NAMES",
@@ -60,18 +63,6 @@ STRATEGY_NAMES: dict[int, str] = {
 }
 _STRATEGY_CODES = {"sift": pb.STRATEGY_SIFT, "nearest": pb.STRATEGY_NEAREST, "mmr": pb.STRATEGY_MMR}
 _STRATEGY_CODES["random"] = pb.STRATEGY_RANDOM
-
-
-class ServerLimitError(InvalidInputError):
-    """A request exceeds one of the server's configured limits; ``limit`` names it."""
-
-    def __init__(self, message: str, limit: str | None = None) -> None:
-        super().__init__(message)
-        self.limit = limit
-
-    @classmethod
-    def exceeded(cls, limit: str, value: int, maximum: int, what: str) -> ServerLimitError:
-        return cls(f"{what}={value} exceeds the server limit {limit}={maximum}", limit)
 
 
 @dataclass(frozen=True)
@@ -130,21 +121,22 @@ def from_matrix(
     return array
 
 
-def as_float32_2d(array: Any, name: str) -> np.ndarray:
-    """Client side: numpy / torch / nested lists -> C-contiguous (rows, d) float32."""
+def as_float32_2d(array: Any, name: str, *, allow_vector: bool = True) -> np.ndarray:
+    """Client side: numpy / torch / nested lists -> C-contiguous (rows, d) float32, refused
+    with the in-process selector's rules and classes (``allow_vector``: a (d,) query)."""
     if hasattr(array, "detach"):  # a torch tensor, without importing torch here
         array = array.detach().cpu().numpy()
-    out = np.asarray(array, dtype=np.float32)
+    arr = array_of_numbers(array, name)
+    check_shape(arr.shape, name, allow_vector=allow_vector)
+    out = arr.astype(np.float32, copy=False)
     if out.ndim == 1:
         out = out[None, :]
-    if out.ndim != 2:
-        raise InvalidInputError(f"{name}: expected a vector or a matrix, got shape {out.shape}")
     return np.ascontiguousarray(out)
 
 
-def to_matrix(array: Any, name: str = "array") -> pb.Matrix:
+def to_matrix(array: Any, name: str = "array", *, allow_vector: bool = True) -> pb.Matrix:
     """Encode an array as a ``Matrix`` (one vector becomes one row)."""
-    a = as_float32_2d(array, name)
+    a = as_float32_2d(array, name, allow_vector=allow_vector)
     return pb.Matrix(rows=a.shape[0], cols=a.shape[1], data=a.astype(_F32, copy=False).tobytes())
 
 

@@ -2,9 +2,12 @@
 
 Same ``select``/``select_batch`` signature and the same ``Selection`` results as
 :func:`qdrant_sift.reranker.select` (device and dtype are the server's business). UNAVAILABLE is
-retried with exponential backoff and jitter (selection is idempotent); other failures raise typed
-errors: bad input raises the very :mod:`qdrant_sift.errors` class the server raised.
-This module does not import torch.
+retried with exponential backoff and jitter (selection is idempotent). Every other failure raises
+the :mod:`qdrant_sift.errors` class the same call raises in-process: the server names the class
+in the ``x-sift-error`` trailer, CANCELLED and DEADLINE_EXCEEDED (the server's or this client's
+deadline) are :class:`~qdrant_sift.errors.SelectionCancelledError`, and only statuses with no
+in-process twin (UNAUTHENTICATED, overload, an unknown server error) stay
+:class:`~qdrant_sift.errors.RemoteRerankerError`. This module does not import torch.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from qdrant_sift.options import DEFAULTS
 from qdrant_sift.v1 import reranker_pb2 as pb
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
+from ._checks import check_options
 from ._matrix import (
-    ServerLimitError,
     as_float32_2d,
     batch_dims_message,
     filter_to_proto,
@@ -88,7 +91,7 @@ def _check_batch_dims(queries: list[Any], candidates: Any) -> None:
     for b, q in enumerate(queries):
         d = as_float32_2d(q, f"queries[{b}]").shape[1]
         if candidates is not None:
-            dc = as_float32_2d(candidates[b], f"candidates[{b}]").shape[1]
+            dc = as_float32_2d(candidates[b], f"candidates[{b}]", allow_vector=False).shape[1]
             if dc != d:
                 raise errors.DimensionMismatchError(
                     f"queries[{b}]: query has dimension {d} but candidates have dimension {dc}"
@@ -97,6 +100,40 @@ def _check_batch_dims(queries: list[Any], candidates: Any) -> None:
             d0 = d
         elif d != d0:
             raise errors.DimensionMismatchError(batch_dims_message(b, d, d0))
+
+
+_SERVER_TOO_LARGE = "SERVER: Received message larger than max"
+
+
+def _sift_class(name: str) -> type[errors.QdrantSiftError] | None:
+    """The public error class the server named in ``x-sift-error`` (None if it names none)."""
+    cls = getattr(errors, name, None) if name in errors.__all__ else None
+    return cls if isinstance(cls, type) and issubclass(cls, errors.QdrantSiftError) else None
+
+
+def _typed_error(
+    code: grpc.StatusCode, details: str, trailing: dict[str, Any], rid: str
+) -> Exception | None:
+    """The in-process class for a failed call, or None for a status without one."""
+    if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
+        reason = "deadline" if code is grpc.StatusCode.DEADLINE_EXCEEDED else "cancelled"
+        return errors.SelectionCancelledError(f"{details} (request id {rid})", reason)
+    cls = _sift_class(str(trailing.get("x-sift-error", "")))
+    if cls is errors.ServerLimitError:
+        limit = trailing.get("x-sift-limit")
+        return errors.ServerLimitError(details, str(limit) if limit else None)
+    if cls is errors.RemoteRerankerError:
+        return errors.RemoteRerankerError(details, code.name)
+    if cls is not None:
+        # Input errors read as they do in-process; system errors carry the id for the server log.
+        return cls(details if issubclass(cls, ValueError) else f"{details} (request id {rid})")
+    if code is grpc.StatusCode.INVALID_ARGUMENT:  # a ValueError that is not ours
+        return errors.InvalidInputError(details)
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and _SERVER_TOO_LARGE in details:
+        # Far above max_message_bytes the transport refuses the request before the service sees
+        # it: the same limit, so the same class.
+        return errors.ServerLimitError(details, "max_message_bytes")
+    return None
 
 
 def _pem(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
@@ -183,10 +220,11 @@ class RemoteReranker:
         timeout: float | None = None,
     ) -> Any:
         """Pick ``n`` of ``candidates`` (K, d) for ``query`` (d,) or (m, d); see ``select``."""
+        check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
         opts = options_to_proto(strategy, lam, alpha, unique, normalize, diversity, seed)
         request = pb.SelectRequest(
             query=to_matrix(query, "query"),
-            candidates=to_matrix(candidates, "candidates"),
+            candidates=to_matrix(candidates, "candidates", allow_vector=False),
             n=_count(n),
             **opts,
         )
@@ -208,6 +246,7 @@ class RemoteReranker:
         timeout: float | None = None,
     ) -> list[Any]:
         """One selection per query, in input order; ``candidates`` is shared (K, d) or a list."""
+        check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
         opts = options_to_proto(strategy, lam, alpha, unique, normalize, diversity, seed)
         qs = self._queries(queries)
         per_query = is_per_prompt(candidates)
@@ -215,7 +254,7 @@ class RemoteReranker:
             raise errors.InvalidInputError(
                 f"{len(qs)} queries but {len(candidates)} candidate sets"
             )
-        shared = None if per_query else to_matrix(candidates, "candidates")
+        shared = None if per_query else to_matrix(candidates, "candidates", allow_vector=False)
         n = _count(n)
         _check_batch_dims(qs, candidates if per_query else None)
         out: list[Any] = []
@@ -224,7 +263,11 @@ class RemoteReranker:
             requests = [
                 pb.SelectRequest(
                     query=to_matrix(qs[i], f"queries[{i}]"),
-                    candidates=to_matrix(candidates[i], f"candidates[{i}]") if per_query else None,
+                    candidates=(
+                        to_matrix(candidates[i], f"candidates[{i}]", allow_vector=False)
+                        if per_query
+                        else None
+                    ),
                     n=n,
                     **opts,
                 )
@@ -268,6 +311,7 @@ class RemoteReranker:
         timeout: float | None = None,
     ) -> RecallResult:
         """The server recalls ``k`` points of ``collection`` for ``query`` and picks ``n``."""
+        check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
         opts = options_to_proto(strategy, lam, alpha, unique, normalize, diversity, seed)
         request = pb.RecallRequest(
             collection=collection,
@@ -325,19 +369,13 @@ class RemoteReranker:
     def _error(self, exc: Any, rid: str, attempts: int) -> Exception:
         code, details = exc.code(), exc.details() or ""
         trailing = dict(exc.trailing_metadata() or ())
-        if code is grpc.StatusCode.INVALID_ARGUMENT:
-            name = str(trailing.get("x-sift-error", ""))
-            if name == "ServerLimitError":
-                return ServerLimitError(details, trailing.get("x-sift-limit"))
-            cls = getattr(errors, name, None) if name else None
-            if not (isinstance(cls, type) and issubclass(cls, errors.InvalidInputError)):
-                cls = errors.InvalidInputError
-            return cls(details)
-        if code is grpc.StatusCode.UNAVAILABLE:
-            return errors.RerankerUnavailableError(
+        return _typed_error(code, details, trailing, rid) or (
+            errors.RerankerUnavailableError(
                 f"reranker at {self.target} unavailable after {attempts} attempt(s): {details}"
             )
-        return errors.RemoteRerankerError(f"{code.name}: {details} (request id {rid})", code.name)
+            if code is grpc.StatusCode.UNAVAILABLE
+            else errors.RemoteRerankerError(f"{code.name}: {details} (request id {rid})", code.name)
+        )
 
     def close(self) -> None:
         if not self._closed:

@@ -309,9 +309,9 @@ def test_no_work_started_past_the_deadline() -> None:
             blocker = threading.Thread(target=client.select, args=(Q, X, BLOCK_N))
             blocker.start()
             assert gate.entered.wait(10)
-            with pytest.raises(errors.RemoteRerankerError) as info:
+            with pytest.raises(errors.SelectionCancelledError) as info:
                 client.select(Q, X, 3, timeout=0.3)  # queued behind the blocker, then expires
-            assert info.value.code == "DEADLINE_EXCEEDED"
+            assert info.value.reason == "deadline"
             gate.release.set()
             blocker.join(10)
             client.select(Q, X, 2)  # runs after the expired call in the single worker
@@ -326,13 +326,13 @@ def test_batch_stops_at_the_deadline_between_groups() -> None:
 
             def expire() -> None:
                 # Two option groups: n=BLOCK_N blocks past the deadline, n=3 must never start.
-                with pytest.raises(errors.RemoteRerankerError) as info:
+                with pytest.raises(errors.SelectionCancelledError) as info:
                     client._call(
                         client._stub.SelectBatch,
                         pb.SelectBatchRequest(requests=[_request(n=BLOCK_N), _request(n=3)]),
                         0.3,
                     )
-                assert info.value.code == "DEADLINE_EXCEEDED"
+                assert info.value.reason == "deadline"
                 done.set()
 
             caller = threading.Thread(target=expire)
@@ -388,8 +388,8 @@ def test_graceful_stop_drains_in_flight_call() -> None:
                     probe.select(Q, X, 2)
                 except errors.RerankerUnavailableError:
                     break
-                except errors.RemoteRerankerError as exc:  # a call racing the close
-                    assert exc.code == "CANCELLED"
+                except errors.SelectionCancelledError as exc:  # a call racing the close
+                    assert exc.reason == "cancelled"
                     break
                 assert time.monotonic() < deadline
             assert caller.is_alive()
