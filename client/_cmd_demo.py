@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from qdrant_sift.client.embed import default_embedder
     from qdrant_sift.client.ingest import ingest
     from qdrant_sift.client.stores import EdgeStore
+    from qdrant_sift.errors import LegacyIdsError
 
     show = not args.no_progress
     folder = Path(args.path) if args.path else default_edge_path()
@@ -99,7 +100,12 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with EdgeStore(folder, args.collection) as store:
         sources = demo_sources(args.modules)
-        report = ingest(sources, store, embedder, chunk_tokens=args.chunk_tokens, progress=show)
+        try:
+            report = ingest(sources, store, embedder, chunk_tokens=args.chunk_tokens, progress=show)
+        except LegacyIdsError:  # cached by an older version: the demo's own, rebuild it
+            print("rebuilding the demo collection (old chunk-id scheme) …", file=sys.stderr)
+            store.drop()
+            report = ingest(sources, store, embedder, chunk_tokens=args.chunk_tokens, progress=show)
         print(
             f"corpus: {len(sources)} standard-library modules → {store.count()} chunks "
             f"({report.upserted} new) in {time.perf_counter() - started:.1f} s"

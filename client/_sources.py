@@ -18,6 +18,7 @@ import errno
 import fnmatch
 import json
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ __all__ = [
     "NotRegular",
     "ReadError",
     "Skips",
+    "heading_marks",
+    "heading_path",
     "read_bytes",
     "read_source",
     "walk",
@@ -348,6 +351,38 @@ def read_source(path: Path, data: bytes, skips: Skips) -> tuple[str, list[Doc]]:
     return reader, [Doc(text, None, meta)]
 
 
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
+
+
+def heading_marks(text: str) -> list[tuple[int, int, str]]:
+    """(offset, level, heading) of the Markdown ATX headings (``#`` … ``######``) in ``text``,
+    outside fenced code blocks; HTML text from :func:`html_to_text` marks its headings so too."""
+    marks: list[tuple[int, int, str]] = []
+    offset, fenced = 0, False
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            fenced = not fenced
+        elif not fenced:
+            m = _HEADING.match(stripped)
+            if m:
+                marks.append((offset, len(m.group(1)), m.group(2)))
+        offset += len(line)
+    return marks
+
+
+def heading_path(marks: Sequence[tuple[int, int, str]], at: int) -> list[str]:
+    """The headings a position lies under, outermost first (``["Guide", "Install"]``)."""
+    path: list[tuple[int, str]] = []
+    for offset, level, title in marks:
+        if offset > at:
+            break
+        while path and path[-1][0] >= level:
+            path.pop()
+        path.append((level, title))
+    return [t for _, t in path]
+
+
 def _markdown_title(text: str) -> str | None:
     for line in text.splitlines()[:50]:
         if line.startswith("# "):
@@ -405,6 +440,7 @@ def _read_pdf(data: bytes) -> list[Doc]:
 
 # --- HTML ------------------------------------------------------------------------------------
 
+_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 _SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head", "iframe"})
 _BLOCK_TAGS = frozenset(
     [
@@ -466,8 +502,10 @@ class _TextParser(HTMLParser):
             self._in_title = True
         elif tag in _SKIP_TAGS:
             self._skip += 1
+        elif tag in _HEADINGS:
+            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")  # Markdown-style: a heading path
         elif tag in _BLOCK_TAGS:
-            self.parts.append("\n\n" if tag in ("p", "pre") or tag[0] == "h" else "\n")
+            self.parts.append("\n\n" if tag in ("p", "pre") else "\n")
             if tag == "pre":
                 self._pre += 1
             if tag == "li":

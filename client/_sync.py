@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from qdrant_sift.errors import DimensionMismatchError, IngestError
+from qdrant_sift.errors import DimensionMismatchError, IngestError, LegacyIdsError
 
 from .stores._base import PointId, StoredPoint, VectorStore
 
@@ -194,13 +194,14 @@ def scan(
     return sources, legacy
 
 
-def legacy_error(collection: str, n: int) -> IngestError:
-    return IngestError(
+def legacy_error(collection: str, n: int) -> LegacyIdsError:
+    return LegacyIdsError(
         f"collection {collection!r} holds {n} chunk(s) written with the old id scheme (ids from "
         "absolute paths, no source_hash); new chunks would not replace them. Either start over: "
         f"qdrant-sift ingest PATH --collection {collection} --recreate, or convert it in place "
         f"(vectors kept): qdrant-sift migrate-ids --collection {collection} --root FOLDER "
-        "(the folder you ingested from), then ingest as usual"
+        "(the folder you ingested from), then ingest as usual",
+        count=n,
     )
 
 

@@ -24,7 +24,17 @@ from typing import Any
 
 from qdrant_sift.errors import ConfigError, InvalidInputError
 
-from ._sources import Doc, NotRegular, ReadError, Skips, read_bytes, read_source, walk
+from ._sources import (
+    Doc,
+    NotRegular,
+    ReadError,
+    Skips,
+    heading_marks,
+    heading_path,
+    read_bytes,
+    read_source,
+    walk,
+)
 from ._sync import (
     CLEANUP_MODES,
     SYNC_FIELDS,
@@ -55,7 +65,7 @@ __all__ = [
 ]
 
 #: Payload keys ingest owns; a JSONL record or ``metadata`` cannot override them.
-_RESERVED = ("text", "source", "chunk_index", "reader", *SYNC_FIELDS)
+_RESERVED = ("text", "source", "chunk_index", "reader", "headings", *SYNC_FIELDS)
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]], report: IngestReport) -> list[Path]:
@@ -108,13 +118,21 @@ def _split(
     spans: Any,
     chunk_tokens: int,
     overlap: int,
-) -> list[str]:
+) -> list[tuple[str, int]]:
+    """(chunk, its offset in ``text``) pairs; a custom chunker's pieces are found in order."""
     if chunker is None:
-        return [c.text for c in chunk_text(text, spans, chunk_tokens, overlap)]
+        return [(c.text, c.start) for c in chunk_text(text, spans, chunk_tokens, overlap)]
     pieces = list(chunker(text))
     if not all(isinstance(p, str) for p in pieces):
         raise InvalidInputError("chunker must return a list of str")
-    return [p for p in pieces if p.strip()]
+    out: list[tuple[str, int]] = []
+    cursor = 0
+    for p in pieces:
+        if p.strip():
+            at = text.find(p, cursor)
+            out.append((p, max(at, 0)))
+            cursor = at if at >= 0 else cursor
+    return out
 
 
 def _chunking_key(
@@ -321,23 +339,27 @@ def _sync_source(
     report.skipped.extend(skips)
     report.files_read += 1
     report.records_read += len(docs)
-    pieces: list[tuple[str, str, str, int, dict[str, Any]]] = []
+    pieces: list[tuple[str, str, str, int, dict[str, Any], dict[str, Any]]] = []
     for doc in docs:
         meta = {**base_meta, **doc.metadata}
         source = f"{sid}:{doc.part}" if reader == "jsonl" else sid
-        for index, text in enumerate(_split(doc.text, chunker, spans, chunk_tokens, overlap)):
-            pieces.append((text, source, position(doc.part, index), index, meta))
+        marks = heading_marks(doc.text) if reader in ("markdown", "html") else []
+        for index, (text, at) in enumerate(_split(doc.text, chunker, spans, chunk_tokens, overlap)):
+            headings = heading_path(marks, at) if marks else []
+            extra = {"headings": headings} if headings else {}
+            pieces.append((text, source, position(doc.part, index), index, meta, extra))
     sync = {"reader": reader, "source_id": sid, "source_hash": h, "source_chunks": len(pieces)}
     have = stored.ids if stored is not None else {}
     new_ids: set[str] = set()
-    for text, source, pos, index, meta in pieces:
+    for text, source, pos, index, meta, extra in pieces:
         pid = chunk_id(sid, pos, text)
         new_ids.add(pid)
         report.chunks += 1
         if skip_existing and have.get(pid) == h:
             report.skipped_existing += 1
             continue
-        writer.add(pid, text, _payload(meta, text, source, index, sync), pid in have)
+        payload = _payload(meta, text, source, index, {**sync, **extra})
+        writer.add(pid, text, payload, pid in have)
     if stored is None or not stored.ids:
         report.sources_added += 1
         report.planned["added"].append(sid)

@@ -21,6 +21,7 @@ already catch the built-in types keep working.
     │   ├── CollectionNotFoundError
     │   ├── EmptyCollectionError
     │   └── IngestError
+    │       └── LegacyIdsError         a collection of the old chunk-id scheme (migrate-ids)
     ├── RerankerError (RuntimeError)
     │   ├── RerankerUnavailableError
     │   ├── SelectionCancelledError    cancelled, deadline passed, or the server shut down
@@ -42,6 +43,7 @@ __all__ = [
     "EmptyCollectionError",
     "IngestError",
     "InvalidInputError",
+    "LegacyIdsError",
     "ModelLoadError",
     "NonFiniteError",
     "PromptTooLongError",
@@ -146,6 +148,17 @@ class EmptyCollectionError(StoreError):
 
 class IngestError(StoreError):
     """Ingestion could not proceed (nothing was written for the failing batch)."""
+
+
+class LegacyIdsError(IngestError):
+    """The collection holds chunks written with the first id scheme (ids from absolute paths,
+    no ``source_hash``); new chunks would not replace them, so ingest refuses to mix the two.
+    Re-ingest with ``--recreate``, or convert in place with ``qdrant-sift migrate-ids``.
+    ``count`` is how many such chunks were seen."""
+
+    def __init__(self, message: str, count: int = 0) -> None:
+        super().__init__(message)
+        self.count = count
 
 
 # --- reranking --------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from conftest_stores import DIM, HERE, HashEmbedder, StoreFactory, open_from_spe
 from qdrant_sift.client.embed import FunctionEmbedder
 from qdrant_sift.client.ingest import add_texts, chunk_id, ingest, migrate_ids
 from qdrant_sift.client.stores import EdgeStore, QdrantStore, VectorStore
-from qdrant_sift.errors import ConfigError, IngestError
+from qdrant_sift.errors import ConfigError, IngestError, LegacyIdsError
 
 KW: dict[str, Any] = dict(tokenizer="regex", chunk_tokens=20, overlap=4, batch_size=6,
                           progress=False)  # fmt: skip
@@ -286,7 +286,7 @@ class TestSync:
                     [{"text": p["text"], "source": src, "chunk_index": p["chunk_index"]}],
                 )
             n = store.count()
-            with pytest.raises(IngestError, match="migrate-ids") as err:
+            with pytest.raises(LegacyIdsError, match="migrate-ids") as err:
                 ingest(corpus, store, emb, **KW)
             assert "--recreate" in str(err.value) and store.count() == n  # nothing written
             with pytest.raises(IngestError, match="migrate-ids"):
@@ -391,11 +391,13 @@ def test_mixed_folder_every_format_and_every_skip_reason(tmp_path) -> None:
     html = by_source["docs/index.html"][0]
     assert html["reader"] == "html" and html["title"] == "The Guide"
     assert "never" not in html["text"] and "color" not in html["text"]
-    assert "Install" in html["text"] and "Run pip & enjoy." in html["text"]
+    assert "# Install" in html["text"] and "Run pip & enjoy." in html["text"]
+    assert html["headings"] == ["Install"]
     assert "- one" in html["text"]
     assert by_source["page"][0]["reader"] == "html"
     assert by_source["COPYING"][0]["text"].startswith("GNU")  # the BOM is stripped
     assert by_source["guide.md"][0]["title"] == "Guide Title"
+    assert by_source["guide.md"][0]["headings"] == ["Guide Title"]
     assert (
         by_source["main.go"][0]["language"] == "go" and by_source["lib.rs"][0]["reader"] == "code"
     )
@@ -416,6 +418,20 @@ def test_common_licenses_are_ingested() -> None:
         sources = {p.payload["source_id"] for p in store.scroll()}
     assert report.skipped == [] and report.files_read == len(files) == len(sources)
     assert "GPL-3" in sources and "GPL" not in sources  # the file, not the link to it
+
+
+def test_heading_path_per_chunk(tmp_path) -> None:
+    doc = tmp_path / "manual.md"
+    doc.write_text(
+        "# Manual\n\nintro words here\n\n## Install\n\n" + "install words " * 12
+        + "\n\n```\n# not a heading\n```\n\n### On Linux\n\n" + "linux words " * 12
+        + "\n\n## Use\n\n" + "use words " * 12
+    )  # fmt: skip
+    with QdrantStore("h", location=":memory:") as store:
+        ingest(doc, store, HashEmbedder(), **{**KW, "overlap": 0})
+        paths = {tuple(p.payload.get("headings", ())) for p in store.scroll()}
+    assert ("Manual", "Install", "On Linux") in paths and ("Manual", "Use") in paths
+    assert not any("not a heading" in h for path in paths for h in path)
 
 
 def test_include_and_single_file_ids(tmp_path) -> None:
