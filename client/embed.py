@@ -8,8 +8,8 @@ Bring-your-own vectors: wrap any function with :class:`FunctionEmbedder`.
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -82,6 +82,7 @@ class HFEmbedder:
     """A Hugging Face encoder (id or local folder) with mean pooling and L2 normalisation.
 
     The model loads on first use, so constructing one is free; ``dim`` reads only the config.
+    Thread-safe: concurrent first calls load the model once (under a per-instance lock).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class HFEmbedder:
         self._model: Any = None
         self._tokenizer: Any = None
         self._dim: int | None = None
+        self._load_lock = threading.Lock()
 
     @property
     def dim(self) -> int:
@@ -126,22 +128,25 @@ class HFEmbedder:
         return self._dim
 
     def _load(self) -> None:
-        if self._model is not None:
+        if self._model is not None:  # published last, so everything else is set
             return
-        try:
-            import torch
-            from transformers import AutoModel, AutoTokenizer
+        with self._load_lock:
+            if self._model is not None:  # another thread loaded it while this one waited
+                return
+            try:
+                import torch
+                from transformers import AutoModel, AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
-            model = AutoModel.from_pretrained(self.name_or_path)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"cannot load embedder {self.name_or_path!r} (offline? wrong path?): {exc}"
-            ) from exc
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._model = model.to(device).eval()
-        self.device = device
-        self._dim = int(model.config.hidden_size)
+                tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
+                model = AutoModel.from_pretrained(self.name_or_path)
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"cannot load embedder {self.name_or_path!r} (offline? wrong path?): {exc}"
+                ) from exc
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self._tokenizer, self.device = tokenizer, device
+            self._dim = int(model.config.hidden_size)
+            self._model = model.to(device).eval()
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         items = _check_texts(texts)
@@ -189,7 +194,31 @@ def minilm_path() -> str:
     return str(get_model_path())
 
 
-@functools.lru_cache(maxsize=1)
-def default_embedder(device: str | None = None) -> HFEmbedder:
-    """all-MiniLM-L6-v2, offline, shared per process (loads on first embed)."""
-    return HFEmbedder(minilm_path(), device=device, batch_size=32, max_length=256)
+class _DefaultEmbedder:
+    """``default_embedder(device=None)``: all-MiniLM-L6-v2, offline, one shared instance per
+    process (the last device asked for); loads on first embed.
+
+    Thread-safe: concurrent first calls get the same instance, whose model then loads once.
+    ``default_embedder.cache_clear()`` forgets it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cached: tuple[str | None, HFEmbedder] | None = None
+
+    def __call__(self, device: str | None = None) -> HFEmbedder:
+        with self._lock:
+            if self._cached is None or self._cached[0] != device:
+                emb = HFEmbedder(minilm_path(), device=device, batch_size=32, max_length=256)
+                self._cached = (device, emb)
+            return self._cached[1]
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._cached = None
+
+    def __repr__(self) -> str:
+        return "<function default_embedder>"
+
+
+default_embedder = _DefaultEmbedder()

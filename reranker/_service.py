@@ -129,7 +129,8 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         self._allowed = None if collections is None else frozenset(collections)
         self._max_open = max(1, int(max_open_stores))
         self._stores: OrderedDict[str, _OpenStore] = OrderedDict()
-        self._stores_lock = threading.Lock()
+        self._stores_lock = threading.Condition()
+        self._closing: set[str] = set()  # evicted, still closing: not to be reopened yet
         self._calls: set[CallScope] = set()
         self._calls_lock = threading.Condition()
 
@@ -335,8 +336,11 @@ class RerankerServicer(pb_grpc.RerankerServicer):
                 f"collection {collection!r} is not served here (allowed: "
                 f"{', '.join(sorted(self._allowed)) or 'none'})"
             )
-        to_close: list[Any] = []
+        to_close: dict[str, Any] = {}
         with self._stores_lock:
+            # An embedded shard evicted by another call may still be closing; opening it again
+            # before that close ends would find it locked (StoreLockedError).
+            self._stores_lock.wait_for(lambda: collection not in self._closing)
             entry = self._stores.get(collection)
             if entry is None:
                 entry = _OpenStore(self._store_factory(collection))  # may raise NOT_FOUND
@@ -345,10 +349,11 @@ class RerankerServicer(pb_grpc.RerankerServicer):
                     if len(self._stores) <= self._max_open:
                         break
                     if name != collection:
-                        to_close.append(self._stores.pop(name).store)
+                        to_close[name] = self._stores.pop(name).store
+                self._closing.update(to_close)
             self._stores.move_to_end(collection)
             entry.users += 1
-        self._close_all(to_close)
+        self._close_evicted(to_close)
         try:
             yield entry.store
         except errors.CollectionNotFoundError:
@@ -357,13 +362,22 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         finally:
             with self._stores_lock:
                 entry.users -= 1
+                to_close = {}
                 if entry.dropped and entry.users == 0:
                     if self._stores.get(collection) is entry:
                         del self._stores[collection]
-                    to_close = [entry.store]
-                else:
-                    to_close = []
-            self._close_all(to_close)
+                    to_close[collection] = entry.store
+                    self._closing.add(collection)
+            self._close_evicted(to_close)
+
+    def _close_evicted(self, stores: dict[str, Any]) -> None:
+        if stores:
+            try:
+                self._close_all(list(stores.values()))
+            finally:
+                with self._stores_lock:
+                    self._closing.difference_update(stores)
+                    self._stores_lock.notify_all()
 
     @staticmethod
     def _close_all(stores: list[Any]) -> None:
