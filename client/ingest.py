@@ -220,8 +220,7 @@ def ingest(
     if batch_size <= 0:
         raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
     check_window(chunk_tokens, overlap)
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if source_id is not None and (not isinstance(source_id, str) or not source_id.strip("/")):
         raise InvalidInputError(f"source_id must be a non-empty str, got {source_id!r}")
     if embedder is None:
@@ -237,6 +236,7 @@ def ingest(
     else:  # an existing collection is checked before any write
         store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd)
         store.index_payload(("source_id", "source_hash"))
+        store.note_sources([os.path.realpath(p) for p in paths if os.path.exists(p)])
     state: dict[str, StoredSource] = {}
     if store.exists():
         state, legacy = scan(store)

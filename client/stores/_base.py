@@ -268,6 +268,11 @@ class VectorStore(ABC):
         server, Qdrant Edge; local mode filters by scanning). Existing indexes are kept."""
         return None
 
+    def note_sources(self, paths: Sequence[str]) -> None:
+        """Remember the absolute paths a collection was ingested from, so a damaged Edge shard
+        can name its repair (``qdrant-sift ingest PATHS --recreate``); no-op elsewhere."""
+        return None
+
     # --- shared logic -------------------------------------------------------------------------
 
     def create(

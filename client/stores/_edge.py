@@ -363,7 +363,8 @@ class EdgeStore(VectorStore):
         out: list[str] = []
         for p in payloads:
             src = p.get("source")
-            if not isinstance(src, str) or not src:
+            # ingest's source ids are relative (see note_sources); absolute ones are legacy
+            if not isinstance(src, str) or not os.path.isabs(src):
                 continue
             m = _JSONL_LINE.match(src)
             src = m.group(1) if m else src
@@ -371,6 +372,15 @@ class EdgeStore(VectorStore):
                 have.add(src)
                 out.append(src)
         return out[: _MAX_SOURCES - len(self._sources)]
+
+    def note_sources(self, paths: Sequence[str]) -> None:
+        self._require()
+        have = set(self._sources)
+        new = [p for p in dict.fromkeys(paths) if p not in have]
+        if new and len(self._sources) < _MAX_SOURCES:
+            with self._write_lock:
+                self._sources.extend(new[: _MAX_SOURCES - len(self._sources)])
+                self._manifest_or_error()
 
     def _upsert(
         self, ids: list[PointId], vectors: np.ndarray, payloads: list[dict], kernels: Any
