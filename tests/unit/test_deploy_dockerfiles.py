@@ -108,9 +108,10 @@ def _dockerignore_includes(rel: str) -> bool:
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    mod = pytest.importorskip("qdrant_sift.reranker._cmd_serve", reason="serve CLI not built yet")
+    from qdrant_sift.reranker import _cmd_serve
+
     p = argparse.ArgumentParser(exit_on_error=False)
-    mod.add_arguments(p)
+    _cmd_serve.add_arguments(p)
     return p
 
 

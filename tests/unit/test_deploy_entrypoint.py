@@ -21,13 +21,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "Dockerfile.reranker-cpu"
 HEALTHCHECK = REPO / "deploy" / "healthcheck.py"
-
-pytest.importorskip("qdrant_sift.reranker._cmd_serve", reason="serve CLI not built yet")
 
 
 def _free_port() -> int:
@@ -49,18 +45,14 @@ def _cli_commands() -> set[str]:
 
 
 def _serve_command() -> list[str]:
-    """``qdrant-sift serve`` as the image's ENTRYPOINT runs it, or the module until it is wired."""
-    if "serve" in _cli_commands():
-        return [sys.executable, "-m", "qdrant_sift.client.cli", "serve"]
-    return [sys.executable, "-m", "qdrant_sift.reranker._cmd_serve"]
+    """``qdrant-sift serve`` as the image's ENTRYPOINT runs it."""
+    return [sys.executable, "-m", "qdrant_sift.client.cli", "serve"]
 
 
 def test_console_script_has_the_image_commands() -> None:
     """ENTRYPOINT ["qdrant-sift"] with CMD serve (reranker) and ingest (ingest image)."""
     missing = {"serve", "ingest"} - _cli_commands()
-    if missing:
-        pytest.skip(f"not wired into client/cli.py yet: {sorted(missing)}; the images need them")
-    assert not missing
+    assert not missing, f"not wired into client/cli.py: {sorted(missing)}; the images need them"
 
 
 def _health(port: int) -> subprocess.CompletedProcess[bytes]:

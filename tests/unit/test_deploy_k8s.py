@@ -75,9 +75,10 @@ HELM = yaml.safe_load(HELM_VALUES.read_text())
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    mod = pytest.importorskip("qdrant_sift.reranker._cmd_serve", reason="serve CLI not built yet")
+    from qdrant_sift.reranker import _cmd_serve
+
     parser = argparse.ArgumentParser(prog="serve", exit_on_error=False)
-    mod.add_arguments(parser)
+    _cmd_serve.add_arguments(parser)
     return parser
 
 

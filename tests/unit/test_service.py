@@ -6,6 +6,7 @@ from __future__ import annotations
 import filecmp
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -414,13 +415,32 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
         assert filecmp.cmp(fresh, committed / name, shallow=False), f"{name}: run gen_proto.sh"
 
 
-def test_connections_age_out_without_failing_calls() -> None:
-    """With a short max connection age the server recycles channels; calls keep succeeding."""
+class _Peers(logging.Handler):
+    """The client address of every call, from the service's per-call log record."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.peers: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "rpc" and getattr(record, "method", "") == "Select":
+            self.peers.append(str(record.peer))
+
+
+@pytest.mark.parametrize("age", [0.3, None], ids=["max-age", "no-age"])
+def test_connections_age_out_without_failing_calls(age: float | None) -> None:
+    """With a short max connection age the server closes the connection (GOAWAY) and the client
+    reconnects from a new port, so the calls after the age come from a new peer; calls keep
+    succeeding. Without the option the same connection serves every call (the control)."""
     from qdrant_sift.reranker import RemoteReranker, serve
 
     rng = np.random.default_rng(3)
     query, cands = rng.standard_normal(8, dtype=np.float32), rng.standard_normal((20, 8))
-    handle = serve(port=0, device="cpu", max_connection_age=0.3)
+    logger = logging.getLogger("qdrant_sift.reranker.service")
+    seen, level = _Peers(), logger.level
+    logger.addHandler(seen)
+    logger.setLevel(logging.INFO)
+    handle = serve(port=0, device="cpu", max_connection_age=age)
     try:
         with RemoteReranker(f"grpc://127.0.0.1:{handle.port}", timeout=10) as remote:
             picks = [remote.select(query, cands, 3).indices.tolist() for _ in range(3)]
@@ -428,4 +448,12 @@ def test_connections_age_out_without_failing_calls() -> None:
             picks += [remote.select(query, cands, 3).indices.tolist() for _ in range(3)]
     finally:
         handle.stop(0)
+        logger.removeHandler(seen)
+        logger.setLevel(level)
     assert all(p == picks[0] for p in picks)
+    before, after = seen.peers[:3], seen.peers[3:]
+    assert len(after) == 3 and len(set(before)) == 1, seen.peers
+    if age is None:
+        assert set(after) == set(before), seen.peers
+    else:
+        assert before[0] not in after, f"no reconnect after the connection age: {seen.peers}"
