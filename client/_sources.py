@@ -301,9 +301,13 @@ def decode_text(data: bytes) -> str:
     """UTF-8 (BOM stripped) or UTF-16 with a BOM; :class:`ReadError` for binary content."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
-            return data.decode("utf-16")
+            text = data.decode("utf-16")
         except UnicodeDecodeError as exc:
             raise ReadError(f"not UTF-16 ({exc.reason} at byte {exc.start})") from exc
+        sample = text[:4096]
+        if sum(c.isprintable() or c.isspace() for c in sample) < 0.95 * len(sample):
+            raise ReadError("binary (a UTF-16 mark, but not text)")
+        return text
     if b"\x00" in data:
         raise ReadError("binary (contains NUL bytes)")
     try:

@@ -360,7 +360,9 @@ def _sync_source(
             continue
         payload = _payload(meta, text, source, index, {**sync, **extra})
         writer.add(pid, text, payload, pid in have)
-    if stored is None or not stored.ids:
+    if (stored is None or not stored.ids) and not pieces:
+        report.sources_unchanged += 1  # empty, as before: nothing to store
+    elif stored is None or not stored.ids:
         report.sources_added += 1
         report.planned["added"].append(sid)
     else:
