@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
@@ -170,6 +171,24 @@ def test_message_size_limit_is_server_limit_error(rows: int) -> None:
     ):
         exc = _raised(lambda r: r.select(Q, cands, 3), client)
     assert type(exc) is errors.ServerLimitError and exc.limit == "max_message_bytes", repr(exc)
+
+
+@pytest.mark.parametrize("name", errors.__all__)
+def test_every_public_class_survives_the_trailer(name: str) -> None:
+    """Whatever class the service names in ``x-sift-error``, the client rebuilds exactly it."""
+    from qdrant_sift.reranker._remote import _typed_error
+
+    cls = getattr(errors, name)
+    assert name in (errors.__doc__ or ""), f"{name} missing from the tree in the docstring"
+    if cls in (errors.SelectionCancelledError,):  # travels as CANCELLED / DEADLINE_EXCEEDED
+        return
+    code = (
+        grpc.StatusCode.INVALID_ARGUMENT
+        if issubclass(cls, ValueError)
+        else grpc.StatusCode.INTERNAL
+    )
+    exc = _typed_error(code, "details", {"x-sift-error": name}, "rid")
+    assert type(exc) is cls and "details" in str(exc)
 
 
 def test_server_limit_error_is_public() -> None:
