@@ -36,6 +36,7 @@ __all__ = [
     "Skips",
     "heading_marks",
     "heading_path",
+    "matches",
     "read_bytes",
     "read_source",
     "walk",
@@ -203,7 +204,7 @@ def _entry_problem(path: Path) -> str | None:
     return f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')})"
 
 
-def _matches(rel: str, patterns: Sequence[str]) -> bool:
+def matches(rel: str, patterns: Sequence[str]) -> bool:
     """``fnmatch`` on the relative path and on the file name (``*.md`` matches ``a/b.md``)."""
     name = rel.rsplit("/", 1)[-1]
     return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
@@ -237,7 +238,7 @@ def walk(
         skips.append((str(exc.filename), f"unreadable folder ({exc.strerror or exc})"))
 
     def add(f: Path, sid: str, rel: str) -> None:
-        if (include and not _matches(rel, include)) or _matches(rel, exclude):
+        if (include and not matches(rel, include)) or matches(rel, exclude):
             return
         problem = _entry_problem(f)
         if problem is None and f.is_dir():

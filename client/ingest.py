@@ -31,6 +31,7 @@ from ._sources import (
     Skips,
     heading_marks,
     heading_path,
+    matches,
     read_bytes,
     read_source,
     walk,
@@ -169,10 +170,20 @@ def _check_cleanup(cleanup: str | None) -> str:
     return mode
 
 
-def _in_scope(sid: str, scopes: Sequence[tuple[str, bool]]) -> bool:
+def _in_scope(
+    sid: str,
+    scopes: Sequence[tuple[str, bool]],
+    include: Sequence[str],
+    exclude: Sequence[str],
+) -> bool:
+    """Whether this run covers ``sid``: under a folder given (and through its include/exclude
+    globs, so ``--include '*.md' --cleanup full`` never deletes the other files), or a file."""
     for scope, is_prefix in scopes:
-        if sid == scope or (is_prefix and (not scope or sid.startswith(scope + "/"))):
+        if sid == scope:
             return True
+        if is_prefix and (not scope or sid.startswith(scope + "/")):
+            rel = sid[len(scope) + 1 :] if scope else sid
+            return (not include or matches(rel, include)) and not matches(rel, exclude)
     return False
 
 
@@ -297,7 +308,9 @@ def ingest(
         writer.flush()
         if mode == "full":
             vanished = [
-                s for s in state if s not in seen and s not in failed and _in_scope(s, scopes)
+                s
+                for s in state
+                if s not in seen and s not in failed and _in_scope(s, scopes, include, exclude)
             ]
             for s in sorted(vanished):
                 writer.delete_after_write(list(state[s].ids))

@@ -441,6 +441,13 @@ def test_include_and_single_file_ids(tmp_path) -> None:
         assert {p.payload["source_id"] for p in store.scroll()} == {"a/doc001.txt", "a/doc003.txt"}
         ingest(corpus / "b" / "doc000.txt", store, HashEmbedder(), source_id="manual", **KW)
         assert "manual" in {p.payload["source_id"] for p in store.scroll()}
+        ingest(corpus, store, HashEmbedder(), include=["b/*"], cleanup="full", **KW)
+        ids = {p.payload["source_id"] for p in store.scroll()}
+        assert {"a/doc001.txt", "b/doc000.txt", "manual"} <= ids  # not in this run's scope
+        (corpus / "a" / "doc003.txt").unlink()
+        ingest(corpus, store, HashEmbedder(), exclude=["b/*"], cleanup="full", **KW)
+        ids = {p.payload["source_id"] for p in store.scroll()}
+        assert "a/doc003.txt" not in ids and "b/doc002.txt" in ids
 
 
 # --- CLI ------------------------------------------------------------------------------------
