@@ -180,7 +180,8 @@ def scan(
     """(source id → :class:`StoredSource`, number of legacy points), in one scroll."""
     sources: dict[str, StoredSource] = {}
     legacy = 0
-    for p in store.scroll(batch_size=batch_size, filter=filter):
+    keys = (*SYNC_FIELDS, "chunk_index")  # never the texts
+    for p in store.scroll(batch_size=batch_size, filter=filter, payload_keys=keys):
         pl = p.payload
         sid = pl.get("source_id")
         if isinstance(sid, str) and "source_hash" in pl:
@@ -189,7 +190,7 @@ def scan(
             n = pl.get("source_chunks")
             n = n if isinstance(n, int) and not isinstance(n, bool) else -1
             s.chunks = n if s.chunks == -1 and len(s.ids) == 1 else min(s.chunks, n)
-        elif is_legacy(pl):
+        elif "chunk_index" in pl and "source_hash" not in pl:  # is_legacy, text not read
             legacy += 1
     return sources, legacy
 

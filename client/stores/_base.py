@@ -247,9 +247,14 @@ class VectorStore(ABC):
 
     @abstractmethod
     def scroll(
-        self, batch_size: int = 1000, with_vectors: bool = False, filter: Any = None
+        self,
+        batch_size: int = 1000,
+        with_vectors: bool = False,
+        filter: Any = None,
+        payload_keys: Sequence[str] | None = None,
     ) -> Iterator[StoredPoint]:
-        """Every stored point (matching ``filter``, as in :meth:`recall`), in id order."""
+        """Every stored point (matching ``filter``, as in :meth:`recall`), in id order; with
+        ``payload_keys``, only those payload fields (ingest's sync scan skips the texts)."""
 
     @abstractmethod
     def close(self) -> None:

@@ -513,7 +513,11 @@ class EdgeStore(VectorStore):
         return self._count()
 
     def scroll(
-        self, batch_size: int = 1000, with_vectors: bool = False, filter: Any = None
+        self,
+        batch_size: int = 1000,
+        with_vectors: bool = False,
+        filter: Any = None,
+        payload_keys: Sequence[str] | None = None,
     ) -> Iterator[StoredPoint]:
         import qdrant_edge as qe
 
@@ -521,12 +525,13 @@ class EdgeStore(VectorStore):
         lay = self._load_layout() if with_vectors else None
         want = lay.with_vector(False) if lay else False
         flt = self._native_filter(filter)
+        payload: Any = True if payload_keys is None else list(payload_keys)
         offset: Any = None
         while True:
             with self._engine("scroll"):
                 recs, offset = shard.scroll(
                     qe.ScrollRequest(
-                        offset=offset, limit=batch_size, filter=flt, with_payload=True,
+                        offset=offset, limit=batch_size, filter=flt, with_payload=payload,
                         with_vector=want,
                     )
                 )  # fmt: skip

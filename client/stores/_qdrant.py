@@ -336,7 +336,11 @@ class QdrantStore(VectorStore):
             return int(self._client.count(self.collection, exact=True).count)
 
     def scroll(
-        self, batch_size: int = 1000, with_vectors: bool = False, filter: Any = None
+        self,
+        batch_size: int = 1000,
+        with_vectors: bool = False,
+        filter: Any = None,
+        payload_keys: Sequence[str] | None = None,
     ) -> Iterator[StoredPoint]:
         offset: Any = None
         with_vec = self._with_vectors(with_vectors)
@@ -348,7 +352,7 @@ class QdrantStore(VectorStore):
                     scroll_filter=flt,
                     limit=batch_size,
                     offset=offset,
-                    with_payload=True,
+                    with_payload=True if payload_keys is None else list(payload_keys),
                     with_vectors=with_vec,
                 )
             for r in recs:

@@ -99,6 +99,22 @@ def store_factory(request, tmp_path) -> StoreFactory:
 
 
 class TestSync:
+    def test_scroll_filter_and_payload_keys_agree(self, store_factory) -> None:
+        """The two store additions ingest's scan relies on, the same on every backend."""
+        with store_factory.open() as store:
+            store.create(DIM)
+            store.upsert([1, 2, 3], np.eye(3, DIM) + 0.1, [
+                {"source_id": "a", "text": "x" * 1000, "n": 1},
+                {"source_id": "b", "text": "y", "n": 2},
+                {"source_id": "a", "n": 3},
+            ])  # fmt: skip
+            store.index_payload(("source_id", "source_hash"))
+            store.index_payload(("source_id",))  # again: a no-op
+            got = [(p.id, p.payload) for p in store.scroll(payload_keys=("source_id", "n"))]
+            assert got == [(1, {"source_id": "a", "n": 1}), (2, {"source_id": "b", "n": 2}),
+                           (3, {"source_id": "a", "n": 3})]  # fmt: skip
+            assert [p.id for p in store.scroll(filter={"source_id": "a"}, batch_size=1)] == [1, 3]
+
     def test_edit_replaces_and_nothing_else_is_embedded(self, store_factory, tmp_path) -> None:
         corpus = write_corpus(tmp_path / "c", n_files=6)
         emb = CountingEmbedder()
