@@ -209,10 +209,11 @@ def legacy_error(collection: str, n: int) -> LegacyIdsError:
 def check_legacy(store: VectorStore, sample: int = 256) -> None:
     """Refuse a collection of the old scheme (its first ``sample`` points, by id order)."""
     n = 0
-    for i, p in enumerate(store.scroll(batch_size=sample)):
+    keys = ("chunk_index", "source_hash")
+    for i, p in enumerate(store.scroll(batch_size=sample, payload_keys=keys)):
         if i >= sample:
             break
-        n += is_legacy(p.payload)
+        n += "chunk_index" in p.payload and "source_hash" not in p.payload
     if n:
         raise legacy_error(store.collection, n)
 

@@ -220,7 +220,7 @@ def ingest(
 
     The collection is created with the embedder's dimension if missing; one of another
     dimension raises :class:`DimensionMismatchError` before anything is written, and one
-    written with the old id scheme raises :class:`IngestError` naming the migration.
+    written with the old id scheme raises :class:`LegacyIdsError` naming the migration.
     ``chunker`` (``text -> [piece, ...]``) replaces token windows with your own split.
     ``progress`` is a tqdm bar (True), silent (False) or a callback receiving the report after
     each batch. ``kernel_embedder`` also stores each chunk's SIFT kernel vector (a collection
@@ -246,13 +246,14 @@ def ingest(
             store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd)
     else:  # an existing collection is checked before any write
         store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd)
-        store.index_payload(("source_id", "source_hash"))
-        store.note_sources([os.path.realpath(p) for p in paths if os.path.exists(p)])
     state: dict[str, StoredSource] = {}
     if store.exists():
         state, legacy = scan(store)
         if legacy:
             raise legacy_error(store.collection, legacy)
+    if not dry_run:
+        store.index_payload(("source_id", "source_hash"))
+        store.note_sources([os.path.realpath(p) for p in paths if os.path.exists(p)])
     skips = Skips()
     entries, scopes = walk(
         paths, skips, source_id=source_id, include=tuple(include), exclude=tuple(exclude)
