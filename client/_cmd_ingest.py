@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
         else default_embedder(args.device)
     )
     with store_from_args(args) as store:
-        if args.recreate:
+        if args.recreate and args.dry_run:
+            print("dry run: --recreate not applied (the collection is kept)", file=sys.stderr)
+        elif args.recreate:
             store.drop()
         kernel_embedder = _kernel_embedder(args, store)
         report = ingest(

@@ -490,6 +490,9 @@ def test_cli_json_dry_run_cleanup_and_migrate(tmp_path, monkeypatch, capsys) -> 
     assert report["sources_deleted"] == 1 and report["points"] < first["points"]
     assert main([*base, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["upserted"] == 0  # a no-op
+    assert main([*base, "--recreate", "--dry-run", "--json"]) == 0  # drops nothing
+    kept = json.loads(capsys.readouterr().out)
+    assert kept["points"] == report["points"] and kept["sources_unchanged"] == 2
     assert main(["migrate-ids", "--root", str(corpus), "--path", str(tmp_path / "e"),
                  "--collection", "k"]) == 0  # fmt: skip
     assert "0 points re-keyed" in capsys.readouterr().out
