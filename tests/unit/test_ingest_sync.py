@@ -496,3 +496,12 @@ def test_cli_json_dry_run_cleanup_and_migrate(tmp_path, monkeypatch, capsys) -> 
     assert main(["migrate-ids", "--root", str(corpus), "--path", str(tmp_path / "e"),
                  "--collection", "k"]) == 0  # fmt: skip
     assert "0 points re-keyed" in capsys.readouterr().out
+
+
+def test_pdf_without_the_extra_names_it(tmp_path, monkeypatch) -> None:
+    (tmp_path / "paper.pdf").write_bytes(_pdf(["some text"]))
+    monkeypatch.setitem(sys.modules, "pypdf", None)  # as if the pdf extra were not installed
+    with QdrantStore("p", location=":memory:") as store:
+        report = ingest(tmp_path, store, HashEmbedder(), **KW)
+    assert report.skipped == [(str(tmp_path / "paper.pdf"), report.skipped[0][1])]
+    assert "pip install 'qdrant-sift[pdf]'" in report.skipped[0][1]
