@@ -177,13 +177,20 @@ class SiftClient:
     # --- writing --------------------------------------------------------------------------
 
     def add_texts(
-        self, texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | None = None
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[dict[str, Any]] | None = None,
+        *,
+        ids: Sequence[str] | None = None,
     ) -> list[str]:
-        """Embed and upsert ``texts``, one point each; deterministic ids make re-adding a no-op."""
+        """Embed and upsert ``texts``, one point each; deterministic ids make re-adding a no-op.
+        ``ids``: a source id per text; a new text under a stored id replaces the old one."""
         from qdrant_sift.client.ingest import add_texts
 
         kernel = self._kernel.for_writing(self.store) if self._kernel is not None else None
-        return add_texts(self.store, self.embedder, texts, metadatas, kernel_embedder=kernel)
+        return add_texts(
+            self.store, self.embedder, texts, metadatas, ids=ids, kernel_embedder=kernel
+        )
 
     # --- reading --------------------------------------------------------------------------
 

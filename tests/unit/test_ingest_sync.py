@@ -505,3 +505,13 @@ def test_pdf_without_the_extra_names_it(tmp_path, monkeypatch) -> None:
         report = ingest(tmp_path, store, HashEmbedder(), **KW)
     assert report.skipped == [(str(tmp_path / "paper.pdf"), report.skipped[0][1])]
     assert "pip install 'qdrant-sift[pdf]'" in report.skipped[0][1]
+
+
+def test_sift_client_add_texts_forwards_ids() -> None:
+    from qdrant_sift.client import SiftClient
+
+    with QdrantStore("s", location=":memory:") as store:
+        client = SiftClient(store=store, embedder=HashEmbedder())
+        client.add_texts(["v1"], ids=["note"])
+        client.add_texts(["v2"], ids=["note"])
+        assert [p.payload["text"] for p in store.scroll()] == ["v2"]
