@@ -177,7 +177,9 @@ def test_engine_abort_on_garbage_costs_a_probe_not_the_process(tmp_path: Path) -
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "CORRUPTED" in proc.stdout
-    assert "SIGABRT" in proc.stdout or "cannot load" in proc.stdout
+    # The engine usually aborts (SIGABRT) on this garbage, under load it has also died with
+    # another signal; either way only the probe died and the caller got a typed error.
+    assert "engine died with SIG" in proc.stdout or "cannot load" in proc.stdout
 
 
 def test_without_the_probe_a_changed_file_is_refused_before_the_engine_sees_it(
