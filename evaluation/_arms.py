@@ -4,6 +4,8 @@ An arm is written as a spec string, ``strategy[:option=value,...]``, and the can
 its name in the results, so a sweep adds arms to a running evaluation without renaming old rows:
 
 - ``nearest`` — plain nearest-neighbour search of N in the store (what a user runs instead);
+  ``nearest:kernel=model-mean`` re-ranks the K candidates by similarity in the kernel instead (a
+  control: is a kernel's gain SIFT's, or just a better relevance order?);
 - ``sift:lam=1,unique,k=50,kernel=model-mean,alpha=0.2`` — SIFT through the reranker interface;
 - ``mmr:diversity=0.5`` — our MMR over the K candidates; ``random`` — N of the K at random;
 - ``qdrant-mmr:diversity=0.5`` — the engine's own MMR query (qdrant-client local mode).
@@ -53,9 +55,10 @@ class Arm:
             raise ConfigError(f"diversity must be in [0, 1], got {self.diversity!r}")
         if self.k is not None and self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
-        sift_only = self.lam is not None or self.unique or self.kernel != "recall"
-        if self.strategy != "sift" and sift_only:
-            raise ConfigError(f"lam, unique and kernel apply to sift only, not {self.strategy!r}")
+        if self.strategy != "sift" and (self.lam is not None or self.unique):
+            raise ConfigError(f"lam and unique apply to sift only, not {self.strategy!r}")
+        if self.kernel != "recall" and self.strategy not in ("sift", "nearest", "mmr"):
+            raise ConfigError(f"kernel applies to sift, nearest and mmr, not {self.strategy!r}")
         if self.alpha is not None and self.strategy != "sift":
             raise ConfigError("alpha (adaptive stopping) applies to sift only")
         if self.diversity is not None and self.strategy not in ("mmr", "qdrant-mmr"):

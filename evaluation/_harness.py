@@ -323,7 +323,7 @@ def _evaluate_prompt(prompt: Prompt, ctx: _Context) -> None:
         raise InvalidInputError(f"no candidates recalled for prompt {prompt.id!r}")
     runs: dict[tuple[Any, ...], _Run] = {}
     for arm in arms:
-        if arm.strategy == "nearest":  # what a user runs instead: a plain top-N search
+        if arm.strategy == "nearest" and arm.kernel == "recall":  # a plain top-N search
             hits = ctx.store.recall(q, n_max, both_directions=False, exact=True)
             keys, texts, info = list(hits.ids), [p["text"] for p in hits.payloads], {}
         else:

@@ -152,12 +152,21 @@ def test_qdrant_mmr_without_diversity_is_relevance_order(corpus: Corpus, tmp_pat
 def test_model_kernel_arm_uses_the_models_embedding(corpus: Corpus, tmp_path: Path) -> None:
     tuner = _tuner()
     kernel = ModelEmbedder(tuner.model, tuner.tokenizer, pooling="mean")
-    cfg = EvalConfig(arms=("sift:lam=1,kernel=model-mean", "sift:lam=1"), n_grid=(2,), k=8)
+    cfg = EvalConfig(
+        arms=("sift:lam=1,kernel=model-mean", "sift:lam=1", "nearest:kernel=model-mean"),
+        n_grid=(2,),
+        k=8,
+    )
     with pytest.raises(ConfigError, match="kernels"):
         _run(corpus, tmp_path / "a", cfg, tuner=tuner)
     rows = _run(corpus, tmp_path / "b", cfg, tuner=tuner, kernels={"model-mean": kernel}).rows
     assert (tmp_path / "b" / "kernel-model-mean.f32").stat().st_size > 0
     assert all(r["steps"] == 2 for r in rows.values() if r["arm"] != "base")
+    # The control re-ranks the recalled candidates by kernel similarity: distinct, in the K.
+    for p in corpus.prompts:
+        picks = rows[(p.id, "nearest:kernel=model-mean", 2)]["picks"]
+        sift = rows[(p.id, "sift:lam=1,kernel=model-mean", 2)]["picks"]
+        assert len(set(picks)) == 2 and picks[0] == sift[0]  # SIFT's first pick is the nearest
 
 
 def test_arms_parse_and_refuse_nonsense() -> None:
@@ -167,7 +176,8 @@ def test_arms_parse_and_refuse_nonsense() -> None:
     assert arm.select_options() == {"strategy": "sift", "lam": 1.0, "unique": True}
     assert Arm.parse("sift:lam=1,alpha=0.5").host == Arm.parse("sift:lam=1")
     for bad in ("bogus", "sift:lam=-1", "nearest:lam=1", "sift:kernel=x", "sift:foo=1",
-                "mmr:diversity=2", "random:alpha=1", "", "sift:k=0"):  # fmt: skip
+                "mmr:diversity=2", "random:alpha=1", "", "sift:k=0",
+                "random:kernel=model-mean", "nearest:unique"):  # fmt: skip
         with pytest.raises(ConfigError):
             Arm.parse(bad)
     with pytest.raises(ConfigError, match="more candidates"):
