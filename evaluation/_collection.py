@@ -8,6 +8,7 @@ exactly as ``SiftClient`` would search it. Everything is checked before any mode
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections.abc import Sequence
@@ -126,18 +127,10 @@ class HeldOutStore:
         return int(self.store.dim)
 
     def recall(self, query: Any, k: int, **kwargs: Any) -> Any:
-        from qdrant_sift.client.stores import Candidates
-
         c = self.store.recall(query, k + len(self._ids), filter=self._filter, **kwargs)
-        keep = [i for i, pid in enumerate(c.ids) if str(pid) not in self._ids][:k]
-        return Candidates(
-            ids=[c.ids[i] for i in keep],
-            scores=c.scores[keep],
-            vectors=c.vectors[keep],
-            payloads=[
-                {**c.payloads[i], "text": c.payloads[i].get(self._text_key, "")} for i in keep
-            ],
-        )
+        kept = c.take([i for i, pid in enumerate(c.ids) if str(pid) not in self._ids][:k])
+        texts = [{**p, "text": p.get(self._text_key, "")} for p in kept.payloads]
+        return dataclasses.replace(kept, payloads=texts)
 
     def check_embedder(self, embedder: Any) -> None:
         if int(embedder.dim) != self.dim:

@@ -344,18 +344,10 @@ def _tie_sorted(cands: Any, k: int) -> Any:
     A reopened shard may return ties in another order (and cut a tie at K differently), while
     random and MMR picks depend on positions; so a few more than K are recalled and cut here.
     """
-    from qdrant_sift.client.stores import Candidates
-
     keys = [
         (-round(abs(float(s)), 6), str(i)) for s, i in zip(cands.scores, cands.ids, strict=True)
     ]
-    perm = sorted(range(len(keys)), key=keys.__getitem__)[:k]
-    return Candidates(
-        ids=[cands.ids[i] for i in perm],
-        scores=cands.scores[perm],
-        vectors=cands.vectors[perm],
-        payloads=[cands.payloads[i] for i in perm],
-    )
+    return cands.take(sorted(range(len(keys)), key=keys.__getitem__)[:k])
 
 
 def _host_run(runs: dict[tuple[Any, ...], _Run], keys: list[Any], texts: list[str]) -> _Run:

@@ -64,6 +64,17 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def take(self, rows: Sequence[int]) -> Candidates:
+        """The candidates at ``rows``, in that order, every field kept row for row."""
+        rows = list(rows)
+        return Candidates(
+            ids=[self.ids[i] for i in rows],
+            scores=self.scores[rows],
+            vectors=self.vectors[rows],
+            payloads=[self.payloads[i] for i in rows] if self.payloads else [],
+            kernel_vectors=None if self.kernel_vectors is None else self.kernel_vectors[rows],
+        )
+
     @classmethod
     def empty(cls, dim: int, kernel_dim: int | None = None) -> Candidates:
         kernels = None if kernel_dim is None else np.zeros((0, kernel_dim), np.float32)
