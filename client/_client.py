@@ -31,11 +31,9 @@ from qdrant_sift.errors import (
     EmptyCollectionError,
     InvalidInputError,
 )
-from qdrant_sift.options import DEFAULTS
+from qdrant_sift.options import DEFAULTS, SelectOptions, check_options
 
 __all__ = ["SiftClient"]
-
-_UNIQUE_ONLY = ("nearest", "mmr", "random")
 
 
 class SiftClient:
@@ -80,7 +78,7 @@ class SiftClient:
         kernel_embedder: Any = None,
         kernel: str | None = None,
     ) -> None:
-        from qdrant_sift.client.stores._names import validate_collection_name
+        from qdrant_sift.client.stores import validate_collection_name
 
         self.collection = validate_collection_name(collection)
         self.text_key = text_key
@@ -114,7 +112,7 @@ class SiftClient:
                 if self._url:
                     self._store = QdrantStore(self.collection, url=self._url, api_key=self._api_key)
                 else:
-                    from qdrant_sift.client._paths import default_edge_path
+                    from qdrant_sift.paths import default_edge_path
 
                     folder = Path(self._path) if self._path else default_edge_path()
                     self._store = EdgeStore(folder, collection=self.collection)
@@ -344,8 +342,6 @@ class SiftClient:
         filter: Any,
     ) -> None:
         """Every selection and recall argument, before any embedding, recall or model load."""
-        from qdrant_sift.reranker._validate import check_options
-
         check_retrieval(
             prompt=prompt,
             n=n,
@@ -407,7 +403,7 @@ class SiftClient:
 
         notify("select")
         started = time.perf_counter()
-        n_pick = min(n, len(candidates)) if (strategy in _UNIQUE_ONLY or unique) else n
+        n_pick = SelectOptions(strategy=strategy, unique=unique).clip_n(n, len(candidates))
         kernel_query, kernel_rows = query, candidates.vectors  # SIFT's kernel: recall's, or …
         if self._kernel is not None:  # … its own (stored, or embedded from the texts)
             kernel_query, kernel_rows = self._kernel.inputs(prompt, candidates, self.text_key)

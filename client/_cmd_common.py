@@ -18,7 +18,7 @@ __all__ = [
 
 def collection_arg(value: str) -> str:
     """``--collection``: a valid collection name, checked before anything loads (exit 2)."""
-    from qdrant_sift.client.stores._names import validate_collection_name
+    from qdrant_sift.client.stores import validate_collection_name
     from qdrant_sift.errors import InvalidInputError
 
     try:

@@ -86,12 +86,12 @@ def run(args: argparse.Namespace) -> int:
 
     apply_thread_policy()  # before torch is imported: OMP_WAIT_POLICY=PASSIVE
     from qdrant_sift.client import SiftClient
-    from qdrant_sift.client._paths import default_edge_path
     from qdrant_sift.client._report import adapt_and_report
     from qdrant_sift.client.embed import default_embedder
     from qdrant_sift.client.ingest import ingest
     from qdrant_sift.client.stores import EdgeStore
     from qdrant_sift.errors import LegacyIdsError
+    from qdrant_sift.paths import default_edge_path
 
     show = not args.no_progress
     folder = Path(args.path) if args.path else default_edge_path()

@@ -18,18 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from qdrant_sift.arrays import as_float32_matrix
 from qdrant_sift.errors import (
     ConfigError,
     DimensionMismatchError,
     InvalidInputError,
-    NonFiniteError,
 )
-from qdrant_sift.options import DEFAULTS
+from qdrant_sift.options import DEFAULTS, SelectOptions
 
 __all__ = ["RerankResult", "rerank"]
-
-#: Strategies that rank each candidate at most once whatever ``unique`` says.
-_UNIQUE_ONLY = ("nearest", "mmr", "random")
 
 
 @dataclass(frozen=True)
@@ -58,18 +55,9 @@ def check_count(value: Any, name: str) -> int:
 
 
 def as_vectors(value: Any, name: str) -> np.ndarray:
-    """A finite (n, d) float32 matrix from a vector, a list of vectors or an array."""
-    try:
-        arr = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{name} is not a numeric vector or matrix: {exc}") from exc
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise InvalidInputError(f"{name} must have shape (d,) or (n, d), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise NonFiniteError(f"{name} contain NaN or infinity")
-    return arr
+    """A finite (n, d) float32 matrix from a vector, a list of vectors or an array (the one
+    array rule, :func:`qdrant_sift.arrays.as_float32_matrix`)."""
+    return as_float32_matrix(value, name, allow_vector=True, allow_empty=True)
 
 
 def resolve_embedder(embedder: Any) -> Any:
@@ -170,8 +158,7 @@ def select_results(
             f"query embedding has {query.shape[1]} dimensions, documents have "
             f"{candidates.shape[1]}: embed both with the same model"
         )
-    if unique or strategy in _UNIQUE_ONLY:
-        n = min(n, candidates.shape[0])
+    n = SelectOptions(strategy=strategy, unique=unique).clip_n(n, candidates.shape[0])
     if reranker is None:
         from qdrant_sift.reranker import select as run
     else:
@@ -186,18 +173,16 @@ def select_results(
         unique=unique,
         diversity=diversity,
     )
-    prior = float(selection.prior_variance)
-    results: list[RerankResult] = []
-    previous = prior
-    for index, variance in zip(
-        np.asarray(selection.indices).tolist(),
-        np.asarray(selection.variances, dtype=np.float64).tolist(),
-        strict=True,
-    ):
-        gain = (previous - variance) / prior if prior > 0 else 0.0
-        results.append(RerankResult(int(index), float(max(gain, 0.0)), float(variance)))
-        previous = variance
-    return results
+    from qdrant_sift.reranker import relative_gains
+
+    variances = np.asarray(selection.variances, dtype=np.float64).tolist()
+    gains = relative_gains(variances, float(selection.prior_variance))
+    return [
+        RerankResult(int(index), gain, float(variance))
+        for index, gain, variance in zip(
+            np.asarray(selection.indices).tolist(), gains, variances, strict=True
+        )
+    ]
 
 
 # --- the facade -------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def _smollm2_dir() -> Path:
 @functools.lru_cache(maxsize=1)
 def default_tokenizer() -> SpanTokenizer:
     """SmolLM2-135M-Instruct's tokenizer, read once from its GGUF and cached as tokenizer.json."""
-    from qdrant_sift.client._paths import cache_dir
+    from qdrant_sift.paths import cache_dir
 
     target = cache_dir("tokenizers") / "smollm2-135m-instruct"
     if not (target / "tokenizer.json").is_file():

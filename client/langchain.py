@@ -46,19 +46,11 @@ from qdrant_sift.client._rerank import (
 )
 from qdrant_sift.errors import InvalidInputError
 from qdrant_sift.options import DEFAULTS
+from qdrant_sift.reranker import relative_gains
 
 __all__ = ["SiftCompressor", "SiftEmbeddings", "SiftRetriever"]
 
 _SIFT_OPTIONS = ("strategy", "lam", "alpha", "unique", "diversity")
-
-
-def _gains_from_uncertainties(uncertainties: Sequence[float], prior: float) -> list[float]:
-    """Per-pick gains from σ²ₙ; SiftClient's one-query cosine prior σ²₀ is k(q, q) = 1."""
-    gains, previous = [], prior
-    for variance in uncertainties:
-        gains.append(max((previous - variance) / prior, 0.0) if prior > 0 else 0.0)
-        previous = variance
-    return gains
 
 
 class SiftEmbeddings(Embeddings):
@@ -152,7 +144,8 @@ class SiftRetriever(BaseRetriever):
             diversity=kwargs.get("diversity", self.diversity),
             filter=kwargs.get("filter", self.filter),
         )
-        gains = _gains_from_uncertainties(
+        # SiftClient's one-query cosine prior σ²₀ is k(q, q) = 1.
+        gains = relative_gains(
             [p.uncertainty if p.uncertainty is not None else float("nan") for p in picks], 1.0
         )
         collection = getattr(self.client, "collection", None)

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from qdrant_sift.client._paths import sift_home
 from qdrant_sift.errors import InvalidInputError, ModelLoadError
+from qdrant_sift.paths import sift_home
 
 from ._config import TuneConfig, resolve_dtype
 

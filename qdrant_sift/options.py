@@ -1,6 +1,9 @@
-"""The selection defaults, in one place: every entry point (``select``, ``LocalReranker``,
-``RemoteReranker`` and the wire codec, ``SiftClient``, the RAG adapters, the CLI) takes its
-defaults from :data:`DEFAULTS`, so in-process and remote calls cannot drift apart.
+"""The selection options, in one place: defaults, validation and the rules that follow from them.
+
+Every entry point (``select``, ``LocalReranker``, ``RemoteReranker`` and the wire codec,
+``SiftClient``, the RAG adapters, the CLI) takes its defaults from :data:`DEFAULTS` and checks
+its arguments with :func:`check_options`, so in-process and remote calls cannot drift apart.
+:meth:`SelectOptions.clip_n` is the one rule for "clip n when repeats are impossible".
 
 Why these values is in ``docs/eval``: λ is SIFT's noise variance; larger λ weighs relevance more
 against diversity (and allows repeats of the most informative chunk), smaller λ the reverse.
@@ -9,14 +12,23 @@ Torch-free, so the client side can import it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["DEFAULTS", "SelectOptions"]
+import numpy as np
+
+from qdrant_sift.errors import ConfigError, InvalidInputError
+
+__all__ = ["DEFAULTS", "STRATEGIES", "CheckedOptions", "SelectOptions", "check_options"]
+
+#: The selection strategies: exact greedy SIFT and the baselines.
+STRATEGIES: tuple[str, ...] = ("sift", "nearest", "mmr", "random")
 
 
 @dataclass(frozen=True)
 class SelectOptions:
-    """Default selection options (validation stays with the selector, which sees the data)."""
+    """Default selection options (values are checked by :func:`check_options` at each call)."""
 
     strategy: str = "sift"
     lam: float = 0.01
@@ -26,6 +38,88 @@ class SelectOptions:
     seed: int | None = None
     both_directions: bool = True
 
+    @property
+    def repeats(self) -> bool:
+        """Whether a candidate may be picked more than once: only SIFT without ``unique``."""
+        return self.strategy == "sift" and not self.unique
+
+    def clip_n(self, n: int, k: int) -> int:
+        """``n``, or at most the ``k`` candidates when repeats are impossible (a caller cannot
+        know how many points a collection or a filter leaves)."""
+        return n if self.repeats else min(n, k)
+
 
 #: The defaults every entry point uses.
 DEFAULTS = SelectOptions()
+
+
+@dataclass(frozen=True)
+class CheckedOptions:
+    """Selection options after :func:`check_options` (plain Python types, ranges checked)."""
+
+    n: int
+    strategy: str
+    lam: float
+    alpha: float | None
+    unique: bool
+    normalize: bool
+    diversity: float
+    seed: int | None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _real(value: Any, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise ConfigError(f"{name} must be a real number, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    return out
+
+
+def check_options(
+    n: Any,
+    strategy: Any,
+    lam: Any,
+    alpha: Any,
+    unique: Any,
+    normalize: Any,
+    diversity: Any,
+    seed: Any,
+) -> CheckedOptions:
+    """Validate the scalar options; raises :class:`ConfigError` / :class:`InvalidInputError`."""
+    if not _is_int(n):
+        raise InvalidInputError(f"n must be an int, got {n!r}")
+    if n < 0:
+        raise InvalidInputError(f"n must be >= 0, got {n}")
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    lam_f = _real(lam, "lam")
+    if lam_f <= 0.0:
+        raise ConfigError(f"lam (noise variance λ) must be > 0, got {lam!r}")
+    alpha_f = None
+    if alpha is not None:
+        alpha_f = _real(alpha, "alpha")
+        if alpha_f <= 0.0:
+            raise ConfigError(f"alpha must be > 0 (or None to disable stopping), got {alpha!r}")
+    div_f = _real(diversity, "diversity")
+    if not 0.0 <= div_f <= 1.0:
+        raise ConfigError(f"diversity must lie in [0, 1] (0 = pure relevance), got {diversity!r}")
+    if seed is not None and not _is_int(seed):
+        raise ConfigError(f"seed must be an int or None, got {seed!r}")
+    for flag, name in ((unique, "unique"), (normalize, "normalize")):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise ConfigError(f"{name} must be a bool, got {flag!r}")
+    return CheckedOptions(
+        n=int(n),
+        strategy=strategy,
+        lam=lam_f,
+        alpha=alpha_f,
+        unique=bool(unique),
+        normalize=bool(normalize),
+        diversity=div_f,
+        seed=None if seed is None else int(seed),
+    )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from qdrant_sift._lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from ._gains import relative_gains
     from ._remote import RecallResult, RemoteReranker
     from ._select import (
         STRATEGIES,
@@ -34,6 +35,7 @@ __all__ = [
     "Selection",
     "ServerHandle",
     "build_server",
+    "relative_gains",
     "select",
     "select_batch",
     "serve",
@@ -43,6 +45,7 @@ __getattr__, __dir__ = lazy_attributes(
     __name__,
     globals(),
     {
+        "._gains": ["relative_gains"],
         "._remote": ["RecallResult", "RemoteReranker"],
         "._select": [
             "STRATEGIES",

@@ -214,7 +214,7 @@ def _embedder(name: str | None, device: str | None) -> Any:
 def run(args: argparse.Namespace) -> int:
     from qdrant_sift.errors import ConfigError
 
-    from ._matrix import Limits
+    from ._limits import Limits
     from ._metrics import configure_json_logging
     from ._server import build_server
 

@@ -1,46 +1,39 @@
-"""Wire conversions for the reranker service: ``Matrix`` <-> numpy, strategies, ids, payloads.
+"""The reranker service's wire codec (the only module besides the servicer and the remote
+client that touches the generated protobuf code): ``Matrix`` <-> numpy, strategy enums, the
+selection options (defaults derive from :data:`~qdrant_sift.options.DEFAULTS`), filters, point
+ids and payloads.
 
-Validation lives here so the server rejects a malformed request before any work starts, with
-the same typed errors the in-process selector raises (the client turns them back into those
-classes).
+Decoding validates, so the server rejects a malformed request before any work starts, with the
+same typed errors the in-process selector raises (the client turns them back into those
+classes). The limits live in :mod:`._limits`, the batch-shape rule in :mod:`._checks`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from qdrant_sift.errors import (
-    ConfigError,
-    DimensionMismatchError,
-    InvalidInputError,
-    NonFiniteError,
-    ServerLimitError,
-)
+from qdrant_sift.arrays import as_float32_matrix
+from qdrant_sift.errors import ConfigError, InvalidInputError, NonFiniteError, ServerLimitError
 from qdrant_sift.options import DEFAULTS
 from qdrant_sift.v1 import reranker_pb2 as pb
 
-from ._checks import array_of_numbers, check_shape
+# Limits used to live here; the service-side modules of the text endpoints still import them
+# from this module (re-exported, one definition in ._limits).
+from ._limits import Limits, check_cost, check_limit, selection_cost
 
 __all__ = [
     "STRATEGY_NAMES",
     "Limits",
     "ServerLimitError",
-    "as_float32_2d",
-    "batch_dims_message",
     "check_cost",
-    "check_dims",
-    "check_n",
     "filter_from_proto",
     "filter_to_proto",
     "from_matrix",
     "id_from_proto",
     "id_to_proto",
-    "is_per_prompt",
     "options_from_proto",
     "options_to_proto",
     "payload_from_proto",
@@ -65,40 +58,6 @@ _STRATEGY_CODES = {"sift": pb.STRATEGY_SIFT, "nearest": pb.STRATEGY_NEAREST, "mm
 _STRATEGY_CODES["random"] = pb.STRATEGY_RANDOM
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Per-request bounds; a violation is INVALID_ARGUMENT naming the limit.
-
-    Oversized messages are refused with RESOURCE_EXHAUSTED before they are parsed.
-    ``max_cost`` caps the work of one call (see :func:`selection_cost`; the sum over a batch),
-    checked before any work: sizes alone admit calls of minutes (K=2000, n=10000, d=384 is
-    2·10¹¹, about 35 s of one core). The default, 5·10¹⁰, is about 8 s of one core. Defaults
-    admit the paper's settings (K=200, N=50, d<=4096) with wide margins.
-    """
-
-    max_k: int = 50_000
-    max_d: int = 8_192
-    max_n: int = 10_000
-    max_m: int = 1_024
-    max_batch: int = 1_024
-    max_recall_k: int = 10_000
-    max_message_bytes: int = 64 * 1024 * 1024
-    max_cost: int = 50_000_000_000
-    #: Text reranking (HTTP and ``RerankTexts``): documents per call, characters per document.
-    max_documents: int = 1_000
-    max_document_chars: int = 100_000
-
-    def __post_init__(self) -> None:
-        for name, value in vars(self).items():
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"Limits.{name} must be a positive int, got {value!r}")
-
-
-def _check(limit: str, value: int, maximum: int, what: str) -> None:
-    if value > maximum:
-        raise ServerLimitError.exceeded(limit, value, maximum, what)
-
-
 def from_matrix(
     matrix: pb.Matrix, name: str, *, max_rows: tuple[str, int], max_cols: tuple[str, int]
 ) -> np.ndarray:
@@ -106,8 +65,8 @@ def from_matrix(
     rows, cols = int(matrix.rows), int(matrix.cols)
     if rows == 0 or cols == 0:
         raise InvalidInputError(f"{name}: empty matrix (rows={rows}, cols={cols})")
-    _check(max_rows[0], rows, max_rows[1], f"{name}.rows")
-    _check(max_cols[0], cols, max_cols[1], f"{name}.cols")
+    check_limit(max_rows[0], rows, max_rows[1], f"{name}.rows")
+    check_limit(max_cols[0], cols, max_cols[1], f"{name}.cols")
     expected = rows * cols * 4
     if len(matrix.data) != expected:
         raise InvalidInputError(
@@ -121,61 +80,10 @@ def from_matrix(
     return array
 
 
-def as_float32_2d(array: Any, name: str, *, allow_vector: bool = True) -> np.ndarray:
-    """Client side: numpy / torch / nested lists -> C-contiguous (rows, d) float32, refused
-    with the in-process selector's rules and classes (``allow_vector``: a (d,) query)."""
-    if hasattr(array, "detach"):  # a torch tensor, without importing torch here
-        array = array.detach().cpu().numpy()
-    arr = array_of_numbers(array, name)
-    check_shape(arr.shape, name, allow_vector=allow_vector)
-    out = arr.astype(np.float32, copy=False)
-    if out.ndim == 1:
-        out = out[None, :]
-    return np.ascontiguousarray(out)
-
-
 def to_matrix(array: Any, name: str = "array", *, allow_vector: bool = True) -> pb.Matrix:
     """Encode an array as a ``Matrix`` (one vector becomes one row)."""
-    a = as_float32_2d(array, name, allow_vector=allow_vector)
+    a = as_float32_matrix(array, name, allow_vector=allow_vector, finite=False)
     return pb.Matrix(rows=a.shape[0], cols=a.shape[1], data=a.astype(_F32, copy=False).tobytes())
-
-
-def check_n(n: int, limits: Limits, name: str = "n") -> int:
-    if n == 0:
-        raise InvalidInputError(f"{name} must be >= 1, got 0")
-    _check("max_n", n, limits.max_n, name)
-    return n
-
-
-def selection_cost(k: int, n: int, d: int, m: int = 1) -> int:
-    """Work of one greedy selection in multiply-adds: n picks, each one kernel column over the
-    K candidates and m targets ((K+m)·d) and its rank-n correction (at most n·(K+m))."""
-    return int(n) * (int(k) + int(m)) * (int(d) + int(n))
-
-
-def check_cost(cost: int, limits: Limits, what: str = "K·n·(d+n)") -> None:
-    """:class:`ServerLimitError` naming ``max_cost`` when ``cost`` exceeds it (before any work)."""
-    if cost > limits.max_cost:
-        raise ServerLimitError(
-            f"estimated work {what} = {cost:.3g} exceeds the server limit "
-            f"max_cost={limits.max_cost:.3g}; ask for fewer picks (n) or candidates (K)",
-            "max_cost",
-        )
-
-
-def batch_dims_message(b: int, d: int, d0: int) -> str:
-    """The one wording, in-process and remote, of a batch whose members' dimensions differ."""
-    return (
-        f"queries[{b}]: query has dimension {d} but queries[0] has dimension {d0}; every "
-        "member of a batch needs the same dimension"
-    )
-
-
-def check_dims(query: np.ndarray, candidates: np.ndarray, prefix: str = "") -> None:
-    if query.shape[1] != candidates.shape[1]:
-        raise DimensionMismatchError(
-            f"{prefix}query has d={query.shape[1]} but candidates have d={candidates.shape[1]}"
-        )
 
 
 def strategy_from_proto(code: int) -> str:
@@ -248,7 +156,7 @@ def options_to_proto(
 
 def filter_to_proto(spec: Any) -> pb.Filter:
     """Client side: our ``Filter`` (or a Match, Range or dict) -> ``pb.Filter``."""
-    from qdrant_sift.client.stores._filters import Filter, Match, as_filter
+    from qdrant_sift.client.stores import Filter, Match, as_filter
 
     def cond(c: Any) -> pb.Condition:
         if isinstance(c, Filter):
@@ -281,7 +189,7 @@ def filter_to_proto(spec: Any) -> pb.Filter:
 
 def filter_from_proto(msg: pb.Filter, depth: int = 0) -> Any:
     """Server side: ``pb.Filter`` -> the stores' ``Filter`` (None when empty)."""
-    from qdrant_sift.client.stores._filters import Filter, Match, Range
+    from qdrant_sift.client.stores import Filter, Match, Range
 
     if depth > 16:
         raise InvalidInputError("filter nested deeper than 16 levels")
@@ -356,26 +264,3 @@ def payload_from_proto(msg: Any) -> dict[str, Any]:
     from google.protobuf.json_format import MessageToDict
 
     return _ints_back(MessageToDict(msg))
-
-
-def is_per_prompt(candidates: Any) -> bool:
-    """True when ``candidates`` holds one candidate set per prompt rather than one shared set.
-
-    A 3-D array, or a sequence whose items are matrices. The local and the remote
-    ``select_batch`` both decide with this, so the same input means the same thing to both.
-    Duck-typed on ``ndim`` so that this module never needs torch.
-    """
-    ndim = getattr(candidates, "ndim", None)
-    if ndim is not None:
-        return ndim == 3
-    if isinstance(candidates, Sequence) and len(candidates) > 0:
-        first = candidates[0]
-        first_ndim = getattr(first, "ndim", None)
-        if first_ndim is not None:
-            return first_ndim == 2
-        return (
-            isinstance(first, Sequence)
-            and len(first) > 0
-            and (isinstance(first[0], Sequence) or getattr(first[0], "ndim", 0) >= 1)
-        )
-    return False

@@ -24,17 +24,15 @@ import grpc
 import numpy as np
 
 from qdrant_sift import errors
+from qdrant_sift.arrays import as_float32_matrix
 from qdrant_sift.options import DEFAULTS
 from qdrant_sift.v1 import reranker_pb2 as pb
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
-from ._checks import check_options
+from ._checks import batch_dims_message, check_options, is_per_prompt
 from ._matrix import (
-    as_float32_2d,
-    batch_dims_message,
     filter_to_proto,
     id_from_proto,
-    is_per_prompt,
     options_to_proto,
     payload_from_proto,
     to_matrix,
@@ -89,9 +87,11 @@ def _check_batch_dims(queries: list[Any], candidates: Any) -> None:
     """Every member of a batch has one dimension (as in-process): typed error naming the member."""
     d0 = None
     for b, q in enumerate(queries):
-        d = as_float32_2d(q, f"queries[{b}]").shape[1]
+        d = as_float32_matrix(q, f"queries[{b}]", finite=False).shape[1]
         if candidates is not None:
-            dc = as_float32_2d(candidates[b], f"candidates[{b}]", allow_vector=False).shape[1]
+            dc = as_float32_matrix(
+                candidates[b], f"candidates[{b}]", allow_vector=False, finite=False
+            ).shape[1]
             if dc != d:
                 raise errors.DimensionMismatchError(
                     f"queries[{b}]: query has dimension {d} but candidates have dimension {dc}"
@@ -283,7 +283,11 @@ class RemoteReranker:
         if isinstance(queries, (list, tuple)):
             return list(queries)
         if hasattr(queries, "detach") or isinstance(queries, np.ndarray):
-            arr = as_float32_2d(queries, "queries") if np.ndim(queries) < 3 else queries
+            arr = (
+                as_float32_matrix(queries, "queries", finite=False)
+                if np.ndim(queries) < 3
+                else queries
+            )
             return [arr[i] for i in range(arr.shape[0])]
         raise errors.InvalidInputError(
             f"queries must be a list of arrays or an array, got {type(queries).__name__}"

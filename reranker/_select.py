@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from qdrant_sift.errors import ConfigError, DimensionMismatchError, InvalidInputError, RerankerError
-from qdrant_sift.options import DEFAULTS
+from qdrant_sift.options import DEFAULTS, SelectOptions
 
 from ._baselines import REPLAY_MAX_N, baseline_order, replay_variances
 from ._blas import single_thread_blas
-from ._matrix import batch_dims_message, is_per_prompt
+from ._checks import batch_dims_message, is_per_prompt
 from ._sift_batch import BatchInput, greedy_batch
 from ._sift_np import GRAM_MAX_K, greedy_numpy
 from ._validate import (
@@ -33,8 +33,8 @@ from ._validate import (
     as_numpy_matrix,
     as_torch_matrix,
     check_options,
+    compute_dtype,
     resolve_device,
-    resolve_dtype,
     row_sqnorms_numpy,
     row_sqnorms_torch,
 )
@@ -96,7 +96,7 @@ def _check_sizes(k: int, d_q: int, d_x: int, opts: Options, where: str = "") -> 
         )
     if k == 0 and opts.n > 0:
         raise InvalidInputError(f"{where}no candidates to select {opts.n} from (K = 0)")
-    if opts.n > k and (opts.unique or opts.strategy != "sift"):
+    if opts.n > k and not SelectOptions(strategy=opts.strategy, unique=opts.unique).repeats:
         why = "unique=True" if opts.strategy == "sift" else f"strategy {opts.strategy!r}"
         raise ConfigError(
             f"{where}cannot pick n={opts.n} distinct candidates out of K={k} ({why} never "
@@ -270,7 +270,7 @@ def select(
     """
     opts = check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
     dev = resolve_device(device)
-    tdt = resolve_dtype(dtype)
+    tdt = compute_dtype(dtype)
     if dev.type == "cpu":
         return _select_cpu(query, candidates, opts, tdt)
     p = _prepare(query, candidates, dev, tdt, opts.normalize, "")
@@ -303,7 +303,7 @@ def select_batch(
     """
     opts = check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
     dev = resolve_device(device)
-    tdt = resolve_dtype(dtype)
+    tdt = compute_dtype(dtype)
     if isinstance(queries, (str, bytes)) or not hasattr(queries, "__len__"):
         raise InvalidInputError("queries must be a sequence of query vectors or matrices")
     qs = list(queries)
@@ -359,7 +359,7 @@ class LocalReranker:
 
     def __init__(self, device: Any = None, dtype: Any = torch.float32) -> None:
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = compute_dtype(dtype)
         self._closed = False
 
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:

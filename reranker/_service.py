@@ -31,22 +31,20 @@ import grpc
 import numpy as np
 
 from qdrant_sift import errors
+from qdrant_sift.errors import ServerLimitError
+from qdrant_sift.options import SelectOptions
 from qdrant_sift.v1 import reranker_pb2 as pb
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
 from ._cancel import CallScope, cancel_scope
+from ._checks import check_dims
+from ._limits import Limits, check_cost, check_n, selection_cost
 from ._matrix import (
-    Limits,
-    ServerLimitError,
-    check_cost,
-    check_dims,
-    check_n,
     filter_from_proto,
     from_matrix,
     id_to_proto,
     options_from_proto,
     payload_to_proto,
-    selection_cost,
 )
 from ._metrics import Metrics
 
@@ -91,7 +89,7 @@ def _to_response(sel: Any) -> pb.SelectResponse:
 
 def _valid_collection(name: str) -> str:
     """The one collection-name rule of every backend (InvalidInputError -> INVALID_ARGUMENT)."""
-    from qdrant_sift.client.stores._names import validate_collection_name
+    from qdrant_sift.client.stores import validate_collection_name
 
     return validate_collection_name(name)
 
@@ -411,8 +409,7 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         _check_deadline(context, "selection started")
         check_dims(query, cands.vectors)
         # Callers cannot know how many points the filter leaves: clamp where repeats are impossible.
-        if opts["unique"] or opts["strategy"] != "sift":
-            n = min(n, len(cands))
+        n = SelectOptions(strategy=opts["strategy"], unique=opts["unique"]).clip_n(n, len(cands))
         sel = self._selector.select(query, cands.vectors, n, **opts)
         points = []
         for pos, idx in enumerate(np.asarray(sel.indices, dtype=np.int64).tolist()):

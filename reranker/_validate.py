@@ -14,19 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from qdrant_sift.arrays import array_of_numbers
+from qdrant_sift.arrays import check_shape as _shape_checked
 from qdrant_sift.errors import (
     ConfigError,
     InvalidInputError,
     NonFiniteError,
 )
-
-from ._checks import (
-    STRATEGIES,
-    Options,
-    array_of_numbers,
-    check_options,
-)
-from ._checks import check_shape as _shape_checked
+from qdrant_sift.options import STRATEGIES, check_options
+from qdrant_sift.options import CheckedOptions as Options
 
 __all__ = [
     "STRATEGIES",
@@ -34,8 +30,8 @@ __all__ = [
     "as_numpy_matrix",
     "as_torch_matrix",
     "check_options",
+    "compute_dtype",
     "resolve_device",
-    "resolve_dtype",
     "row_sqnorms_numpy",
     "row_sqnorms_torch",
 ]
@@ -58,7 +54,7 @@ def resolve_device(device: Any) -> torch.device:
     return dev
 
 
-def resolve_dtype(dtype: Any) -> torch.dtype:
+def compute_dtype(dtype: Any) -> torch.dtype:
     """Only float32 (fast) and float64 (reference precision) are supported compute dtypes."""
     if dtype in (torch.float32, np.float32, "float32"):
         return torch.float32

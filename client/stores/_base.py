@@ -11,21 +11,23 @@ different embeddings; :mod:`._layout` describes how the vectors are named.
 
 from __future__ import annotations
 
+import functools
+import struct
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from qdrant_sift.arrays import as_float32_matrix
 from qdrant_sift.errors import (
     ConfigError,
     DimensionMismatchError,
     EmptyCollectionError,
     InvalidInputError,
-    NonFiniteError,
     StoreError,
 )
 
@@ -109,28 +111,14 @@ def normalize_id(pid: Any) -> PointId:
 
 
 def as_matrix(vectors: Any, name: str = "vectors") -> np.ndarray:
-    """Validate a (n, d) float matrix (finite) and return it as contiguous float32."""
-    arr = np.asarray(vectors, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise InvalidInputError(f"{name} must have shape (n, d), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise NonFiniteError(f"{name} contain NaN or infinity")
-    return np.ascontiguousarray(arr)
+    """Validate a (n, d) float matrix (finite) and return it as contiguous float32 (the one
+    array rule, :func:`qdrant_sift.arrays.as_float32_matrix`; a (d,) vector is one row)."""
+    return as_float32_matrix(vectors, name, allow_vector=True, allow_empty=True)
 
 
 def prepare_query(query: Any, dim: int | None) -> np.ndarray:
     """A (d,) query; a multi-vector prompt (m, d) recalls by its mean, like the reference."""
-    q = np.asarray(query, dtype=np.float32)
-    if q.ndim == 2:
-        if q.shape[0] == 0:
-            raise InvalidInputError("query has no vectors")
-        q = q.mean(axis=0)
-    if q.ndim != 1 or q.shape[0] == 0:
-        raise InvalidInputError(f"query must have shape (d,) or (m, d), got {np.shape(query)}")
-    if not np.isfinite(q).all():
-        raise NonFiniteError("query contains NaN or infinity")
+    q = as_float32_matrix(query, "query", allow_vector=True).mean(axis=0)
     if dim is not None and q.shape[0] != dim:
         raise DimensionMismatchError(f"query has dimension {q.shape[0]}, collection has {dim}")
     if not np.any(q):
@@ -140,11 +128,16 @@ def prepare_query(query: Any, dim: int | None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Hits:
-    """One backend answer, best first; vectors already one (n, d) float32 array."""
+    """One backend answer, best first; vectors already one (n, d) float32 array.
+
+    ``vectors`` None: ids and scores only (no vectors, payloads or kernels were read), as the
+    second direction of a both-directions recall is asked; :func:`merge_directions` then fetches
+    rows only for the ids it keeps from it.
+    """
 
     ids: list[PointId]
     scores: np.ndarray
-    vectors: np.ndarray
+    vectors: np.ndarray | None
     payloads: list[dict[str, Any]]
     kernel_vectors: np.ndarray | None = None
 
@@ -166,12 +159,44 @@ class Hits:
 
 
 def _rows(vectors: list[Any], dim: int) -> np.ndarray:
-    arr = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, dim), np.float32)
-    return arr.reshape(len(vectors), dim)
+    """Rows of Python floats as one writable (n, dim) float32 array.
+
+    ``struct`` packs a row of floats in one C loop, 2-3× faster than ``np.asarray`` on the
+    list of lists (which discovers shapes and types element by element): 0.7 ms vs 1.7 ms
+    for 200 × 384. Same rounding (to nearest); anything it refuses takes numpy's path.
+    """
+    if not vectors:
+        return np.zeros((0, dim), np.float32)
+    try:
+        pack = _packer(dim).pack
+        buf = bytearray(b"".join([pack(*v) for v in vectors]))
+    except (struct.error, OverflowError, TypeError):  # wrong length, beyond float32, not floats
+        return np.asarray(vectors, dtype=np.float32).reshape(len(vectors), dim)
+    return np.frombuffer(buf, np.float32).reshape(len(vectors), dim)
 
 
-def merge_directions(pos: Hits, neg: Hits, k: int) -> Hits:
-    """Union of the hits for q and −q (scores of −q hits negated), K largest |score|, no dupes."""
+@functools.lru_cache(maxsize=8)
+def _packer(dim: int) -> struct.Struct:
+    return struct.Struct(f"={dim}f")
+
+
+#: Fetches the stored rows (vectors, payloads, kernels if recalled) of ids, in their order;
+#: ids no longer stored are left out.
+Fetch = Callable[[list[PointId]], Hits]
+
+
+def _no_rows(like: Hits) -> Hits:
+    kern = None if like.kernel_vectors is None else like.kernel_vectors[:0]
+    assert like.vectors is not None
+    return Hits([], like.scores[:0], like.vectors[:0], [], kern)
+
+
+def merge_directions(pos: Hits, neg: Hits, k: int, fetch: Fetch | None = None) -> Hits:
+    """Union of the hits for q and −q (scores of −q hits negated), K largest |score|, no dupes.
+
+    ``neg`` may be ids and scores only (``vectors`` None): the rows of the ids kept from it,
+    usually few, come from ``fetch`` (an id deleted in between is left out).
+    """
     ids = pos.ids + neg.ids
     scores = np.concatenate([pos.scores, -neg.scores])
     seen: set[PointId] = set()
@@ -183,13 +208,24 @@ def merge_directions(pos: Hits, neg: Hits, k: int) -> Hits:
             keep.append(int(j))
             if len(keep) == k:
                 break
+    take = keep
+    if neg.vectors is None:  # fetch the rows of the ids kept from −q, then index into them
+        n_pos = len(pos.ids)
+        wanted = [ids[j] for j in keep if j >= n_pos]
+        if wanted and fetch is None:
+            raise ValueError("merge_directions: neg holds no vectors and no fetch was given")
+        neg = fetch(wanted) if wanted and fetch is not None else _no_rows(pos)
+        row = {pid: r for r, pid in enumerate(neg.ids)}
+        keep = [j for j in keep if j < n_pos or ids[j] in row]  # deleted in between: dropped
+        take = [j if j < n_pos else n_pos + row[ids[j]] for j in keep]
+    assert pos.vectors is not None and neg.vectors is not None
     vectors = np.concatenate([pos.vectors, neg.vectors])
     payloads = pos.payloads + neg.payloads
     kernels = None
     if pos.kernel_vectors is not None and neg.kernel_vectors is not None:
-        kernels = np.concatenate([pos.kernel_vectors, neg.kernel_vectors])[keep]
+        kernels = np.concatenate([pos.kernel_vectors, neg.kernel_vectors])[take]
     return Hits(
-        [ids[j] for j in keep], scores[keep], vectors[keep], [payloads[j] for j in keep], kernels
+        [ids[j] for j in keep], scores[keep], vectors[take], [payloads[j] for j in take], kernels
     )
 
 
@@ -241,8 +277,22 @@ class VectorStore(ABC):
         filter: Any,
         params: dict[str, Any],
         with_kernel: bool,
+        vectors: Sequence[bool] | None = None,
     ) -> list[Hits]:
-        """One :class:`Hits` per query, best first (with ``kernel_vectors`` if asked)."""
+        """One :class:`Hits` per query, best first (with ``kernel_vectors`` if asked).
+
+        ``vectors[i]`` False: ids and scores only for query i (``Hits.vectors`` None); None
+        means vectors and payloads for every query."""
+
+    def _fetch(self, ids: list[PointId], with_kernel: bool) -> Hits:
+        """Rows of ``ids`` (vectors, payloads, kernels when asked) in that order, scores 0;
+        ids not stored are left out. Backends override this with one read."""
+        if with_kernel:
+            raise NotImplementedError(f"{type(self).__name__} cannot fetch kernel vectors")
+        pts = self.retrieve(ids, with_vectors=True)
+        vecs = [p.vector for p in pts]
+        return Hits.build([p.id for p in pts], [0.0] * len(pts), vecs,
+                          [p.payload for p in pts], self.dim)  # fmt: skip
 
     @abstractmethod
     def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
@@ -388,9 +438,13 @@ class VectorStore(ABC):
             )
         if with_kernel and self.kernel_dim is None:
             raise no_kernel_error(self.collection)
-        queries = [q, -q] if both_directions else [q]
-        results = self._search(queries, int(k), filter, search_params, bool(with_kernel))
-        hits = merge_directions(results[0], results[1], int(k)) if both_directions else results[0]
+        kern = bool(with_kernel)
+        if both_directions:  # −q: ids and scores only; rows only for the ids the merge keeps
+            pos, neg = self._search([q, -q], int(k), filter, search_params, kern, [True, False])
+            hits = merge_directions(pos, neg, int(k), lambda ids: self._fetch(ids, kern))
+        else:
+            hits = self._search([q], int(k), filter, search_params, kern, [True])[0]
+        assert hits.vectors is not None
         if not hits.ids and self.count() == 0:
             raise EmptyCollectionError(
                 f"collection {self.collection!r} holds no points; ingest documents first"

@@ -24,7 +24,7 @@ def open_store(
     ``kind="qdrant"``: QdrantStore at ``url`` / ``QDRANT_URL``, or local mode when ``path`` or
     ``location=":memory:"`` is given."""
     if kind == "edge":
-        from qdrant_sift.client._paths import default_edge_path
+        from qdrant_sift.paths import default_edge_path
 
         from ._edge import EdgeStore
 
