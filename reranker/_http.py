@@ -45,7 +45,10 @@ from ._server import bearer_token_ok
 from ._shapes import cohere_rerank, tei_rerank
 from ._text import TextReranker
 
-__all__ = ["HttpServer"]
+__all__ = ["PROBE_PATHS", "HttpServer"]
+
+#: Routes open without the token and outside the in-flight limit (load balancers and kubelet).
+PROBE_PATHS = ("/health", "/ready")
 
 log = logging.getLogger("qdrant_sift.reranker.service")
 _TEI_TYPES = {401: "Unauthorized", 429: "Overloaded", 500: "Backend", 503: "Unhealthy"}
@@ -130,8 +133,8 @@ class HttpServer:
         routes = [
             Route("/v2/rerank", self._endpoint(cohere_rerank, "cohere"), methods=["POST"]),
             Route("/rerank", self._endpoint(tei_rerank, "tei"), methods=["POST"]),
-            Route("/health", self._health, methods=["GET"]),
-            Route("/ready", self._ready, methods=["GET"]),
+            Route(PROBE_PATHS[0], self._health, methods=["GET"]),
+            Route(PROBE_PATHS[1], self._ready, methods=["GET"]),
         ]
         config = uvicorn.Config(
             Starlette(routes=routes), log_config=None, access_log=False, lifespan="off",
@@ -143,7 +146,9 @@ class HttpServer:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> HttpServer:
+    def start(self, *, ready: bool = True) -> HttpServer:
+        """Serve; ``/ready`` answers 200 at once, or once the caller sets ``.ready`` when
+        ``ready=False`` (the ``serve`` process does that after gRPC listens too)."""
         self._sock.listen(2048)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, name="sift-http", daemon=True
@@ -154,7 +159,7 @@ class HttpServer:
             time.sleep(0.01)
         if not self._server.started:
             raise errors.RerankerError(f"the HTTP server did not start on port {self.port}")
-        self.ready = True
+        self.ready = ready and not self.refusing
         return self
 
     def mark_unready(self) -> None:

