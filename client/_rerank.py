@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from qdrant_sift.arrays import as_float32_matrix
+from qdrant_sift.client.embed import embed_queries, embed_texts, resolve_embedder
 from qdrant_sift.errors import (
     ConfigError,
     DimensionMismatchError,
@@ -58,49 +59,6 @@ def as_vectors(value: Any, name: str) -> np.ndarray:
     """A finite (n, d) float32 matrix from a vector, a list of vectors or an array (the one
     array rule, :func:`qdrant_sift.arrays.as_float32_matrix`)."""
     return as_float32_matrix(value, name, allow_vector=True, allow_empty=True)
-
-
-def resolve_embedder(embedder: Any) -> Any:
-    """``None`` -> the offline default (MiniLM); anything else is used as given."""
-    if embedder is None:
-        from qdrant_sift.client.embed import default_embedder
-
-        return default_embedder()
-    return embedder
-
-
-def embed_texts(embedder: Any, texts: Sequence[str]) -> np.ndarray:
-    """Document vectors from our ``Embedder``, a LangChain ``Embeddings`` (same method names)
-    or a LlamaIndex ``BaseEmbedding``."""
-    if not texts:
-        raise InvalidInputError("no texts to embed")
-    if hasattr(embedder, "embed_documents"):
-        raw = embedder.embed_documents(list(texts))
-    elif hasattr(embedder, "get_text_embedding_batch"):
-        raw = embedder.get_text_embedding_batch(list(texts))
-    else:
-        raise ConfigError(
-            f"{type(embedder).__name__} cannot embed documents: pass an object with "
-            "embed_documents/embed_query (qdrant_sift Embedder, LangChain Embeddings) or a "
-            "LlamaIndex BaseEmbedding"
-        )
-    vecs = as_vectors(raw, "document embeddings")
-    if vecs.shape[0] != len(texts):
-        raise InvalidInputError(f"embedder returned {vecs.shape[0]} vectors for {len(texts)} texts")
-    return vecs
-
-
-def embed_queries(embedder: Any, queries: Sequence[str]) -> np.ndarray:
-    """One target vector per query string, (m, d)."""
-    if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
-        raise InvalidInputError("query must be a non-empty string (or a list of them)")
-    if hasattr(embedder, "embed_query"):
-        rows = [embedder.embed_query(q) for q in queries]
-    elif hasattr(embedder, "get_query_embedding"):
-        rows = [embedder.get_query_embedding(q) for q in queries]
-    else:
-        raise ConfigError(f"{type(embedder).__name__} cannot embed queries (no embed_query)")
-    return as_vectors(np.asarray(rows, dtype=np.float32), "query embedding")
 
 
 def fill_vectors(

@@ -15,9 +15,24 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from qdrant_sift.errors import DimensionMismatchError, InvalidInputError, ModelLoadError
+from qdrant_sift.arrays import as_float32_matrix
+from qdrant_sift.errors import (
+    ConfigError,
+    DimensionMismatchError,
+    InvalidInputError,
+    ModelLoadError,
+)
 
-__all__ = ["Embedder", "FunctionEmbedder", "HFEmbedder", "default_embedder", "minilm_path"]
+__all__ = [
+    "Embedder",
+    "FunctionEmbedder",
+    "HFEmbedder",
+    "default_embedder",
+    "embed_queries",
+    "embed_texts",
+    "minilm_path",
+    "resolve_embedder",
+]
 
 
 @runtime_checkable
@@ -222,3 +237,47 @@ class _DefaultEmbedder:
 
 
 default_embedder = _DefaultEmbedder()
+
+
+# --- any embedder: ours, LangChain Embeddings, LlamaIndex BaseEmbedding ---------------------
+
+
+def resolve_embedder(embedder: Any) -> Any:
+    """``None`` -> the offline default (MiniLM); anything else is used as given."""
+    if embedder is None:
+        return default_embedder()
+    return embedder
+
+
+def embed_texts(embedder: Any, texts: Sequence[str]) -> np.ndarray:
+    """Document vectors from our ``Embedder``, a LangChain ``Embeddings`` (same method names)
+    or a LlamaIndex ``BaseEmbedding``."""
+    if not texts:
+        raise InvalidInputError("no texts to embed")
+    if hasattr(embedder, "embed_documents"):
+        raw = embedder.embed_documents(list(texts))
+    elif hasattr(embedder, "get_text_embedding_batch"):
+        raw = embedder.get_text_embedding_batch(list(texts))
+    else:
+        raise ConfigError(
+            f"{type(embedder).__name__} cannot embed documents: pass an object with "
+            "embed_documents/embed_query (qdrant_sift Embedder, LangChain Embeddings) or a "
+            "LlamaIndex BaseEmbedding"
+        )
+    vecs = as_float32_matrix(raw, "document embeddings", allow_empty=True)
+    if vecs.shape[0] != len(texts):
+        raise InvalidInputError(f"embedder returned {vecs.shape[0]} vectors for {len(texts)} texts")
+    return vecs
+
+
+def embed_queries(embedder: Any, queries: Sequence[str]) -> np.ndarray:
+    """One target vector per query string, (m, d)."""
+    if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
+        raise InvalidInputError("query must be a non-empty string (or a list of them)")
+    if hasattr(embedder, "embed_query"):
+        rows = [embedder.embed_query(q) for q in queries]
+    elif hasattr(embedder, "get_query_embedding"):
+        rows = [embedder.get_query_embedding(q) for q in queries]
+    else:
+        raise ConfigError(f"{type(embedder).__name__} cannot embed queries (no embed_query)")
+    return as_float32_matrix(np.asarray(rows, dtype=np.float32), "query embedding")
