@@ -438,7 +438,13 @@ class EdgeStore(VectorStore):
         )
 
     def _search(
-        self, queries: list[np.ndarray], k: int, filter: Any, params: dict[str, Any], kernel: bool
+        self,
+        queries: list[np.ndarray],
+        k: int,
+        filter: Any,
+        params: dict[str, Any],
+        kernel: bool,
+        vectors: Sequence[bool] | None = None,
     ) -> list[Hits]:
         import qdrant_edge as qe
 
@@ -452,26 +458,47 @@ class EdgeStore(VectorStore):
             exact=bool(params.get("exact", False)),
         )
         flt = self._native_filter(filter)
+        rows = [True] * len(queries) if vectors is None else list(vectors)
         reqs = [
             qe.QueryRequest(
                 limit=k,
                 query=qe.Query.Nearest(q.tolist(), using=lay.using),
                 filter=flt,
                 params=sp,
-                with_vector=lay.with_vector(kernel),
-                with_payload=True,
+                with_vector=lay.with_vector(kernel) if full else False,
+                with_payload=full,
             )
-            for q in queries
+            for q, full in zip(queries, rows, strict=True)
         ]
         with self._engine("query"):
             res = shard.query_batch(qe.QueryBatchRequest(reqs))
         return [
-            Hits.build([normalize_id(p.id) for p in r], [p.score for p in r],
-                       [lay.recall_of(p.vector) for p in r], [p.payload or {} for p in r], lay.dim,
-                       [lay.kernel_of(p.vector, p.id) for p in r] if kernel else None,
-                       lay.kernel_dim)
-            for r in res
+            self._hits(r, kernel) if full
+            else Hits([normalize_id(p.id) for p in r],
+                      np.asarray([p.score for p in r], np.float32), None, [])
+            for r, full in zip(res, rows, strict=True)
         ]  # fmt: skip
+
+    def _hits(self, points: Any, kernel: bool, scored: bool = True) -> Hits:
+        """Engine points (scored or records) with vectors and payloads as one :class:`Hits`."""
+        lay = self._load_layout()
+        return Hits.build([normalize_id(p.id) for p in points],
+                          [p.score for p in points] if scored else [0.0] * len(points),
+                          [lay.recall_of(p.vector) for p in points],
+                          [p.payload or {} for p in points], lay.dim,
+                          [lay.kernel_of(p.vector, p.id) for p in points] if kernel else None,
+                          lay.kernel_dim)  # fmt: skip
+
+    def _fetch(self, ids: list[PointId], with_kernel: bool) -> Hits:
+        shard = self._require()
+        lay = self._load_layout()
+        with self._engine("retrieve"):
+            recs = shard.retrieve(
+                [_edge_id(i) for i in ids], with_payload=True,
+                with_vector=lay.with_vector(with_kernel),
+            )  # fmt: skip
+        by_id = {normalize_id(r.id): r for r in recs}
+        return self._hits([by_id[i] for i in ids if i in by_id], with_kernel, scored=False)
 
     def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
         shard = self._require()

@@ -261,6 +261,7 @@ class QdrantStore(VectorStore):
         filter: Any,
         params: dict[str, Any],
         with_kernel: bool,
+        vectors: Sequence[bool] | None = None,
     ) -> list[Hits]:
         from qdrant_client import models
 
@@ -274,6 +275,7 @@ class QdrantStore(VectorStore):
         flt = self._native_filter(filter)
         lay = self._load_layout()
         with_vec = self._with_vectors(True, with_kernel)
+        rows = [True] * len(queries) if vectors is None else list(vectors)
         reqs = [
             models.QueryRequest(
                 query=q.tolist(),
@@ -281,25 +283,41 @@ class QdrantStore(VectorStore):
                 limit=k,
                 filter=flt,
                 params=None if self._local else sp,  # local mode is exact; it warns on params
-                with_vector=with_vec,
-                with_payload=True,
+                with_vector=with_vec if full else False,
+                with_payload=full,
             )
-            for q in queries
+            for q, full in zip(queries, rows, strict=True)
         ]
         with self._errors():
             res = self._client.query_batch_points(self.collection, requests=reqs)
         return [
-            Hits.build(
-                [normalize_id(p.id) for p in r.points],
-                [p.score for p in r.points],
-                [lay.recall_of(p.vector) for p in r.points],
-                [p.payload or {} for p in r.points],
-                lay.dim,
-                [lay.kernel_of(p.vector, p.id) for p in r.points] if with_kernel else None,
-                lay.kernel_dim,
-            )
-            for r in res
-        ]
+            self._hits(r.points, with_kernel, scored=True) if full
+            else Hits([normalize_id(p.id) for p in r.points],
+                      np.asarray([p.score for p in r.points], np.float32), None, [])
+            for r, full in zip(res, rows, strict=True)
+        ]  # fmt: skip
+
+    def _hits(self, points: Any, kernel: bool, scored: bool) -> Hits:
+        """Client points (scored or records) with vectors and payloads as one :class:`Hits`."""
+        lay = self._load_layout()
+        return Hits.build(
+            [normalize_id(p.id) for p in points],
+            [p.score for p in points] if scored else [0.0] * len(points),
+            [lay.recall_of(p.vector) for p in points],
+            [p.payload or {} for p in points],
+            lay.dim,
+            [lay.kernel_of(p.vector, p.id) for p in points] if kernel else None,
+            lay.kernel_dim,
+        )
+
+    def _fetch(self, ids: list[PointId], with_kernel: bool) -> Hits:
+        with self._errors():
+            recs = self._client.retrieve(
+                self.collection, ids=ids, with_payload=True,
+                with_vectors=self._with_vectors(True, with_kernel),
+            )  # fmt: skip
+        by_id = {normalize_id(r.id): r for r in recs}
+        return self._hits([by_id[i] for i in ids if i in by_id], with_kernel, scored=False)
 
     def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
         norm = [normalize_id(i) for i in ids]
