@@ -203,7 +203,7 @@ class SiftClient:
         alpha: float | None = None,
         unique: bool = False,
         diversity: float = DEFAULTS.diversity,
-        both_directions: bool = True,
+        both_directions: bool = DEFAULTS.both_directions,
         filter: Any = None,
     ) -> list[Document]:
         """Recall ``k`` candidates and return the ``n`` that ``strategy`` picks, in pick order.
@@ -238,7 +238,7 @@ class SiftClient:
         filter: Any = None,
         unique: bool = False,
         diversity: float = DEFAULTS.diversity,
-        both_directions: bool = True,
+        both_directions: bool = DEFAULTS.both_directions,
         max_new_tokens: int = 128,
         progress: ProgressCallback | None = None,
         **generation_kwargs: Any,

@@ -38,7 +38,7 @@ from grpc_reflection.v1alpha import reflection
 from qdrant_sift import errors
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
-from ._matrix import Limits
+from ._limits import Limits
 from ._metrics import Metrics
 from ._service import SERVICE_NAME, RerankerServicer
 
@@ -304,8 +304,7 @@ def _default_store_factory(
     if edge_path is not None:
 
         def edge(collection: str) -> Any:
-            from qdrant_sift.client.stores import EdgeStore
-            from qdrant_sift.client.stores._names import shard_path
+            from qdrant_sift.client.stores import EdgeStore, shard_path
 
             if not shard_path(edge_path, collection).is_dir():
                 raise errors.CollectionNotFoundError(
@@ -374,7 +373,7 @@ def build_server(
     if store_factory is None:
         store_factory = _default_store_factory(qdrant_url, qdrant_api_key, edge_path)
     metrics = Metrics()
-    from qdrant_sift.client.stores._names import validate_collection_name
+    from qdrant_sift.client.stores import validate_collection_name
 
     allowed = None if collections is None else [str(c) for c in collections]
     if allowed is not None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from qdrant_sift import errors
 from qdrant_sift.errors import ServerLimitError
-from qdrant_sift.options import SelectOptions
+from qdrant_sift.options import DEFAULTS, SelectOptions
 from qdrant_sift.v1 import reranker_pb2 as pb
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
@@ -399,7 +399,7 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         check_cost(selection_cost(req.k, n, query.shape[1], query.shape[0]), lim)
         opts = options_from_proto(req)
         flt = filter_from_proto(req.filter) if req.HasField("filter") else None
-        both = req.both_directions if req.HasField("both_directions") else True
+        both = req.both_directions if req.HasField("both_directions") else DEFAULTS.both_directions
         with self._store(collection) as store:
             cands = store.recall(query, int(req.k), both_directions=both, filter=flt)
         info = {"collection": req.collection, "k": int(req.k), "recalled": len(cands), "n": n}

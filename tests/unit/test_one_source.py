@@ -125,10 +125,8 @@ PACKAGES = {
 #: Private imports across packages not yet replaced, each with its reason (none may be added).
 PENDING: set[tuple[str, str]] = {
     # owned by the text-rerank work in flight (issue 16); the public names exist
-    # (qdrant_sift.client.embed.embed_queries/embed_texts, qdrant_sift.client.stores.shard_path
-    # and validate_collection_name, qdrant_sift.reranker._limits.Limits).
+    # (qdrant_sift.client.embed.embed_queries/embed_texts).
     ("reranker/_text.py", "qdrant_sift.client._rerank"),
-    ("reranker/_server.py", "qdrant_sift.client.stores._names"),
 }
 
 
