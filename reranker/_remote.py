@@ -35,6 +35,7 @@ from ._matrix import (
     id_from_proto,
     options_to_proto,
     payload_from_proto,
+    strategy_to_proto,
     to_matrix,
 )
 
@@ -341,6 +342,61 @@ class RemoteReranker:
             recalled=int(resp.recalled),
             strategy=resp.strategy,
         )
+
+    # --- texts: the server embeds ----------------------------------------------------------------
+
+    def rerank_texts(
+        self,
+        query: str,
+        documents: Sequence[str],
+        n: int | None = None,
+        *,
+        strategy: str | None = None,
+        lam: float | None = None,
+        alpha: float | None = None,
+        unique: bool | None = None,
+        diversity: float | None = None,
+        seed: int | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Pick ``n`` of ``documents`` (texts) for ``query`` with the server's embedder
+        (``RerankTexts``); ``n=None`` ranks every document.
+
+        Returns the :class:`~qdrant_sift.reranker._text.TextOutcome` that the server's
+        in-process ``TextReranker.rerank`` returns for the same call (picks in selection order
+        with ``relevance_score``, ``gain`` and ``variance``; ``prior_variance``,
+        ``stopped_early``, ``strategy`` and how many texts were embedded, cached or stored);
+        scores travel as float32. Unset options take the text defaults (``unique=True``: each
+        document at most once). Bad input raises what the in-process call raises: the call's
+        own mistakes are caught here before sending, the server's limits come back as
+        :class:`~qdrant_sift.errors.ServerLimitError` naming the limit.
+        """
+        from ._text import Pick, TextOutcome, check_text_call
+
+        options = {"strategy": strategy, "lam": lam, "alpha": alpha, "unique": unique,
+                   "diversity": diversity, "seed": seed}  # fmt: skip
+        docs, top_n, opts, unique_like = check_text_call(query, documents, n, options)
+        if top_n is not None and unique_like:
+            top_n = min(top_n, len(docs))  # what the server does; keeps huge n encodable
+        if top_n is not None and top_n >= 2**32:
+            raise errors.ServerLimitError(f"top_n={top_n} exceeds the server limit max_n", "max_n")
+        request = pb.RerankTextsRequest(
+            query=query, documents=docs, strategy=strategy_to_proto(opts["strategy"])
+        )
+        if top_n is not None:
+            request.top_n = top_n
+        for name in ("lam", "alpha", "diversity", "unique", "seed"):
+            if options[name] is not None:
+                setattr(request, name, opts[name])
+        resp = self._call(self._stub.RerankTexts, request, timeout)
+        picks = [
+            Pick(int(r.index), float(r.relevance_score), float(r.gain), float(r.variance))
+            for r in resp.results
+        ]
+        return TextOutcome(
+            picks, float(resp.prior_variance), bool(resp.stopped_early), resp.strategy,
+            int(resp.embedded), int(resp.cache_hits), int(resp.stored_hits),
+        )  # fmt: skip
 
     def health(self, service: str = "", timeout: float | None = None) -> str:
         """The server's health status name (``SERVING``, ``NOT_SERVING``, ...)."""

@@ -43,6 +43,7 @@ __all__ = [
     "StoredVectors",
     "TextOutcome",
     "TextReranker",
+    "check_text_call",
     "content_hash",
 ]
 
@@ -51,6 +52,8 @@ log = logging.getLogger("qdrant_sift.reranker.service")
 _UNIQUE_ONLY = ("nearest", "mmr", "random")
 #: Texts embedded per model call; cancellation and deadlines are checked between chunks.
 _EMBED_CHUNK = 64
+#: The selector options a text rerank takes (unset ones take the defaults, ``unique=True``).
+_OPTION_NAMES = frozenset({"strategy", "lam", "alpha", "unique", "diversity", "seed"})
 
 
 def content_hash(text: str) -> bytes:
@@ -183,6 +186,47 @@ class TextOutcome:
     stored_hits: int
 
 
+def check_text_call(
+    query: Any, documents: Any, top_n: Any, options: dict[str, Any]
+) -> tuple[list[str], int | None, dict[str, Any], bool]:
+    """What a text rerank call gets wrong whatever the server's limits: ``(documents, top_n or
+    None, selector options with the text defaults filled in, whether each document is picked at
+    most once)``. Raises :class:`~qdrant_sift.errors.InvalidInputError` /
+    :class:`~qdrant_sift.errors.ConfigError`; shared by the server and ``RemoteReranker``."""
+    if not isinstance(query, str) or not query.strip():
+        raise errors.InvalidInputError("query must be a non-empty string")
+    if isinstance(documents, str) or not isinstance(documents, Sequence):
+        raise errors.InvalidInputError("documents must be a list of strings")
+    docs = list(documents)
+    if not docs:
+        raise errors.InvalidInputError("documents is empty: send at least one document")
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, str):
+            raise errors.InvalidInputError(
+                f"documents[{i}] must be a string, got {type(doc).__name__}"
+            )
+    if top_n is not None and (
+        isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 1
+    ):
+        raise errors.InvalidInputError(f"top_n must be an integer >= 1, got {top_n!r}")
+    unknown = sorted(set(options) - _OPTION_NAMES)
+    if unknown:
+        raise errors.InvalidInputError(
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(_OPTION_NAMES))}"
+        )
+    # The selection defaults, except unique: a reranker returns each document once, as
+    # in-process rerank() does. An option given as None takes its default.
+    opts = {"strategy": DEFAULTS.strategy, "lam": DEFAULTS.lam, "alpha": DEFAULTS.alpha}
+    opts |= {"unique": True, "diversity": DEFAULTS.diversity, "seed": DEFAULTS.seed}
+    opts |= {k: v for k, v in options.items() if v is not None}
+    checked = check_options(
+        len(docs) if top_n is None else top_n, opts["strategy"], opts["lam"], opts["alpha"],
+        opts["unique"], True, opts["diversity"], opts["seed"],
+    )  # fmt: skip
+    unique_like = checked.unique or checked.strategy in _UNIQUE_ONLY
+    return docs, None if top_n is None else int(top_n), opts, unique_like
+
+
 class _TextMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         kw: dict[str, Any] = {"registry": registry}
@@ -257,48 +301,26 @@ class TextReranker:
     def check(
         self, query: Any, documents: Any, top_n: Any, options: dict[str, Any]
     ) -> tuple[list[str], int, dict[str, Any]]:
-        """Validated ``(documents, n, selector options)``; raises typed errors, does no work."""
+        """Validated ``(documents, n, selector options)``; raises typed errors, does no work:
+        first what the call itself gets wrong (:func:`check_text_call`, also run by
+        ``RemoteReranker.rerank_texts`` before sending), then this server's limits."""
+        docs, top, opts, unique_like = check_text_call(query, documents, top_n, options)
         lim = self.limits
-        if not isinstance(query, str) or not query.strip():
-            raise errors.InvalidInputError("query must be a non-empty string")
         if len(query) > lim.max_document_chars:
             raise ServerLimitError.exceeded(
                 "max_document_chars", len(query), lim.max_document_chars, "query length"
             )
-        if isinstance(documents, str) or not isinstance(documents, Sequence):
-            raise errors.InvalidInputError("documents must be a list of strings")
-        docs = list(documents)
-        if not docs:
-            raise errors.InvalidInputError("documents is empty: send at least one document")
         if len(docs) > lim.max_documents:
             raise ServerLimitError.exceeded(
                 "max_documents", len(docs), lim.max_documents, "documents"
             )
         for i, doc in enumerate(docs):
-            if not isinstance(doc, str):
-                raise errors.InvalidInputError(
-                    f"documents[{i}] must be a string, got {type(doc).__name__}"
-                )
             if len(doc) > lim.max_document_chars:
                 raise ServerLimitError.exceeded(
                     "max_document_chars", len(doc), lim.max_document_chars, f"documents[{i}] length"
                 )
-        if top_n is None:
-            n = len(docs)
-        elif isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-            raise errors.InvalidInputError(f"top_n must be an integer >= 1, got {top_n!r}")
-        else:
-            n = top_n
-        # The selection defaults, except unique: a reranker returns each document once, as
-        # in-process rerank() does.
-        opts = {"strategy": DEFAULTS.strategy, "lam": DEFAULTS.lam, "alpha": DEFAULTS.alpha}
-        opts |= {"unique": True, "diversity": DEFAULTS.diversity, "seed": DEFAULTS.seed}
-        opts |= options
-        checked = check_options(
-            n, opts["strategy"], opts["lam"], opts["alpha"], opts["unique"], True,
-            opts["diversity"], opts["seed"],
-        )  # fmt: skip
-        if checked.unique or checked.strategy in _UNIQUE_ONLY:
+        n = len(docs) if top is None else top
+        if unique_like:
             n = min(n, len(docs))
         if n > lim.max_n:
             raise ServerLimitError.exceeded("max_n", n, lim.max_n, "top_n")
