@@ -27,9 +27,25 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
+IDLE_RUN = """\
+exact commands for the idle-machine run (2 CPUs, nothing else running; `uptime` load < 0.3):
+
+  # benchmark-only baselines, once (activeft's exact SIFT and the faiss it imports):
+  pip install --no-deps --target /tmp/t15_bench activeft==0.1.1 faiss-cpu
+  # the table (agreement and latency vs activeft at d=768, SIFT alone at K=200 N=50 d=384,
+  # nearest reporting baseline, K=10k mat-vec bound, memory, batch of 64 vs single calls):
+  .venv/bin/python bench/bench_select.py --activeft-path /tmp/t15_bench
+  # about a minute, fewer repetitions:
+  .venv/bin/python bench/bench_select.py --quick --activeft-path /tmp/t15_bench
+"""
+
 
 def _args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=IDLE_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--quick", action="store_true", help="fewer repeats (about a minute)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads (0: leave)")

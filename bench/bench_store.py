@@ -42,9 +42,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+IDLE_RUN = """\
+exact commands for the idle-machine run (2 CPUs, nothing else running; `uptime` load < 0.3):
+
+  # benchmark-only baselines, once (FAISS; also serves bench_select.py's activeft rows):
+  pip install --no-deps --target /tmp/t15_bench activeft==0.1.1 faiss-cpu
+  # build and cache the collections once (10k, 100k: ~2 min; 1M: about half an hour, ~3 GB on disk):
+  .venv/bin/python bench/bench_store.py --build-only --sizes 10k,100k,1m --faiss-path /tmp/t15_bench
+  # the tables (ratios, where the time goes, hnsw_ef vs recall@200, FAISS, scaling):
+  .venv/bin/python bench/bench_store.py --sizes 10k,100k,1m --faiss-path /tmp/t15_bench
+  # a shorter pass (10k and 100k, K sweep to 1000):
+  .venv/bin/python bench/bench_store.py --quick --faiss-path /tmp/t15_bench
+"""
+
 
 def _args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap = argparse.ArgumentParser(
+        description=(__doc__ or "").splitlines()[0],
+        epilog=IDLE_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--sizes", default="10k,100k", help="comma list of 10k|100k|1m or integers")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--queries", type=int, default=20)
@@ -77,6 +94,10 @@ from qdrant_sift.client.stores import EdgeStore, QdrantStore, VectorStore  # noq
 K, N = 200, 50
 GEN_VERSION = 1  # bump when clustered() changes: cached collections are rebuilt
 ROWS: list[tuple[str, ...]] = []
+#: size label → {contender: median seconds}, for the scaling tables
+SCALE: dict[str, dict[str, float]] = {}
+#: K → (SIFT search, select alone, plain top-50) medians at the largest size
+K_SCALE: dict[int, tuple[float, float, float]] = {}
 Fn = Callable[[np.ndarray], Any]
 
 
@@ -216,14 +237,22 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     ef = max(2 * K, 64)  # the store's default for k = K (HNSW_EF_FACTOR · k)
     cands = {id(q): edge.recall(q, K).vectors for q in qs}
 
-    def engine_only(q: np.ndarray) -> Any:
+    def engine_ids(qs_: list[np.ndarray], k: int, ef_: int) -> Any:
         lay = edge._load_layout()
-        req = qe.QueryRequest(
-            limit=K, query=qe.Query.Nearest(q.tolist(), using=lay.using),
-            params=qe.SearchParams(hnsw_ef=ef, exact=False), with_vector=False,
-            with_payload=False,
-        )  # fmt: skip
-        return edge._require().query_batch(qe.QueryBatchRequest([req]))
+        reqs = [
+            qe.QueryRequest(
+                limit=k,
+                query=qe.Query.Nearest(q.tolist(), using=lay.using),
+                params=qe.SearchParams(hnsw_ef=ef_, exact=False),
+                with_vector=False,
+                with_payload=False,
+            )
+            for q in qs_
+        ]
+        return edge._require().query_batch(qe.QueryBatchRequest(reqs))
+
+    def engine_only(q: np.ndarray) -> Any:
+        return engine_ids([q], K, ef)
 
     xs = np.array(ds.x, np.float32)  # an in-memory copy (not the memmap), for the what-if row
 
@@ -242,6 +271,8 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
             "plain_exact": plain(edge, N, exact=True),
             "sift_exact": sift_search(edge, K, exact=True),
             "engine": engine_only,
+            "engine2": lambda q: engine_ids([q, -q], K, ef),
+            "engine50": lambda q: engine_ids([q], N, max(2 * N, 64)),
             "recall1": lambda q: edge.recall(q, K, both_directions=False),
             "recall2": lambda q: edge.recall(q, K),
             "opposite": lambda q: edge.recall(-q, K, both_directions=False),
@@ -260,13 +291,19 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     row(label, "plain top-50, Edge exact (`exact=True`)", pe, "-", "1.00×")
     row(label, "SIFT search, Edge exact", t["sift_exact"], "plain top-50, Edge exact",
         f"{t['sift_exact'] / pe:.2f}×")  # fmt: skip
+    row(label, "  ↳ engine alone: top-50 ids, no vectors/payloads (HNSW, ef=100)", t["engine50"],
+        base_h, f"{t['engine50'] / ph:.2f}×", "floor of plain search")  # fmt: skip
     row(label, "  ↳ engine alone: top-200 ids, no vectors/payloads (HNSW)", t["engine"], base_h,
         f"{t['engine'] / ph:.2f}×", "floor of one HNSW query")  # fmt: skip
+    row(label, "  ↳ engine alone: top-200 ids for q and −q, one batch (HNSW)", t["engine2"],
+        base_h, f"{t['engine2'] / ph:.2f}×",
+        f"recall floor; SIFT search − it: {ms(t['sift_hnsw'] - t['engine2'])}")  # fmt: skip
     row(label, "  ↳ recall top-200 + vectors, one direction (HNSW)", t["recall1"], base_h,
         f"{t['recall1'] / ph:.2f}×", f"fetch+convert {ms(t['recall1'] - t['engine'])}")  # fmt: skip
     second = ms(t["recall2"] - t["recall1"])
     row(label, "  ↳ recall top-200 + vectors, both directions (HNSW)", t["recall2"], base_h,
-        f"{t['recall2'] / ph:.2f}×", f"2nd direction {second}")  # fmt: skip
+        f"{t['recall2'] / ph:.2f}×",
+        f"2nd direction {second} (−q: ids and scores only, rows only for ids it adds)")  # fmt: skip
     truth = [ds.exact_top(-q, K) for q in qs]
     got = [edge.recall(-q, K, both_directions=False).ids for q in qs]
     rec = np.mean([len(set(map(int, g)) & tr) / K for g, tr in zip(got, truth, strict=True)])
@@ -277,6 +314,10 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     row(label, "  ↳ what-if: engine ids (one direction) + numpy gather of vectors + select",
         t["what_if"], base_h, f"{t['what_if'] / ph:.2f}×",
         "a store returning float32 arrays, not Python lists")  # fmt: skip
+    SCALE.setdefault(label, {}).update(
+        plain_hnsw=ph, sift_hnsw=t["sift_hnsw"], plain_exact=pe, sift_exact=t["sift_exact"],
+        select=t["select"], engine2=t["engine2"],
+    )  # fmt: skip
 
 
 def bench_ef(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
@@ -306,6 +347,7 @@ def bench_local(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     row(label, "plain top-50, local mode (`:memory:`, exact numpy)", t["plain"], "-", "1.00×")
     row(label, "SIFT search, local mode", t["sift"], "plain top-50, local mode",
         f"{t['sift'] / t['plain']:.2f}×")  # fmt: skip
+    SCALE.setdefault(label, {}).update(plain_local=t["plain"], sift_local=t["sift"])
     local.close()
 
 
@@ -388,14 +430,46 @@ def bench_faiss(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
 
 
 def bench_k_scaling(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
+    from qdrant_sift.reranker import select
+
     ks = [50, 200, 1000] if ARGS.quick else [50, 200, 1000, 10_000]
+    sub = qs[: max(3, len(qs) // 2)]
     contenders: dict[str, Fn] = {"plain": plain(ds.edge, N)}
     for k in ks:
         contenders[f"sift{k}"] = sift_search(ds.edge, k)
-    t = interleaved(contenders, qs[: max(3, len(qs) // 2)], ARGS.reps)
+        cands = {id(q): ds.edge.recall(q, k).vectors for q in sub}
+        contenders[f"select{k}"] = lambda q, c=cands, k=k: select(q, c[id(q)], min(N, k),
+                                                                  device="cpu")  # fmt: skip
+    t = interleaved(contenders, sub, ARGS.reps)
     for k in ks:
         row(label, f"K scaling: SIFT search K={k}, N={min(N, k)}, Edge HNSW", t[f"sift{k}"],
-            "plain top-50, Edge HNSW", f"{t[f'sift{k}'] / t['plain']:.2f}×")  # fmt: skip
+            "plain top-50, Edge HNSW", f"{t[f'sift{k}'] / t['plain']:.2f}×",
+            f"select alone {ms(t[f'select{k}'])}")  # fmt: skip
+        K_SCALE[k] = (t[f"sift{k}"], t[f"select{k}"], t["plain"])
+
+
+def print_scaling(largest: str) -> None:
+    """The scaling tables: how SIFT search and its ratio to plain search grow with the work."""
+    print("\n### Scaling: collection size (K=200, N=50; plain = top-50 on the same store)\n")
+    print("| size | plain, Edge HNSW | SIFT search, Edge HNSW | ratio | engine floor (q, −q ids) "
+          "| select alone | plain, Edge exact | SIFT search, Edge exact | ratio "
+          "| plain, local mode | SIFT search, local mode | ratio |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def pair(v: dict[str, float], a: str, b: str) -> list[str]:
+        if a not in v or b not in v:
+            return ["-", "-", "-"]
+        return [ms(v[a]), ms(v[b]), f"{v[b] / v[a]:.2f}×"]
+
+    for size, v in SCALE.items():
+        cells = [size, *pair(v, "plain_hnsw", "sift_hnsw"), ms(v["engine2"]), ms(v["select"])]
+        cells += [*pair(v, "plain_exact", "sift_exact"), *pair(v, "plain_local", "sift_local")]
+        print("| " + " | ".join(cells) + " |")
+    print(f"\n### Scaling: K (N = min(50, K), Edge HNSW, {largest}; plain = top-50)\n")
+    print("| K | SIFT search | select alone | plain top-50 | ratio |")
+    print("|---|---|---|---|---|")
+    for k, (sift, sel, pl) in K_SCALE.items():
+        print(f"| {k:,} | {ms(sift)} | {ms(sel)} | {ms(pl)} | {sift / pl:.2f}× |")
 
 
 def main() -> int:
@@ -446,6 +520,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for r in ROWS:
         print("| " + " | ".join(r) + " |")
+    print_scaling(label)
     return 0
 
 

@@ -26,9 +26,25 @@ def _run(tmp_path: Path, *extra: str) -> tuple[str, str]:
     return out.stdout, out.stderr
 
 
+def _tables(stdout: str) -> list[list[list[str]]]:
+    """Every markdown table in the output, header row dropped."""
+    tables: list[list[list[str]]] = []
+    inside = False
+    for ln in stdout.splitlines():
+        if not ln.startswith("|"):
+            inside = False
+            continue
+        if not inside:
+            tables.append([])
+            inside = True
+            continue  # the header
+        if "---" not in ln:
+            tables[-1].append([c.strip() for c in ln.strip("|").split("|")])
+    return tables
+
+
 def _table(stdout: str) -> list[list[str]]:
-    lines = [ln for ln in stdout.splitlines() if ln.startswith("| ") and "---" not in ln]
-    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[1:]]
+    return _tables(stdout)[0]
 
 
 @pytest.mark.timeout(900)
@@ -52,6 +68,16 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
         assert len(faiss) == 1 and faiss[0][5].startswith("skipped: faiss not importable")
     else:
         assert any("IndexFlatIP" in r[1] for r in faiss) and any("HNSW" in r[1] for r in faiss)
+    # the scaling tables: by collection size (with local mode here), then by K
+    _, by_size, by_k = _tables(stdout)
+    assert [r[0] for r in by_size] == ["3k"] and all(r[3].endswith("×") for r in by_size)
+    assert by_size[0][9] != "-" and by_size[0][11].endswith("×")  # local mode timed
+    assert [r[0] for r in by_k] == ["50", "200", "1,000"] and all(r[4].endswith("×") for r in by_k)
+    script = str(ROOT / "bench" / "bench_store.py")
+    helptext = subprocess.run(
+        [sys.executable, script, "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    ).stdout
+    assert "idle-machine run" in helptext and "--sizes 10k,100k,1m" in helptext
     # the collection is cached: a second run rebuilds nothing
     again, log = _run(tmp_path, "--local-max", "0", "--no-faiss")
     assert "Edge ingest" not in log and "generating" not in log
