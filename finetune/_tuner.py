@@ -18,7 +18,13 @@ from typing import Any
 
 import torch
 
-from qdrant_sift.errors import InvalidInputError, PromptTooLongError, QdrantSiftError, TuningError
+from qdrant_sift.errors import (
+    ConfigError,
+    InvalidInputError,
+    PromptTooLongError,
+    QdrantSiftError,
+    TuningError,
+)
 
 from ._bpb import BpbResult, bits_per_byte, prefix_token_id
 from ._config import AdaptOutcome, StepReport, TuneConfig, TuneReport
@@ -54,14 +60,29 @@ def _adam(params: list[torch.nn.Parameter], cfg: TuneConfig) -> torch.optim.Opti
         return torch.optim.Adam(params, **kwargs)
 
 
+#: TuneConfig fields applied when the tuner is built (the adapter's shape, the mode, placement).
+BUILD_FIELDS: tuple[str, ...] = (
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "bias",
+    "target_modules",
+    "full_finetune",
+    "device",
+    "dtype",
+)
+
+
 class TestTimeTuner:
     """Test-time fine-tuning of one causal LM; one prompt at a time (a lock serialises callers).
 
     ``TestTimeTuner(model, tokenizer)`` wraps ``model`` in a LoRA adapter in place (peft); keep
     using ``tuner.model`` afterwards. Bits per byte after tuning: ``with tuner.session(): ...``.
     ``tuner.config`` may be swapped between prompts (``dataclasses.replace``) for the per-prompt
-    fields (learning rate, Adam settings, ``max_length``, ``steps_per_chunk``); the adapter's
-    shape (rank, alpha, targets, mode) is fixed when the tuner is built.
+    fields (learning rate, Adam settings, ``max_length``, ``steps_per_chunk``, ``seed``); the
+    fields that shape the adapter (:data:`BUILD_FIELDS`: rank, alpha, dropout, bias, targets,
+    mode, device, dtype) are fixed when the tuner is built, and a config that changes one is
+    refused with :class:`~qdrant_sift.errors.ConfigError` (build a new tuner instead).
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -69,8 +90,6 @@ class TestTimeTuner:
     def __init__(self, model: Any, tokenizer: Any, config: TuneConfig | None = None) -> None:
         if config is None:
             config = TuneConfig()
-        if not isinstance(config, TuneConfig):
-            raise InvalidInputError(f"config must be a TuneConfig, got {type(config).__name__}")
         self.config = config
         self.tokenizer = tokenizer
         self._lock = threading.RLock()
@@ -97,6 +116,26 @@ class TestTimeTuner:
         ]
         self._initial_fingerprint = self.base_fingerprint() if not config.full_finetune else ""
         self._dropouts = [m for n, m in self.model.named_modules() if n.endswith("lora_dropout")]
+
+    @property
+    def config(self) -> TuneConfig:
+        """The tuning settings; swap per-prompt fields with ``dataclasses.replace``."""
+        return self._config
+
+    @config.setter
+    def config(self, config: TuneConfig) -> None:
+        if not isinstance(config, TuneConfig):
+            raise InvalidInputError(f"config must be a TuneConfig, got {type(config).__name__}")
+        built: TuneConfig | None = getattr(self, "_config", None)
+        if built is not None:
+            changed = [f for f in BUILD_FIELDS if getattr(config, f) != getattr(built, f)]
+            if changed:
+                raise ConfigError(
+                    f"{', '.join(changed)} shape the adapter and are fixed once the tuner is "
+                    "built; build a new TestTimeTuner for them (only per-prompt fields such as "
+                    "learning_rate, adam_*, max_length, steps_per_chunk may change)"
+                )
+        self._config = config
 
     # --- construction ---------------------------------------------------------------------
 

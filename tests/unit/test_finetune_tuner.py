@@ -6,13 +6,14 @@ import copy
 import itertools
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import torch
 from conftest_finetune import base_state, tiny_gpt2, tiny_llama
 
-from qdrant_sift.errors import InvalidInputError, PromptTooLongError, TuningError
+from qdrant_sift.errors import ConfigError, InvalidInputError, PromptTooLongError, TuningError
 from qdrant_sift.finetune import StepReport, TestTimeTuner, TuneConfig
 
 TEXTS = [
@@ -262,3 +263,21 @@ def test_adapter_init_is_seeded_and_leaves_global_rng_alone() -> None:
     assert torch.equal(torch.rand(3), expected)
     b = TestTimeTuner(*second, TuneConfig(seed=7))
     _assert_same(_adapter(a), _adapter(b))
+
+
+def test_config_swap_keeps_per_prompt_fields_and_refuses_adapter_shape(llama: Any) -> None:
+    """Rank, targets and the other build-time fields cannot change silently after the build."""
+    tuner = llama[0]
+    tuner.config = replace(tuner.config, learning_rate=1e-4, max_length=32, steps_per_chunk=2)
+    assert tuner.config.learning_rate == 1e-4 and tuner.config.steps_per_chunk == 2
+    for change in (
+        {"lora_rank": 8},
+        {"target_modules": ("q_proj",)},
+        {"lora_alpha": 8.0},
+        {"full_finetune": True},
+    ):
+        with pytest.raises(ConfigError, match=next(iter(change))):
+            tuner.config = replace(tuner.config, **change)
+    assert tuner.config.lora_rank == TuneConfig().lora_rank
+    with pytest.raises(InvalidInputError):
+        tuner.config = "fast"
