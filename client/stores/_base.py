@@ -94,6 +94,8 @@ class StoredPoint:
 
 def normalize_id(pid: Any) -> PointId:
     """Qdrant accepts unsigned ints and UUIDs; return ints as int and UUIDs as canonical str."""
+    if type(pid) is int and pid >= 0:  # the engines' own ids: the common case, checked first
+        return pid
     if isinstance(pid, bool):
         raise InvalidInputError(f"point id must be an unsigned int or a UUID, got {pid!r}")
     if isinstance(pid, (int, np.integer)):
@@ -191,12 +193,30 @@ def _no_rows(like: Hits) -> Hits:
     return Hits([], like.scores[:0], like.vectors[:0], [], kern)
 
 
+def _pos_wins(pos: Hits, neg: Hits, k: int) -> bool:
+    """Whether the merge keeps exactly q's first k hits, in q's order: q has k of them, sorted
+    and none negative (so |score| order is their order), each beating every −q hit strictly."""
+    if len(pos.ids) < k or pos.vectors is None or k == 0:
+        return False
+    head = pos.scores[:k]
+    floor = float(head[-1])
+    return (
+        floor >= 0.0
+        and bool(np.all(head[:-1] >= head[1:]))
+        and (neg.scores.size == 0 or floor > float(np.abs(neg.scores).max()))
+    )
+
+
 def merge_directions(pos: Hits, neg: Hits, k: int, fetch: Fetch | None = None) -> Hits:
     """Union of the hits for q and −q (scores of −q hits negated), K largest |score|, no dupes.
 
     ``neg`` may be ids and scores only (``vectors`` None): the rows of the ids kept from it,
     usually few, come from ``fetch`` (an id deleted in between is left out).
     """
+    if _pos_wins(pos, neg, k):  # every kept hit is q's own, in q's order (the usual case)
+        kern = None if pos.kernel_vectors is None else pos.kernel_vectors[:k]
+        assert pos.vectors is not None
+        return Hits(pos.ids[:k], pos.scores[:k], pos.vectors[:k], pos.payloads[:k], kern)
     ids = pos.ids + neg.ids
     scores = np.concatenate([pos.scores, -neg.scores])
     seen: set[PointId] = set()

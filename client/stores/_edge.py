@@ -36,7 +36,7 @@ from qdrant_sift.errors import (
     StoreLockedError,
 )
 
-from ._base import Hits, PointId, StoredPoint, VectorStore, normalize_id
+from ._base import Hits, PointId, StoredPoint, VectorStore, _rows, normalize_id
 from ._filters import Filter, Match, Range, as_filter, to_edge
 from ._integrity import (
     IdState,
@@ -48,6 +48,7 @@ from ._integrity import (
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR, Layout, read_layout
 from ._names import shard_path, validate_collection_name
 from ._qdrant import HNSW_EF_FACTOR
+from ._vcache import VectorCache
 
 __all__ = ["EdgeStore"]
 
@@ -74,6 +75,12 @@ class EdgeStore(VectorStore):
     ``probe``: load a shard that was not closed cleanly (or has no manifest) in a subprocess
     first, so an engine abort on damaged files kills the probe, not this process (about 0.2 s,
     only after a crash). ``None`` reads ``QDRANT_SIFT_EDGE_PROBE`` (default on; ``0`` = off).
+
+    ``vector_cache``: keep a float32 copy of every stored vector in RAM (n × d × 4 bytes, built
+    on the first recall, kept in step with every write; see :mod:`._vcache`), so recall reads
+    ids, scores and payloads from the engine and gathers vectors with one numpy take instead of
+    converting Python float lists (the binding's only way to hand vectors out). ``None`` reads
+    ``QDRANT_SIFT_EDGE_VECTOR_CACHE`` (default off; ``1`` = on).
     """
 
     def __init__(
@@ -82,6 +89,7 @@ class EdgeStore(VectorStore):
         collection: str = "docs",
         *,
         probe: bool | None = None,
+        vector_cache: bool | None = None,
     ) -> None:
         validate_collection_name(collection)
         shard_path(path, collection)  # refuse before creating anything
@@ -99,6 +107,13 @@ class EdgeStore(VectorStore):
                 "0", "false", "no", "off"
             )  # fmt: skip
         self._probe = probe
+        if vector_cache is None:
+            vector_cache = os.environ.get("QDRANT_SIFT_EDGE_VECTOR_CACHE", "0").strip().lower() in (
+                "1", "true", "yes", "on"
+            )  # fmt: skip
+        self._vcache_on = bool(vector_cache)
+        self._vcache: VectorCache | None = None
+        self._vcache_lock = threading.Lock()  # short: puts, drops and takes of in-memory rows
         self.root.mkdir(parents=True, exist_ok=True)
         self.shard_dir = shard_path(self.root, collection)
         self._lock()
@@ -148,6 +163,7 @@ class EdgeStore(VectorStore):
 
     def _damaged(self, what: str, cause: BaseException | None = None) -> None:
         """Record that the shard is damaged; every use but drop/close raises it from now on."""
+        self._vcache = None
         if self._shard is not None:
             with contextlib.suppress(Exception):
                 self._shard.close()
@@ -345,6 +361,7 @@ class EdgeStore(VectorStore):
         with self._engine("create"):
             self._shard = qe.EdgeShard.create(str(self.shard_dir), cfg)
         self._layout = None
+        self._vcache = None
         self._state, self._sources = IdState(), []
         self._write_manifest()
 
@@ -396,6 +413,8 @@ class EdgeStore(VectorStore):
             sources = self._new_sources(payloads)
             self._sources.extend(sources)
             self._apply(qe.UpdateOperation.upsert_points(points), after, "upsert", sources)
+            if self._vcache is not None:
+                self._cache_read_back(ids)
 
     def _apply(self, operation: Any, after: IdState, what: str, sources: list[str]) -> None:
         """Record ``after`` as pending, apply ``operation``, then record ``after`` as written.
@@ -410,6 +429,7 @@ class EdgeStore(VectorStore):
             with self._engine(what):
                 self._shard.update(operation)
         except StoreError:
+            self._vcache = None  # rebuilt from the shard on the next recall
             with contextlib.suppress(StoreError, OSError):
                 self._state = self._scan()  # whatever part of the write the engine kept
                 self._write_manifest()
@@ -459,25 +479,32 @@ class EdgeStore(VectorStore):
         )
         flt = self._native_filter(filter)
         rows = [True] * len(queries) if vectors is None else list(vectors)
+        cache = self._cache()
+        engine_vectors = lay.with_vector(kernel) if cache is None else False
         reqs = [
             qe.QueryRequest(
                 limit=k,
                 query=qe.Query.Nearest(q.tolist(), using=lay.using),
                 filter=flt,
                 params=sp,
-                with_vector=lay.with_vector(kernel) if full else False,
+                with_vector=engine_vectors if full else False,
                 with_payload=full,
             )
             for q, full in zip(queries, rows, strict=True)
         ]
         with self._engine("query"):
             res = shard.query_batch(qe.QueryBatchRequest(reqs))
-        return [
-            self._hits(r, kernel) if full
-            else Hits([normalize_id(p.id) for p in r],
-                      np.asarray([p.score for p in r], np.float32), None, [])
-            for r, full in zip(res, rows, strict=True)
-        ]  # fmt: skip
+        out: list[Hits] = []
+        for r, full in zip(res, rows, strict=True):
+            ids = [normalize_id(p.id) for p in r]
+            scores = np.asarray([p.score for p in r], np.float32)
+            if not full:
+                out.append(Hits(ids, scores, None, []))
+            elif cache is None:
+                out.append(self._hits(r, kernel))
+            else:
+                out.append(self._cached_hits(ids, scores, [p.payload or {} for p in r], kernel))
+        return out
 
     def _hits(self, points: Any, kernel: bool, scored: bool = True) -> Hits:
         """Engine points (scored or records) with vectors and payloads as one :class:`Hits`."""
@@ -489,7 +516,34 @@ class EdgeStore(VectorStore):
                           [lay.kernel_of(p.vector, p.id) for p in points] if kernel else None,
                           lay.kernel_dim)  # fmt: skip
 
+    def _cached_hits(
+        self, ids: list[PointId], scores: np.ndarray, payloads: list[dict], kernel: bool
+    ) -> Hits:
+        """Hits with rows from the vector cache; from the engine if a write moved ids meanwhile."""
+        cache = self._vcache
+        got = None
+        if cache is not None:
+            with self._vcache_lock:
+                got = cache.take(ids)
+        if got is not None:
+            return Hits(ids, scores, got[0], payloads, got[1] if kernel else None)
+        rows = self._engine_fetch(ids, kernel)  # ids deleted meanwhile are left out
+        where = {pid: r for r, pid in enumerate(ids)}
+        keep = [where[pid] for pid in rows.ids]
+        return Hits(rows.ids, scores[keep], rows.vectors, rows.payloads, rows.kernel_vectors)
+
     def _fetch(self, ids: list[PointId], with_kernel: bool) -> Hits:
+        if self._cache() is None:
+            return self._engine_fetch(ids, with_kernel)
+        shard = self._require()
+        with self._engine("retrieve"):
+            recs = shard.retrieve([_edge_id(i) for i in ids], with_payload=True, with_vector=False)
+        by_id = {normalize_id(r.id): r for r in recs}
+        held = [i for i in ids if i in by_id]
+        zeros = np.zeros(len(held), np.float32)
+        return self._cached_hits(held, zeros, [by_id[i].payload or {} for i in held], with_kernel)
+
+    def _engine_fetch(self, ids: list[PointId], with_kernel: bool) -> Hits:
         shard = self._require()
         lay = self._load_layout()
         with self._engine("retrieve"):
@@ -499,6 +553,67 @@ class EdgeStore(VectorStore):
             )  # fmt: skip
         by_id = {normalize_id(r.id): r for r in recs}
         return self._hits([by_id[i] for i in ids if i in by_id], with_kernel, scored=False)
+
+    # --- the vector cache (vector_cache=True) ------------------------------------------------
+
+    def _cache(self) -> VectorCache | None:
+        """The vector cache, built from the shard on first use; None when it is off."""
+        if not self._vcache_on:
+            return None
+        cache = self._vcache
+        if cache is None:
+            with self._write_lock:  # no write in between: the scan is the shard's state
+                if self._vcache is None:
+                    self._vcache = self._build_cache()
+                cache = self._vcache
+        return cache
+
+    def _rows_of(self, recs: Any) -> tuple[list[PointId], np.ndarray, np.ndarray | None]:
+        lay = self._load_layout()
+        ids = [normalize_id(r.id) for r in recs]
+        rows = _rows([lay.recall_of(r.vector) for r in recs], lay.dim)
+        krows = None
+        if lay.kernel_dim is not None:
+            krows = _rows([lay.kernel_of(r.vector, r.id) for r in recs], lay.kernel_dim)
+        return ids, rows, krows
+
+    def _build_cache(self) -> VectorCache:
+        import qdrant_edge as qe
+
+        shard = self._require()
+        lay = self._load_layout()
+        cache = VectorCache(lay.dim, lay.kernel_dim)
+        want = lay.with_vector(lay.kernel_dim is not None)
+        offset: Any = None
+        while True:
+            with self._engine("scroll"):
+                recs, offset = shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=4096, with_payload=False,
+                                     with_vector=want)
+                )  # fmt: skip
+            if recs:
+                cache.put(*self._rows_of(recs))
+            if offset is None:
+                return cache
+
+    def _cache_read_back(self, ids: list[PointId]) -> None:
+        """Rows of just-written ids as the engine stores them (never computed here); if that
+        read fails the cache is dropped (rebuilt from the shard on the next recall)."""
+        lay = self._load_layout()
+        try:
+            with self._engine("retrieve"):
+                recs = self._shard.retrieve(
+                    [_edge_id(i) for i in dict.fromkeys(ids)], with_payload=False,
+                    with_vector=lay.with_vector(lay.kernel_dim is not None),
+                )  # fmt: skip
+            got = self._rows_of(recs)
+        except Exception:
+            self._vcache = None
+            raise
+        cache = self._vcache
+        if cache is not None:
+            with self._vcache_lock:
+                cache.put(*got)
 
     def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
         shard = self._require()
@@ -534,6 +649,9 @@ class EdgeStore(VectorStore):
             after = self._state.remove(i for i in norm if i in known)
             op = qe.UpdateOperation.delete_points([_edge_id(i) for i in norm])
             self._apply(op, after, "delete", [])
+            if self._vcache is not None:
+                with self._vcache_lock:
+                    self._vcache.drop(norm)
 
     def count(self) -> int:
         self._require()
@@ -603,6 +721,7 @@ class EdgeStore(VectorStore):
             except OSError as exc:
                 raise StoreError(f"cannot delete Edge shard {folder}: {exc}") from exc
         self._layout = None
+        self._vcache = None
         self._damage = None
         self._state, self._sources = IdState(), []
 
@@ -634,6 +753,7 @@ class EdgeStore(VectorStore):
                 except StoreError as exc:
                     error = error or exc
                 self._shard = None
+                self._vcache = None
                 if error is None:
                     try:
                         self._write_manifest(clean=True, files=fingerprint(self.shard_dir))

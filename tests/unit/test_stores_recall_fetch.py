@@ -80,3 +80,73 @@ def test_both_directions_reads_rows_once(tmp_path: Any, backend: str) -> None:
         np.testing.assert_allclose(cand.vectors, xn[order], atol=1e-5)
         assert [p["i"] for p in cand.payloads] == order.tolist()
         assert sum(fetched) == int((s[order] < 0).sum())  # only rows kept from −q were read
+
+
+def test_vector_cache_rows_are_the_engines_and_follow_writes(tmp_path: Any) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((500, 8)).astype(np.float32)
+    with EdgeStore(tmp_path, "d") as store:
+        store.create(8)
+        store.upsert(list(range(500)), x, [{"i": i} for i in range(500)])
+    with EdgeStore(tmp_path, "d", vector_cache=True) as store:
+        q = x[3]
+        cand = store.recall(q, 60)  # builds the cache from the shard
+        assert store._vcache is not None and len(store._vcache) == 500
+        engine = store._engine_fetch(cand.ids, False)
+        assert engine.ids == cand.ids
+        np.testing.assert_array_equal(cand.vectors, engine.vectors)  # bit for bit
+        assert cand.payloads == engine.payloads
+        # a replaced vector, a deleted point and a new one are seen by the next recall
+        store.upsert([3, 900], np.stack([-x[3], x[3]]), [{"i": -3}, {"i": 900}])
+        store.delete([cand.ids[1]])
+        again = store.recall(q, 60, both_directions=False)
+        assert again.ids[0] == 900 and cand.ids[1] not in again.ids
+        np.testing.assert_array_equal(again.vectors, store._engine_fetch(again.ids, False).vectors)
+        both = store.recall(q, 60)
+        assert both.ids[:2] in ([900, 3], [3, 900]) and both.payloads[both.ids.index(3)] == {
+            "i": -3
+        }
+        assert len(store._vcache) == 500
+
+
+def test_vector_cache_with_kernel_vectors(tmp_path: Any) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((50, 8)).astype(np.float32)
+    kv = rng.standard_normal((50, 4)).astype(np.float32)
+    with EdgeStore(tmp_path, "k", vector_cache=True) as store:
+        store.create(8, kernel_dim=4)
+        store.upsert(list(range(50)), x, kernel_vectors=kv)
+        cand = store.recall(x[0], 20, with_kernel=True)
+        want = kv[cand.ids] / np.linalg.norm(kv[cand.ids], axis=1, keepdims=True)
+        np.testing.assert_allclose(cand.kernel_vectors, want, atol=1e-6)
+        store.upsert([0], x[:1], kernel_vectors=-kv[:1])  # cache built: read back on write
+        again = store.recall(x[0], 20, with_kernel=True)
+        got = again.kernel_vectors[again.ids.index(0)]
+        np.testing.assert_allclose(got, -want[cand.ids.index(0)], atol=1e-6)
+
+
+def _reference_merge(pos: Hits, neg: Hits, k: int) -> list[Any]:
+    """The definition: K largest |score| over q's and −q's hits, stable, first occurrence."""
+    ids = pos.ids + neg.ids
+    scores = np.concatenate([pos.scores, -neg.scores])
+    out: list[Any] = []
+    for j in np.argsort(-np.abs(scores), kind="stable"):
+        if ids[j] not in out:
+            out.append(ids[j])
+    return out[:k]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_merge_shortcut_equals_the_definition(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_pos, n_neg, k = (int(v) for v in rng.integers(1, 12, 3))
+    shift = rng.choice([0.0, 0.5, -0.3])  # all positive, mixed, or crossing zero
+    sp = np.sort(rng.choice([0.9, 0.5, 0.2], n_pos) + shift + 0.01 * rng.integers(0, 3, n_pos))
+    sn = np.sort(rng.choice([0.6, 0.3, 0.1], n_neg) + 0.01 * rng.integers(0, 3, n_neg))
+    ids = [int(v) for v in rng.permutation(40)]
+    pos = _hits(ids[:n_pos], list(sp[::-1]))
+    neg_ids = ids[n_pos - 2 : n_pos - 2 + n_neg] if n_pos > 2 else ids[20 : 20 + n_neg]
+    neg = _hits(neg_ids, list(sn[::-1]))
+    got = merge_directions(pos, neg, k)
+    assert got.ids == _reference_merge(pos, neg, k)
+    assert got.vectors[:, 0].tolist() == [float(i) for i in got.ids]
