@@ -8,6 +8,9 @@ On seeded clustered data (cosine ~0.6 within a cluster) at each size:
   ``select(q, vectors, N=50)`` against plain ``store.recall(q, 50, both_directions=False)``, on
   Qdrant Edge HNSW, Qdrant Edge exact (``exact=True`` on the same shard) and qdrant-client local
   mode (``:memory:``, sizes ≤ ``--local-max``).
+* **Vector cache**: plain and SIFT search again with ``EdgeStore(vector_cache=True)`` (vectors
+  gathered from a float32 copy in RAM instead of converted from the binding's Python float
+  lists), on the same shard, interleaved with the rest; its size and build time are noted.
 * **Where the SIFT-search time goes** (Edge HNSW): the engine alone (top-200 ids, no vectors or
   payloads), recall top-200 one direction, both directions, and ``select`` alone.
 * **HNSW ef vs recall@K**: recall@200 (one direction, vs exact numpy top-200) and latency per
@@ -15,7 +18,8 @@ On seeded clustered data (cosine ~0.6 within a cluster) at each size:
 * **Edge vs FAISS** (needs ``faiss-cpu``: ``pip install -e '.[bench]' -c constraints.txt`` or
   ``--faiss-path DIR``): top-200 with vectors, Edge exact vs ``IndexFlatIP``, Edge HNSW vs
   ``IndexHNSWFlat`` (M=16, efConstruction=100 like Edge, efSearch = Edge's ef), recall@200 each.
-* **K scaling**: SIFT search vs plain top-50 as K grows (largest size of the run).
+* **K scaling**: SIFT search vs plain top-50 as K grows (largest size of the run), with and
+  without the vector cache; then the scaling tables (by collection size, by K).
 
 Collections are built once and cached (vectors ``.npy`` + Edge shard with HNSW + FAISS indexes)
 under ``--cache`` (default ``$QDRANT_SIFT_HOME/bench``); later runs only time searches.
@@ -97,7 +101,7 @@ ROWS: list[tuple[str, ...]] = []
 #: size label → {contender: median seconds}, for the scaling tables
 SCALE: dict[str, dict[str, float]] = {}
 #: K → (SIFT search, select alone, plain top-50) medians at the largest size
-K_SCALE: dict[int, tuple[float, float, float]] = {}
+K_SCALE: dict[int, tuple[float, ...]] = {}
 Fn = Callable[[np.ndarray], Any]
 
 
@@ -228,6 +232,25 @@ def plain(store: VectorStore, n: int, **params: Any) -> Fn:
     return lambda q: store.recall(q, n, both_directions=False, **params)
 
 
+def cached(edge: EdgeStore, on: bool, fn: Fn) -> Fn:
+    """``fn`` with the Edge vector cache on or off: both run on the one shard (a folder has one
+    owner), interleaved. The toggle is the store's private switch; the bench only."""
+
+    def run(q: np.ndarray) -> Any:
+        edge._vcache_on = on
+        return fn(q)
+
+    return run
+
+
+def build_cache(edge: EdgeStore) -> float:
+    """Build the vector cache now (else the first cached call would pay it); its seconds."""
+    edge._vcache_on = True
+    t = time.perf_counter()
+    edge._cache()
+    return time.perf_counter() - t
+
+
 def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     import qdrant_edge as qe
 
@@ -235,6 +258,10 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
 
     edge = ds.edge
     ef = max(2 * K, 64)  # the store's default for k = K (HNSW_EF_FACTOR · k)
+    cache_s = build_cache(edge)
+    cache_mib = edge._vcache.nbytes / 2**20 if edge._vcache is not None else 0.0
+    _log(f"{label}: vector cache built in {cache_s:.1f} s ({cache_mib:.0f} MiB)")
+    edge._vcache_on = False
     cands = {id(q): edge.recall(q, K).vectors for q in qs}
 
     def engine_ids(qs_: list[np.ndarray], k: int, ef_: int) -> Any:
@@ -262,25 +289,30 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         ids = [p.id for p in engine_only(q)[0]]
         return select(q, xs[ids], N, device="cpu")
 
-    t = interleaved(
-        {
-            "plain_hnsw": plain(edge, N),
-            "what_if": engine_gather_select,
-            "sift_hnsw": sift_search(edge, K),
-            "sift_hnsw_1dir": sift_search(edge, K, both_directions=False),
-            "plain_exact": plain(edge, N, exact=True),
-            "sift_exact": sift_search(edge, K, exact=True),
-            "engine": engine_only,
-            "engine2": lambda q: engine_ids([q, -q], K, ef),
-            "engine50": lambda q: engine_ids([q], N, max(2 * N, 64)),
-            "recall1": lambda q: edge.recall(q, K, both_directions=False),
-            "recall2": lambda q: edge.recall(q, K),
-            "opposite": lambda q: edge.recall(-q, K, both_directions=False),
-            "select": lambda q: select(q, cands[id(q)], N, device="cpu"),
-        },
-        qs,
-        ARGS.reps,
-    )
+    off = {
+        "plain_hnsw": plain(edge, N),
+        "what_if": engine_gather_select,
+        "sift_hnsw": sift_search(edge, K),
+        "sift_hnsw_1dir": sift_search(edge, K, both_directions=False),
+        "plain_exact": plain(edge, N, exact=True),
+        "sift_exact": sift_search(edge, K, exact=True),
+        "engine": engine_only,
+        "engine2": lambda q: engine_ids([q, -q], K, ef),
+        "engine50": lambda q: engine_ids([q], N, max(2 * N, 64)),
+        "recall1": lambda q: edge.recall(q, K, both_directions=False),
+        "recall2": lambda q: edge.recall(q, K),
+        "opposite": lambda q: edge.recall(-q, K, both_directions=False),
+        "select": lambda q: select(q, cands[id(q)], N, device="cpu"),
+    }
+    on = {
+        "plain_cache": plain(edge, N),
+        "sift_cache": sift_search(edge, K),
+        "recall2_cache": lambda q: edge.recall(q, K),
+    }
+    contenders = {name: cached(edge, False, fn) for name, fn in off.items()}
+    contenders.update({name: cached(edge, True, fn) for name, fn in on.items()})
+    t = interleaved(contenders, qs, ARGS.reps)
+    edge._vcache_on = False
     ph, pe = t["plain_hnsw"], t["plain_exact"]
     base_h = "plain top-50, Edge HNSW"
     row(label, "plain top-50, Edge HNSW (`recall(q, 50, both_directions=False)`)", ph, "-", "1.00×")
@@ -314,9 +346,20 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     row(label, "  ↳ what-if: engine ids (one direction) + numpy gather of vectors + select",
         t["what_if"], base_h, f"{t['what_if'] / ph:.2f}×",
         "a store returning float32 arrays, not Python lists")  # fmt: skip
+    pc = t["plain_cache"]
+    base_c = "plain top-50, Edge HNSW, vector cache"
+    note = f"cache: {cache_mib:.0f} MiB in RAM, built in {cache_s:.1f} s (first recall)"
+    row(label, "plain top-50, Edge HNSW, vector cache (`EdgeStore(vector_cache=True)`)", pc, "-",
+        "1.00×", note)  # fmt: skip
+    row(label, "SIFT search, Edge HNSW, vector cache", t["sift_cache"], base_c,
+        f"{t['sift_cache'] / pc:.2f}×",
+        f"vs plain without cache: {t['sift_cache'] / ph:.2f}×")  # fmt: skip
+    row(label, "  ↳ recall top-200 + vectors, both directions, vector cache", t["recall2_cache"],
+        base_c, f"{t['recall2_cache'] / pc:.2f}×",
+        f"over the engine floor: {ms(t['recall2_cache'] - t['engine2'])}")  # fmt: skip
     SCALE.setdefault(label, {}).update(
         plain_hnsw=ph, sift_hnsw=t["sift_hnsw"], plain_exact=pe, sift_exact=t["sift_exact"],
-        select=t["select"], engine2=t["engine2"],
+        select=t["select"], engine2=t["engine2"], plain_cache=pc, sift_cache=t["sift_cache"],
     )  # fmt: skip
 
 
@@ -434,27 +477,35 @@ def bench_k_scaling(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
 
     ks = [50, 200, 1000] if ARGS.quick else [50, 200, 1000, 10_000]
     sub = qs[: max(3, len(qs) // 2)]
-    contenders: dict[str, Fn] = {"plain": plain(ds.edge, N)}
+    edge = ds.edge
+    contenders: dict[str, Fn] = {
+        "plain": cached(edge, False, plain(edge, N)),
+        "plainc": cached(edge, True, plain(edge, N)),
+    }
     for k in ks:
-        contenders[f"sift{k}"] = sift_search(ds.edge, k)
-        cands = {id(q): ds.edge.recall(q, k).vectors for q in sub}
+        contenders[f"sift{k}"] = cached(edge, False, sift_search(edge, k))
+        contenders[f"siftc{k}"] = cached(edge, True, sift_search(edge, k))
+        cands = {id(q): edge.recall(q, k).vectors for q in sub}
         contenders[f"select{k}"] = lambda q, c=cands, k=k: select(q, c[id(q)], min(N, k),
                                                                   device="cpu")  # fmt: skip
     t = interleaved(contenders, sub, ARGS.reps)
+    edge._vcache_on = False
     for k in ks:
         row(label, f"K scaling: SIFT search K={k}, N={min(N, k)}, Edge HNSW", t[f"sift{k}"],
             "plain top-50, Edge HNSW", f"{t[f'sift{k}'] / t['plain']:.2f}×",
-            f"select alone {ms(t[f'select{k}'])}")  # fmt: skip
-        K_SCALE[k] = (t[f"sift{k}"], t[f"select{k}"], t["plain"])
+            f"select alone {ms(t[f'select{k}'])}; vector cache: {ms(t[f'siftc{k}'])}, "
+            f"{t[f'siftc{k}'] / t['plainc']:.2f}× its plain")  # fmt: skip
+        K_SCALE[k] = (t[f"sift{k}"], t[f"select{k}"], t["plain"], t[f"siftc{k}"], t["plainc"])
 
 
 def print_scaling(largest: str) -> None:
     """The scaling tables: how SIFT search and its ratio to plain search grow with the work."""
     print("\n### Scaling: collection size (K=200, N=50; plain = top-50 on the same store)\n")
-    print("| size | plain, Edge HNSW | SIFT search, Edge HNSW | ratio | engine floor (q, −q ids) "
-          "| select alone | plain, Edge exact | SIFT search, Edge exact | ratio "
+    print("| size | plain, Edge HNSW | SIFT search, Edge HNSW | ratio | plain, vector cache "
+          "| SIFT search, vector cache | ratio | engine floor (q, −q ids) | select alone "
+          "| plain, Edge exact | SIFT search, Edge exact | ratio "
           "| plain, local mode | SIFT search, local mode | ratio |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def pair(v: dict[str, float], a: str, b: str) -> list[str]:
         if a not in v or b not in v:
@@ -462,14 +513,17 @@ def print_scaling(largest: str) -> None:
         return [ms(v[a]), ms(v[b]), f"{v[b] / v[a]:.2f}×"]
 
     for size, v in SCALE.items():
-        cells = [size, *pair(v, "plain_hnsw", "sift_hnsw"), ms(v["engine2"]), ms(v["select"])]
+        cells = [size, *pair(v, "plain_hnsw", "sift_hnsw"), *pair(v, "plain_cache", "sift_cache")]
+        cells += [ms(v["engine2"]), ms(v["select"])]
         cells += [*pair(v, "plain_exact", "sift_exact"), *pair(v, "plain_local", "sift_local")]
         print("| " + " | ".join(cells) + " |")
     print(f"\n### Scaling: K (N = min(50, K), Edge HNSW, {largest}; plain = top-50)\n")
-    print("| K | SIFT search | select alone | plain top-50 | ratio |")
-    print("|---|---|---|---|---|")
-    for k, (sift, sel, pl) in K_SCALE.items():
-        print(f"| {k:,} | {ms(sift)} | {ms(sel)} | {ms(pl)} | {sift / pl:.2f}× |")
+    print("| K | SIFT search | select alone | plain top-50 | ratio "
+          "| SIFT search, vector cache | plain, vector cache | ratio |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for k, (sift, sel, pl, siftc, plc) in K_SCALE.items():
+        print(f"| {k:,} | {ms(sift)} | {ms(sel)} | {ms(pl)} | {sift / pl:.2f}× "
+              f"| {ms(siftc)} | {ms(plc)} | {siftc / plc:.2f}× |")  # fmt: skip
 
 
 def main() -> int:

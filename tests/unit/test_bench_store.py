@@ -55,7 +55,8 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
     what = [r[1] for r in rows]
     for needed in ("plain top-50, Edge HNSW", "SIFT search, Edge HNSW", "plain top-50, Edge exact",
                    "SIFT search, Edge exact", "plain top-50, local mode", "SIFT search, local mode",
-                   "select alone", "hnsw_ef=400 (store default)", "K scaling"):  # fmt: skip
+                   "select alone", "hnsw_ef=400 (store default)", "K scaling",
+                   "SIFT search, Edge HNSW, vector cache"):  # fmt: skip
         assert any(needed in w for w in what), (needed, what)
     for r in rows:
         size, _, median, base, ratio, _note = r
@@ -71,7 +72,8 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
     # the scaling tables: by collection size (with local mode here), then by K
     _, by_size, by_k = _tables(stdout)
     assert [r[0] for r in by_size] == ["3k"] and all(r[3].endswith("×") for r in by_size)
-    assert by_size[0][9] != "-" and by_size[0][11].endswith("×")  # local mode timed
+    assert by_size[0][6].endswith("×")  # with the vector cache
+    assert by_size[0][12] != "-" and by_size[0][14].endswith("×")  # local mode timed
     assert [r[0] for r in by_k] == ["50", "200", "1,000"] and all(r[4].endswith("×") for r in by_k)
     script = str(ROOT / "bench" / "bench_store.py")
     helptext = subprocess.run(
