@@ -54,7 +54,7 @@ def demo_sources(modules: Sequence[str] = DEMO_MODULES) -> list[Path]:
     return [p for m in modules if (p := stdlib / f"{m}.py").is_file()]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "demo",
         help="offline end-to-end demo on Python's standard library (embedded Qdrant Edge)",
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         with SiftClient(store=store, embedder=embedder, model=args.model) as client:
             print(f"\nprompt: {args.prompt}\n")
             print("loading the language model …", file=sys.stderr)
-            report = adapt_and_report(
+            answer = adapt_and_report(
                 client,
                 args.prompt,
                 compare_base=True,
@@ -123,6 +123,6 @@ def run(args: argparse.Namespace) -> int:
                 k=args.k,
                 alpha=args.alpha,
             )
-    print(report)
+    print(answer)
     print(f"\nwall time: {time.perf_counter() - started:.1f} s")
     return 0

@@ -15,7 +15,7 @@ from qdrant_sift.client._cmd_common import (
 __all__ = ["register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     search = sub.add_parser(
         "search",
         help="recall and select chunks for a prompt (no fine-tuning)",

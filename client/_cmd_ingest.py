@@ -17,7 +17,7 @@ __all__ = ["register", "run", "run_migrate"]
 CLEANUP_MODES = ("none", "incremental", "full")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "ingest",
         help="chunk, embed and store files and folders, and keep the collection in sync",

@@ -380,7 +380,8 @@ def migrate_ids(
     batch: list[StoredPoint] = []
 
     def flush() -> None:
-        new_ids, vecs, payloads = [], [], []
+        new_ids, payloads = [], []
+        vecs: list[np.ndarray] = []
         for p in batch:
             src = str(p.payload.get("source", ""))
             m = _JSONL_LINE.match(src)
@@ -395,6 +396,8 @@ def migrate_ids(
                 source_hash=MIGRATED,
                 source_chunks=-1,
             )
+            if p.vector is None:  # scroll() reads vectors unless told otherwise
+                raise IngestError(f"point {p.id} came back without its vector; nothing migrated")
             new_ids.append(chunk_id(sid, pos, text))
             vecs.append(p.vector)
             payloads.append(payload)

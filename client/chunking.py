@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from qdrant_sift.errors import ConfigError, InvalidInputError, ModelLoadError
 
@@ -142,7 +142,7 @@ def as_span_tokenizer(tokenizer: Any = None) -> SpanTokenizer:
     if hasattr(tokenizer, "encode") and hasattr(tokenizer, "token_to_id"):
         return _from_backend(tokenizer)  # tokenizers.Tokenizer
     if callable(tokenizer):
-        return tokenizer
+        return cast(SpanTokenizer, tokenizer)
     raise InvalidInputError(f"unsupported tokenizer {type(tokenizer).__name__}")
 
 

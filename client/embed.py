@@ -90,7 +90,8 @@ class FunctionEmbedder:
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed_documents([text])[0]
+        row: np.ndarray = self.embed_documents([text])[0]
+        return row
 
 
 class HFEmbedder:
@@ -191,7 +192,8 @@ class HFEmbedder:
     def embed_query(self, text: str) -> np.ndarray:
         if not isinstance(text, str):
             raise InvalidInputError(f"query must be str, got {type(text).__name__}")
-        return self.embed_documents([text])[0]
+        row: np.ndarray = self.embed_documents([text])[0]
+        return row
 
     def __repr__(self) -> str:
         return f"HFEmbedder({self.name_or_path!r}, device={self.device!r})"

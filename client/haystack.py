@@ -29,12 +29,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from qdrant_sift.client._rerank import (
     as_vectors,
     check_count,
-    embed_queries,
-    embed_texts,
     fill_vectors,
-    resolve_embedder,
     select_results,
 )
+from qdrant_sift.client.embed import embed_queries, embed_texts, resolve_embedder
 from qdrant_sift.errors import InvalidInputError
 from qdrant_sift.options import DEFAULTS
 

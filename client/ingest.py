@@ -424,7 +424,7 @@ def add_texts(
     state: dict[str, StoredSource] = {}
     if ids is not None:
         store.index_payload(("source_id", "source_hash"))
-        state, _ = scan(store, filter=Match("source_id", list(ids)))
+        state, _ = scan(store, filter=Match("source_id", tuple(ids)))
     known: set[Any] = set()
     if ids is None:
         pids = list(

@@ -22,7 +22,7 @@ SIFT selects ``k`` from, as in LangChain's MMR search.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 try:
     from langchain_core.callbacks import CallbackManagerForRetrieverRun, Callbacks
@@ -38,12 +38,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from qdrant_sift.client._rerank import (
     RerankResult,
     check_count,
-    embed_queries,
-    embed_texts,
     fill_vectors,
-    resolve_embedder,
     select_results,
 )
+from qdrant_sift.client.embed import embed_queries, embed_texts, resolve_embedder
 from qdrant_sift.errors import InvalidInputError
 from qdrant_sift.options import DEFAULTS
 from qdrant_sift.reranker import relative_gains
@@ -69,10 +67,10 @@ class SiftEmbeddings(Embeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return embed_texts(self._get(), texts).tolist()
+        return cast("list[list[float]]", embed_texts(self._get(), texts).tolist())
 
     def embed_query(self, text: str) -> list[float]:
-        return embed_queries(self._get(), [text])[0].tolist()
+        return cast("list[float]", embed_queries(self._get(), [text])[0].tolist())
 
 
 class SiftRetriever(BaseRetriever):

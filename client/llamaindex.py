@@ -17,7 +17,7 @@ after the pick) and ``sift_rank``, both hidden from the LLM and embed text.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -34,12 +34,10 @@ from qdrant_sift.client._rerank import (
     RerankResult,
     as_vectors,
     check_count,
-    embed_queries,
-    embed_texts,
     fill_vectors,
-    resolve_embedder,
     select_results,
 )
+from qdrant_sift.client.embed import embed_queries, embed_texts, resolve_embedder
 from qdrant_sift.errors import InvalidInputError
 from qdrant_sift.options import DEFAULTS
 
@@ -65,16 +63,16 @@ class SiftEmbedding(BaseEmbedding):
         return self._resolved
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        return embed_queries(self._get(), [query])[0].tolist()
+        return cast("list[float]", embed_queries(self._get(), [query])[0].tolist())
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
         return self._get_query_embedding(query)
 
     def _get_text_embedding(self, text: str) -> list[float]:
-        return embed_texts(self._get(), [text])[0].tolist()
+        return cast("list[float]", embed_texts(self._get(), [text])[0].tolist())
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return embed_texts(self._get(), texts).tolist() if texts else []
+        return cast("list[list[float]]", embed_texts(self._get(), texts).tolist()) if texts else []
 
 
 class SiftNodePostprocessor(BaseNodePostprocessor):

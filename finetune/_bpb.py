@@ -71,7 +71,8 @@ def prefix_token_id(tokenizer: Any) -> int:
 
 def _model_device(model: Any) -> torch.device:
     try:
-        return next(model.parameters()).device
+        device: torch.device = next(model.parameters()).device
+        return device
     except (StopIteration, AttributeError):
         return torch.device("cpu")
 

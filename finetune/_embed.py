@@ -83,7 +83,8 @@ class ModelEmbedder:
         return out
 
     def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        device: torch.device = next(self.model.parameters()).device
+        return device
 
     @torch.inference_mode()
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
@@ -126,13 +127,15 @@ class ModelEmbedder:
             if was_training:
                 self.model.train()
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+        unit: np.ndarray = out / np.maximum(norms, 1e-12)
+        return unit
 
     def embed_query(self, text: str) -> np.ndarray:
         """(dim,) float32 unit vector."""
         if not isinstance(text, str):
             raise InvalidInputError(f"query must be a str, got {type(text).__name__}")
-        return self.embed_documents([text])[0]
+        row: np.ndarray = self.embed_documents([text])[0]
+        return row
 
     def __repr__(self) -> str:
         return f"ModelEmbedder({self.name_or_path!r}, dim={self._dim})"

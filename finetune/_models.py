@@ -20,7 +20,7 @@ import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 
@@ -130,7 +130,7 @@ def convert_to_safetensors(source: Path, out_dir: Path, *, gguf_file: str | None
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
     tokenizer = AutoTokenizer.from_pretrained(str(source), **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, **kwargs)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, **kwargs)
     # GGUF weights are dequantised to float32 on load; transformers still tags the model as
     # "gguf-quantised" and refuses to save it, so drop the tag: what is saved is plain float32.
     model.hf_quantizer = None
@@ -226,7 +226,7 @@ def load_model(
                 kwargs["cache_dir"] = str(cache_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
     except Exception as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")
         hint = (
@@ -253,7 +253,8 @@ def default_target_modules(model: torch.nn.Module) -> list[str]:
     """Names of all linear projections except the output embedding (LoRA's usual "all-linear")."""
     from transformers.pytorch_utils import Conv1D
 
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    get_output = getattr(model, "get_output_embeddings", None)
+    output = get_output() if callable(get_output) else None
     names = {
         name.rsplit(".", 1)[-1]
         for name, module in model.named_modules()
@@ -282,9 +283,9 @@ def attach_lora(model: Any, config: TuneConfig) -> tuple[Any, list[str]]:
     )
     lora = LoraConfig(
         r=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha,
+        lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft annotates int, uses a float
         lora_dropout=cfg.lora_dropout,
-        bias=cfg.bias,
+        bias=cast(Literal["none", "all", "lora_only"], cfg.bias),  # checked by TuneConfig
         target_modules=targets,
         fan_in_fan_out=conv1d,
         task_type="CAUSAL_LM",

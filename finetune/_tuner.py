@@ -173,7 +173,8 @@ class TestTimeTuner:
 
     @property
     def device(self) -> torch.device:
-        return self._trainable[0][1].device
+        device: torch.device = self._trainable[0][1].device
+        return device
 
     @property
     def lock(self) -> threading.RLock:

@@ -29,7 +29,8 @@ def relevance(
     """Mean kernel value of every candidate to the targets (float64, shape (K,))."""
     rx = _inv_norms(sqx, normalize)
     rq = _inv_norms(sqq, normalize)
-    return ((X @ Q.T).astype(np.float64) @ rq) * rx / Q.shape[0]
+    mean: np.ndarray = ((X @ Q.T).astype(np.float64) @ rq) * rx / Q.shape[0]
+    return mean
 
 
 def _nearest(rel: np.ndarray, n: int) -> np.ndarray:

@@ -165,9 +165,9 @@ def filter_to_proto(spec: Any) -> pb.Filter:
             v = c.value
             if isinstance(v, tuple):
                 if all(isinstance(x, str) for x in v):
-                    return pb.Condition(key=c.key, match=pb.Match(any_keywords=list(v)))
+                    return pb.Condition(key=c.key, match=pb.Match(any_keywords=[str(x) for x in v]))
                 if all(isinstance(x, int) for x in v):
-                    return pb.Condition(key=c.key, match=pb.Match(any_integers=list(v)))
+                    return pb.Condition(key=c.key, match=pb.Match(any_integers=[int(x) for x in v]))
                 raise InvalidInputError(f"match-any must be all strings or all ints: {c}")
             if isinstance(v, bool):
                 return pb.Condition(key=c.key, match=pb.Match(boolean=v))
@@ -263,4 +263,5 @@ def _ints_back(value: Any) -> Any:
 def payload_from_proto(msg: Any) -> dict[str, Any]:
     from google.protobuf.json_format import MessageToDict
 
-    return _ints_back(MessageToDict(msg))
+    payload: dict[str, Any] = _ints_back(MessageToDict(msg))
+    return payload

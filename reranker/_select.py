@@ -321,7 +321,7 @@ def select_batch(
             candidates, "candidates", dev, tdt, allow_vector=False, normalize=opts.normalize
         )
         shared = BatchInput(X=X, sqx=sqx, Q=X[:0], sqq=sqx[:0])
-    prompts = []
+    prompts: list[BatchInput] = []
     for b, q in enumerate(qs):
         where = f"queries[{b}]: "
         if per_prompt:

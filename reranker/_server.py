@@ -70,7 +70,7 @@ def bearer_token_ok(metadata: Any, token: str) -> bool:
     return False
 
 
-class _Gatekeeper(grpc.ServerInterceptor):
+class _Gatekeeper(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
     """Auth, shutdown, size and parsing for every Reranker call, before any work, counted.
 
     Reranker methods get their request as raw bytes; the wrapped handler checks, in order, the

@@ -277,6 +277,7 @@ class RerankerServicer(pb_grpc.RerankerServicer):
             elif shared is None:
                 raise errors.InvalidInputError(f"{p}candidates unset and no shared_candidates")
             member = cands if cands is not None else shared
+            assert member is not None  # one of them is set (checked above)
             check_dims(query, member, prefix=p)
             if dim is None:
                 dim = query.shape[1]
@@ -304,7 +305,9 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         strategies = {dict(opts)["strategy"] for (_, _, *opts) in groups}
         if len(strategies) == 1:
             info["strategy"] = strategies.pop()
-        return pb.SelectBatchResponse(responses=out), info
+        responses = [r for r in out if r is not None]
+        assert len(responses) == len(out)  # every member belongs to one group
+        return pb.SelectBatchResponse(responses=responses), info
 
     # --- RerankTexts (the HTTP endpoints' twin; checks and scores in ._text) -------------------
 

@@ -154,4 +154,5 @@ def row_sqnorms_torch(t: torch.Tensor, name: str, normalize: bool) -> torch.Tens
         return torch.nonzero(~torch.isfinite(t).all(dim=1)).flatten().cpu().numpy()
 
     _finish_sqnorms(sq_np, name, normalize, recheck, is_f32)
-    return sq
+    out: torch.Tensor = sq
+    return out

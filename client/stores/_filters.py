@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from qdrant_sift.errors import InvalidInputError
 
@@ -105,6 +105,11 @@ def as_filter(spec: Any) -> Filter | None:
     )
 
 
+def _any_values(values: tuple[Scalar, ...]) -> list[str] | list[int]:
+    """A match-any's values as the backends type them (Match refuses booleans in one)."""
+    return cast("list[str] | list[int]", list(values))
+
+
 def _qdrant_cond(c: Condition) -> Any:
     from qdrant_client import models
 
@@ -112,7 +117,7 @@ def _qdrant_cond(c: Condition) -> Any:
         return to_qdrant(c)
     if isinstance(c, Match):
         if isinstance(c.value, tuple):
-            return models.FieldCondition(key=c.key, match=models.MatchAny(any=list(c.value)))
+            return models.FieldCondition(key=c.key, match=models.MatchAny(any=_any_values(c.value)))
         return models.FieldCondition(key=c.key, match=models.MatchValue(value=c.value))
     return models.FieldCondition(
         key=c.key, range=models.Range(gte=c.gte, gt=c.gt, lte=c.lte, lt=c.lt)
@@ -141,7 +146,7 @@ def _edge_cond(c: Condition) -> Any:
         return to_edge(c)
     if isinstance(c, Match):
         if isinstance(c.value, tuple):
-            return qe.FieldCondition(key=c.key, match=qe.MatchAny(list(c.value)))
+            return qe.FieldCondition(key=c.key, match=qe.MatchAny(_any_values(c.value)))
         return qe.FieldCondition(key=c.key, match=qe.MatchValue(c.value))
     return qe.FieldCondition(key=c.key, range=qe.RangeFloat(gte=c.gte, gt=c.gt, lte=c.lte, lt=c.lt))
 
