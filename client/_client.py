@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,12 @@ from qdrant_sift.errors import (
 )
 from qdrant_sift.options import DEFAULTS, SelectOptions, check_options
 
+if TYPE_CHECKING:  # the parts' contracts; their modules load lazily (no torch at import)
+    from qdrant_sift.client.embed import Embedder
+    from qdrant_sift.client.stores import VectorStore
+    from qdrant_sift.finetune import TuneConfig, Tuner
+    from qdrant_sift.reranker import Reranker
+
 __all__ = ["SiftClient"]
 
 
@@ -42,10 +48,12 @@ class SiftClient:
     Args:
         store: a :class:`~qdrant_sift.client.stores.VectorStore`; default: ``QdrantStore`` when
             ``url`` or ``QDRANT_URL`` is set, else an embedded ``EdgeStore`` under ``path``.
-        reranker: anything with ``select(query, candidates, n, **options)``; default: a remote
-            reranker when ``QDRANT_SIFT_RERANKER`` is set, else in-process SIFT.
+        reranker: a :class:`~qdrant_sift.reranker.Reranker` (``select(query, candidates, n,
+            **options)``); default: a remote reranker when ``QDRANT_SIFT_RERANKER`` is set, else
+            in-process SIFT.
         embedder: an :class:`~qdrant_sift.client.embed.Embedder`; default: offline MiniLM.
-        model: a Hugging Face id or local path, a ``TestTimeTuner``, or ``None`` for the offline
+        model: a Hugging Face id or local path, a ``(model, tokenizer)`` pair, a
+            :class:`~qdrant_sift.finetune.Tuner` (``TestTimeTuner``), or ``None`` for the offline
             SmolLM2-135M-Instruct.
         collection: the Qdrant collection to read and write.
         tune_config: a ``TuneConfig`` (paper defaults when ``None``).
@@ -62,16 +70,16 @@ class SiftClient:
 
     def __init__(
         self,
-        store: Any = None,
-        reranker: Any = None,
-        embedder: Any = None,
-        model: Any = None,
+        store: VectorStore | None = None,
+        reranker: Reranker | None = None,
+        embedder: Embedder | None = None,
+        model: str | os.PathLike[str] | Tuner | tuple[Any, Any] | None = None,
         collection: str = "docs",
         *,
         path: str | os.PathLike[str] | None = None,
         url: str | None = None,
         api_key: str | None = None,
-        tune_config: Any = None,
+        tune_config: TuneConfig | None = None,
         device: str | None = None,
         close_parts: bool = False,
         text_key: str = "text",
@@ -86,7 +94,7 @@ class SiftClient:
         self._reranker = reranker
         self._embedder = embedder
         self._model = model
-        self._tuner: Any = None
+        self._tuner: Tuner | None = None
         self._path = path
         self._url = url or os.environ.get("QDRANT_URL") or None
         self._api_key = api_key or os.environ.get("QDRANT_API_KEY") or None
@@ -104,7 +112,7 @@ class SiftClient:
     # --- lazily built parts ---------------------------------------------------------------
 
     @property
-    def store(self) -> Any:
+    def store(self) -> VectorStore:
         with self._init_lock:
             if self._store is None:
                 from qdrant_sift.client.stores import EdgeStore, QdrantStore
@@ -120,7 +128,7 @@ class SiftClient:
             return self._store
 
     @property
-    def embedder(self) -> Any:
+    def embedder(self) -> Embedder:
         with self._init_lock:
             if self._embedder is None:
                 from qdrant_sift.client._threads import apply_thread_policy
@@ -132,7 +140,7 @@ class SiftClient:
             return self._embedder
 
     @property
-    def reranker(self) -> Any:
+    def reranker(self) -> Reranker:
         with self._init_lock:
             if self._reranker is None:
                 target = os.environ.get("QDRANT_SIFT_RERANKER")
@@ -153,15 +161,15 @@ class SiftClient:
             return self._reranker
 
     @property
-    def tuner(self) -> Any:
+    def tuner(self) -> Tuner:
         with self._init_lock:
             if self._tuner is None:
                 from qdrant_sift.client._threads import apply_thread_policy
 
                 apply_thread_policy()  # before torch is imported: see _threads
-                from qdrant_sift.finetune import TestTimeTuner, TuneConfig, load_model
+                from qdrant_sift.finetune import TestTimeTuner, TuneConfig, Tuner, load_model
 
-                if isinstance(self._model, TestTimeTuner):
+                if isinstance(self._model, Tuner):  # a TestTimeTuner or any other Tuner
                     self._tuner = self._model
                 else:
                     if isinstance(self._model, tuple):

@@ -4,7 +4,8 @@
 the prompt and resets the adapter; ``load_model()`` gives the offline SmolLM2 default (or any
 Hugging Face causal LM); ``bits_per_byte`` scores text as lm-evaluation-harness does.
 
-``ModelEmbedder`` turns the model's last layer into an embedding for SIFT's kernel.
+``ModelEmbedder`` turns the model's last layer into an embedding for SIFT's kernel. ``Tuner`` is
+the protocol ``SiftClient`` needs from a tuner (``TestTimeTuner`` implements it).
 
 Names load lazily (PEP 562): importing this package does not
 import torch; the first use of a name imports the submodule that defines it.
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
         load_model,
         smollm2_gguf_path,
     )
+    from ._protocol import Tuner
     from ._tuner import TestTimeTuner
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "TestTimeTuner",
     "TuneConfig",
     "TuneReport",
+    "Tuner",
     "WeightSnapshot",
     "attach_lora",
     "bits_per_byte",
@@ -99,6 +102,7 @@ __getattr__, __dir__ = lazy_attributes(
             "load_model",
             "smollm2_gguf_path",
         ],
+        "._protocol": ["Tuner"],
         "._tuner": ["TestTimeTuner"],
     },
 )

@@ -342,12 +342,39 @@ def select_batch(
 
 @runtime_checkable
 class Reranker(Protocol):
-    """What the client needs from a reranker, in-process (:class:`LocalReranker`) or remote."""
+    """What the client needs from a reranker, in-process (:class:`LocalReranker`) or remote
+    (``RemoteReranker``): :func:`select` and :func:`select_batch` with the selection options as
+    keywords (defaults from :data:`~qdrant_sift.options.DEFAULTS`). Implementations may take
+    more keywords (``device``, ``timeout``, ...)."""
 
-    def select(self, query: Any, candidates: Any, n: int, **kwargs: Any) -> Selection: ...
+    def select(
+        self,
+        query: Any,
+        candidates: Any,
+        n: int,
+        *,
+        strategy: str = ...,
+        lam: float = ...,
+        alpha: float | None = ...,
+        unique: bool = ...,
+        normalize: bool = ...,
+        diversity: float = ...,
+        seed: int | None = ...,
+    ) -> Selection: ...
 
     def select_batch(
-        self, queries: Any, candidates: Any, n: int, **kwargs: Any
+        self,
+        queries: Any,
+        candidates: Any,
+        n: int,
+        *,
+        strategy: str = ...,
+        lam: float = ...,
+        alpha: float | None = ...,
+        unique: bool = ...,
+        normalize: bool = ...,
+        diversity: float = ...,
+        seed: int | None = ...,
     ) -> list[Selection]: ...
 
 

@@ -281,3 +281,11 @@ def test_config_swap_keeps_per_prompt_fields_and_refuses_adapter_shape(llama: An
     assert tuner.config.lora_rank == TuneConfig().lora_rank
     with pytest.raises(InvalidInputError):
         tuner.config = "fast"
+
+
+def test_test_time_tuner_is_a_tuner(llama: Any) -> None:
+    """SiftClient types its tuner as the Tuner protocol and accepts any implementation."""
+    from qdrant_sift.finetune import Tuner
+
+    assert isinstance(llama[0], Tuner)
+    assert not isinstance("HuggingFaceTB/SmolLM2-135M-Instruct", Tuner)

@@ -146,3 +146,14 @@ def test_no_private_imports_across_packages() -> None:
                 if any(part.startswith("_") for part in module.split(".")[1:]):
                     found.add((str(path.relative_to(REPO)), module))
     assert found <= PENDING, sorted(found - PENDING)
+
+
+def test_local_and_remote_rerankers_satisfy_the_reranker_protocol() -> None:
+    from qdrant_sift.reranker import LocalReranker, RemoteReranker, Reranker
+
+    assert isinstance(LocalReranker(device="cpu"), Reranker)
+    remote = RemoteReranker("localhost:1")  # connects lazily
+    try:
+        assert isinstance(remote, Reranker)
+    finally:
+        remote.close()
