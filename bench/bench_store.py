@@ -379,6 +379,28 @@ def bench_ef(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         row(label, f"Edge HNSW recall top-200, hnsw_ef={ef}{default}", t[f"ef{ef}"],
             f"ef={max(2 * K, 64)}", f"{t[f'ef{ef}'] / t[f'ef{max(2 * K, 64)}']:.2f}×",
             f"recall@200 {np.mean(rec):.4f} (min {np.min(rec):.3f}), target ≥ 0.95")  # fmt: skip
+    # both directions: the store's default searches −q at ef = K (OPPOSITE_EF_FACTOR), q at 2K
+    ef2 = max(2 * K, 64)
+    both: dict[str, Fn] = {
+        "default": lambda q: edge.recall(q, K),
+        "both2k": lambda q: edge.recall(q, K, hnsw_ef=ef2),
+    }
+    t = interleaved(both, qs, ARGS.reps)
+
+    def merged_recall(**params: Any) -> str:
+        r = []
+        for q in qs:
+            s = np.abs(ds.unit() @ (q / np.linalg.norm(q)))
+            exact = set(np.argpartition(-s, K - 1)[:K].tolist())
+            r.append(len(set(map(int, edge.recall(q, K, **params).ids)) & exact) / K)
+        return f"merged recall@200 (K largest absolute scores) {np.mean(r):.4f} (min {np.min(r):.3f})"
+
+    base2 = f"both directions, hnsw_ef={ef2} for q and −q"
+    row(label, f"Edge HNSW recall top-200, {base2}", t["both2k"], "-", "1.00×",
+        merged_recall(hnsw_ef=ef2))  # fmt: skip
+    row(label, f"Edge HNSW recall top-200, both directions, store default (q: ef={ef2}, −q: "
+        f"ef={max(K, 64)})", t["default"], base2, f"{t['default'] / t['both2k']:.2f}×",
+        merged_recall())  # fmt: skip
 
 
 def bench_local(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:

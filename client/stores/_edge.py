@@ -1,7 +1,8 @@
 """EdgeStore: Qdrant Edge, the real Qdrant engine embedded in this process, in a folder.
 
 Search is exact brute force until :meth:`EdgeStore.optimize` builds HNSW (an explicit, blocking
-call); after that recall uses ``hnsw_ef = max(HNSW_EF_FACTOR·k, 64)`` unless told otherwise.
+call); after that recall uses ``hnsw_ef = max(HNSW_EF_FACTOR·k, 64)`` unless told otherwise
+(``max(k, 64)`` for the −q query of a both-directions recall, see ``OPPOSITE_EF_FACTOR``).
 One process owns a folder at a time: a second one gets :class:`StoreLockedError`.
 
 Every shard carries a manifest (point count, id-set digest, file fingerprints at a clean close;
@@ -47,7 +48,7 @@ from ._integrity import (
 )
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR, Layout, read_layout
 from ._names import shard_path, validate_collection_name
-from ._qdrant import HNSW_EF_FACTOR
+from ._qdrant import default_ef
 from ._vcache import VectorCache
 
 __all__ = ["EdgeStore"]
@@ -473,10 +474,11 @@ class EdgeStore(VectorStore):
         unknown = set(params) - {"hnsw_ef", "exact"}
         if unknown:
             raise ConfigError(f"unknown search parameters {sorted(unknown)} (use hnsw_ef, exact)")
-        sp = qe.SearchParams(
-            hnsw_ef=params.get("hnsw_ef") or max(HNSW_EF_FACTOR * k, 64),
-            exact=bool(params.get("exact", False)),
-        )
+        exact = bool(params.get("exact", False))
+        sps = {
+            full: qe.SearchParams(hnsw_ef=params.get("hnsw_ef") or default_ef(k, full), exact=exact)
+            for full in (True, False)
+        }
         flt = self._native_filter(filter)
         rows = [True] * len(queries) if vectors is None else list(vectors)
         cache = self._cache()
@@ -486,7 +488,7 @@ class EdgeStore(VectorStore):
                 limit=k,
                 query=qe.Query.Nearest(q.tolist(), using=lay.using),
                 filter=flt,
-                params=sp,
+                params=sps[full],
                 with_vector=engine_vectors if full else False,
                 with_payload=full,
             )

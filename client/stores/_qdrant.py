@@ -29,10 +29,23 @@ from ._filters import Filter, Match, Range, as_filter, to_qdrant
 from ._layout import KERNEL_VECTOR, Layout, read_layout
 from ._names import validate_collection_name
 
-__all__ = ["HNSW_EF_FACTOR", "QdrantStore"]
+__all__ = ["HNSW_EF_FACTOR", "OPPOSITE_EF_FACTOR", "QdrantStore", "default_ef"]
 
 #: Default ``hnsw_ef`` is this many times k, so approximate recall of K=200 stays near exact.
 HNSW_EF_FACTOR = 2
+#: ``hnsw_ef`` factor of the opposite direction (−q) of a both-directions recall, whose hits count
+#: only where they beat q's K-th |score|: HNSW around −q is the slow search when nothing lies
+#: there (100k × 384 clustered: 2.1 ms at ef=400, 1.3 ms at ef=200, q itself 1.3 ms at 400),
+#: and where something does (anti-correlated twin clusters, 20k × 384) ef = K kept the merged
+#: recall@200 at 0.9997 (1.0 at 2K). Measured under load; bench/bench_store.py's ef rows.
+OPPOSITE_EF_FACTOR = 1
+
+
+def default_ef(k: int, full: bool) -> int:
+    """``hnsw_ef`` for a top-k query: q's own, or (``full`` False) the ids-only −q query."""
+    return max((HNSW_EF_FACTOR if full else OPPOSITE_EF_FACTOR) * k, 64)
+
+
 _DIST = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid", "manhattan": "Manhattan"}
 _HINT = (
     "start one (docker compose -f deploy/docker-compose.yml up -d qdrant), point QDRANT_URL at "
@@ -268,10 +281,12 @@ class QdrantStore(VectorStore):
         unknown = set(params) - {"hnsw_ef", "exact"}
         if unknown:
             raise ConfigError(f"unknown search parameters {sorted(unknown)} (use hnsw_ef, exact)")
-        sp = models.SearchParams(
-            hnsw_ef=params.get("hnsw_ef") or max(HNSW_EF_FACTOR * k, 64),
-            exact=bool(params.get("exact", False)),
-        )
+        exact = bool(params.get("exact", False))
+        sps = {
+            full: models.SearchParams(hnsw_ef=params.get("hnsw_ef") or default_ef(k, full),
+                                      exact=exact)
+            for full in (True, False)
+        }  # fmt: skip
         flt = self._native_filter(filter)
         lay = self._load_layout()
         with_vec = self._with_vectors(True, with_kernel)
@@ -282,7 +297,7 @@ class QdrantStore(VectorStore):
                 using=lay.using,
                 limit=k,
                 filter=flt,
-                params=None if self._local else sp,  # local mode is exact; it warns on params
+                params=None if self._local else sps[full],  # local mode is exact; it warns
                 with_vector=with_vec if full else False,
                 with_payload=full,
             )
