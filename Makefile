@@ -6,7 +6,7 @@ JEMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /u
 RUN := $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) ,)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench proto
+.PHONY: setup demo test lint typecheck bench proto
 
 setup:
 	@bash scripts/setup.sh
@@ -16,11 +16,17 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
+	bash scripts/typecheck.sh
 	$(RUN)$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# mypy --strict over the qdrant_sift namespace ([tool.mypy] in pyproject.toml); cached in build/.
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	bash scripts/typecheck.sh
+
+typecheck: setup
+	bash scripts/typecheck.sh
 
 bench: setup
 	$(RUN)$(VENV)/bin/python bench/bench_select.py

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# mypy --strict over the public API (config: [tool.mypy] in pyproject.toml).
+# The repository maps top-level folders into one namespace (client/ -> qdrant_sift.client, ...);
+# mypy cannot follow setuptools' editable finder, so we lay the namespace out as symlinks under
+# build/typecheck and check it there (cheap; the cache makes a re-run take seconds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${VENV:-.venv}
+TREE=build/typecheck
+PKG=$TREE/qdrant_sift
+mkdir -p "$PKG"
+for f in qdrant_sift/*.py qdrant_sift/py.typed; do ln -sfn "$ROOT/$f" "$PKG/$(basename "$f")"; done
+ln -sfn "$ROOT/client" "$PKG/client"
+ln -sfn "$ROOT/reranker" "$PKG/reranker"
+ln -sfn "$ROOT/finetune" "$PKG/finetune"
+ln -sfn "$ROOT/evaluation" "$PKG/eval"
+ln -sfn "$ROOT/reranker/proto/qdrant_sift/v1" "$PKG/v1"
+cd "$TREE"
+exec "$ROOT/$VENV/bin/python" -m mypy --config-file "$ROOT/pyproject.toml" --cache-dir "$ROOT/build/mypy-cache" "$@"
