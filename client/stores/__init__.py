@@ -15,13 +15,14 @@ from ._factory import open_store
 from ._filters import Filter, Match, Range, as_filter
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR
 from ._names import MAX_COLLECTION_NAME, shard_path, validate_collection_name
-from ._qdrant import HNSW_EF_FACTOR, QdrantStore
+from ._qdrant import HNSW_EF_FACTOR, OPPOSITE_EF_FACTOR, QdrantStore, default_ef
 
 __all__ = [
     "DISTANCES",
     "HNSW_EF_FACTOR",
     "KERNEL_VECTOR",
     "MAX_COLLECTION_NAME",
+    "OPPOSITE_EF_FACTOR",
     "RECALL_VECTOR",
     "Candidates",
     "EdgeStore",
@@ -33,6 +34,7 @@ __all__ = [
     "StoredPoint",
     "VectorStore",
     "as_filter",
+    "default_ef",
     "open_store",
     "shard_path",
     "validate_collection_name",

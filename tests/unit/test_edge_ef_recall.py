@@ -60,3 +60,18 @@ def test_explicit_ef_at_least_k_keeps_recall(hnsw_store: EdgeStore, ef: int) -> 
     _, qs = _clustered(8_000, 384, 0)
     rec = [_recall(hnsw_store, q, hnsw_ef=ef) for q in qs]
     assert np.mean(rec) >= 0.95, rec
+
+
+def test_both_directions_at_default_ef_keep_merged_recall(hnsw_store: EdgeStore) -> None:
+    """The −q query searches at ef = K (OPPOSITE_EF_FACTOR): the merged K largest |score| must
+    still be (nearly) the exact ones."""
+    from qdrant_sift.client.stores import default_ef
+
+    assert default_ef(K, False) == K and default_ef(K, True) == 2 * K and default_ef(8, False) == 64
+    _, qs = _clustered(8_000, 384, 0)
+    rec = []
+    for q in qs:
+        approx = hnsw_store.recall(q, K).ids
+        exact = hnsw_store.recall(q, K, exact=True).ids
+        rec.append(len(set(approx) & set(exact)) / K)
+    assert np.mean(rec) >= 0.95 and min(rec) >= 0.9, rec
