@@ -393,7 +393,7 @@ def bench_ef(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
             s = np.abs(ds.unit() @ (q / np.linalg.norm(q)))
             exact = set(np.argpartition(-s, K - 1)[:K].tolist())
             r.append(len(set(map(int, edge.recall(q, K, **params).ids)) & exact) / K)
-        return f"merged recall@200 (K largest absolute scores) {np.mean(r):.4f} (min {np.min(r):.3f})"
+        return f"merged recall@200 (top K by absolute score) {np.mean(r):.4f} (min {np.min(r):.3f})"
 
     base2 = f"both directions, hnsw_ef={ef2} for q and −q"
     row(label, f"Edge HNSW recall top-200, {base2}", t["both2k"], "-", "1.00×",
