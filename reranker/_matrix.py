@@ -54,8 +54,12 @@ STRATEGY_NAMES: dict[int, str] = {
     pb.STRATEGY_MMR: "mmr",
     pb.STRATEGY_RANDOM: "random",
 }
-_STRATEGY_CODES = {"sift": pb.STRATEGY_SIFT, "nearest": pb.STRATEGY_NEAREST, "mmr": pb.STRATEGY_MMR}
-_STRATEGY_CODES["random"] = pb.STRATEGY_RANDOM
+_STRATEGY_CODES: dict[str, pb.Strategy] = {
+    "sift": pb.STRATEGY_SIFT,
+    "nearest": pb.STRATEGY_NEAREST,
+    "mmr": pb.STRATEGY_MMR,
+    "random": pb.STRATEGY_RANDOM,
+}
 
 
 def from_matrix(
@@ -93,7 +97,7 @@ def strategy_from_proto(code: int) -> str:
         raise InvalidInputError(f"unknown strategy enum value {code}") from None
 
 
-def strategy_to_proto(name: str) -> int:
+def strategy_to_proto(name: str) -> pb.Strategy:
     try:
         return _STRATEGY_CODES[name]
     except (KeyError, TypeError):

@@ -16,6 +16,7 @@ import os
 import random
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -296,7 +297,7 @@ class RemoteReranker:
 
     # --- one-hop recall + selection ---------------------------------------------------------------
 
-    def recall(
+    def search(
         self,
         collection: str,
         query: Any,
@@ -311,11 +312,13 @@ class RemoteReranker:
         diversity: float = DEFAULTS.diversity,
         seed: int | None = None,
         filter: Any = None,
-        both_directions: bool = True,
+        both_directions: bool = DEFAULTS.both_directions,
         with_payload: bool = False,
         timeout: float | None = None,
     ) -> RecallResult:
-        """The server recalls ``k`` points of ``collection`` for ``query`` and picks ``n``."""
+        """The server recalls ``k`` points of ``collection`` for ``query`` and picks ``n`` (the
+        ``Recall`` RPC): the picks, like ``SiftClient.search``, not a store's ``recall``
+        candidates."""
         check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
         opts = options_to_proto(strategy, lam, alpha, unique, normalize, diversity, seed)
         request = pb.RecallRequest(
@@ -342,6 +345,16 @@ class RemoteReranker:
             recalled=int(resp.recalled),
             strategy=resp.strategy,
         )
+
+    def recall(self, *args: Any, **kwargs: Any) -> RecallResult:
+        """Deprecated name of :meth:`search` (a store's ``recall`` returns candidates; this
+        returns picks)."""
+        warnings.warn(
+            "RemoteReranker.recall is deprecated; use RemoteReranker.search (same arguments)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.search(*args, **kwargs)
 
     # --- texts: the server embeds ----------------------------------------------------------------
 
@@ -405,7 +418,7 @@ class RemoteReranker:
         stub = health_pb2_grpc.HealthStub(self._channel)
         request = health_pb2.HealthCheckRequest(service=service)
         resp = self._call(stub.Check, request, timeout)
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
     # --- transport ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ VENV=${VENV:-.venv}
 TREE=build/typecheck
 PKG=$TREE/qdrant_sift
 mkdir -p "$PKG"
+find "$PKG" -maxdepth 1 -xtype l -delete  # links to files since removed
 for f in qdrant_sift/*.py qdrant_sift/py.typed; do ln -sfn "$ROOT/$f" "$PKG/$(basename "$f")"; done
 ln -sfn "$ROOT/client" "$PKG/client"
 ln -sfn "$ROOT/reranker" "$PKG/reranker"

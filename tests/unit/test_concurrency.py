@@ -250,7 +250,7 @@ def test_recall_from_8_threads_over_a_bounded_store_cache(tmp_path: Path) -> Non
     with handle, RemoteReranker(f"grpc://127.0.0.1:{handle.port}", timeout=60) as client:
 
         def recall(name: str, q: np.ndarray) -> tuple[list[Any], list[float]]:
-            got = client.recall(name, q, k=30, n=6, with_payload=True)
+            got = client.search(name, q, k=30, n=6, with_payload=True)
             assert got.payloads == [{"i": i} for i in got.ids]
             return got.ids, got.variances.tolist()
 

@@ -118,9 +118,9 @@ def test_unknown_collection_is_collection_not_found() -> None:
         serve(port=0, device="cpu", store_factory=lambda c: QdrantStore(c, client=qc)) as h,
         RemoteReranker(f"grpc://127.0.0.1:{h.port}", retries=0) as client,
     ):
-        over_grpc = _raised(lambda r: r.recall("missing", Q, k=5, n=3), client)
-        dims = _raised(lambda r: r.recall("docs", Q[:4], k=5, n=3), client)
-        name = _raised(lambda r: r.recall("../x", Q, k=5, n=3), client)
+        over_grpc = _raised(lambda r: r.search("missing", Q, k=5, n=3), client)
+        dims = _raised(lambda r: r.search("docs", Q[:4], k=5, n=3), client)
+        name = _raised(lambda r: r.search("../x", Q, k=5, n=3), client)
     assert type(local) is type(over_grpc) is errors.CollectionNotFoundError
     want_dims = _raised(lambda s: s.recall(Q[:4], 5), store)
     assert type(dims) is type(want_dims) is errors.DimensionMismatchError

@@ -213,7 +213,7 @@ def recall_server() -> Iterator[tuple[Any, Any, list[Any]]]:
 def test_recall_matches_store_plus_select(recall_server: tuple[Any, Any, list[Any]]) -> None:
     handle, store, _ = recall_server
     with RemoteReranker(f"grpc://127.0.0.1:{handle.port}") as client:
-        got = client.recall("docs", Q1, k=30, n=8, with_payload=True)
+        got = client.search("docs", Q1, k=30, n=8, with_payload=True)
         cands = store.recall(Q1, 30)
         want = select(Q1, cands.vectors, 8, device="cpu")
         assert got.ids == [cands.ids[i] for i in want.indices]
@@ -223,7 +223,11 @@ def test_recall_matches_store_plus_select(recall_server: tuple[Any, Any, list[An
         assert got.payloads == [cands.payloads[i] for i in want.indices]
         assert isinstance(got.payloads[0]["group"], int)
 
-        one_way = client.recall("docs", QM, k=10, n=3, both_directions=False, unique=True)
+        with pytest.warns(DeprecationWarning, match="RemoteReranker.search"):
+            old = client.recall("docs", Q1, k=30, n=8, with_payload=True)  # the old name
+        assert old.ids == got.ids
+
+        one_way = client.search("docs", QM, k=10, n=3, both_directions=False, unique=True)
         assert (
             (one_way.scores > 0).all() and len(set(one_way.ids)) == 3 and one_way.payloads is None
         )
@@ -234,20 +238,20 @@ def test_recall_filter_and_errors(recall_server: tuple[Any, Any, list[Any]]) -> 
 
     handle, _, _ = recall_server
     with RemoteReranker(f"grpc://127.0.0.1:{handle.port}", retries=0) as client:
-        got = client.recall("docs", Q1, k=50, n=5, filter={"group": 1}, with_payload=True)
+        got = client.search("docs", Q1, k=50, n=5, filter={"group": 1}, with_payload=True)
         assert got.recalled == 20 and all(p["group"] == 1 for p in got.payloads or [])
         flt = Filter(must=(Range("group", gte=1),), must_not=(Match("name", ["p1", "p4"]),))
-        got = client.recall("docs", Q1, k=60, n=60, filter=flt, unique=True, with_payload=True)
+        got = client.search("docs", Q1, k=60, n=60, filter=flt, unique=True, with_payload=True)
         names = {p["name"] for p in got.payloads or []}
         assert got.recalled == 38 and len(got) == 38 and not names & {"p1", "p4"}
-        nothing = client.recall("docs", Q1, k=5, n=3, filter={"name": "none"})
+        nothing = client.search("docs", Q1, k=5, n=3, filter={"name": "none"})
         assert nothing.recalled == 0 and len(nothing) == 0
         with pytest.raises(errors.CollectionNotFoundError):  # as the store raises it in-process
-            client.recall("missing", Q1, k=5, n=3)
+            client.search("missing", Q1, k=5, n=3)
         with pytest.raises(errors.DimensionMismatchError):
-            client.recall("docs", Q1[:4], k=5, n=3)
+            client.search("docs", Q1[:4], k=5, n=3)
         with pytest.raises(errors.InvalidInputError):
-            client.recall("docs", Q1, k=0, n=3)
+            client.search("docs", Q1, k=0, n=3)
 
 
 def test_recall_over_embedded_edge(tmp_path: Any) -> None:
@@ -260,6 +264,6 @@ def test_recall_over_embedded_edge(tmp_path: Any) -> None:
     want = select(Q1, cands.vectors, 6, device="cpu")
     handle = serve(port=0, device="cpu", edge_path=tmp_path)
     with handle, RemoteReranker(f"grpc://127.0.0.1:{handle.port}") as client:
-        got = client.recall("docs", Q1, k=25, n=6, with_payload=True)
+        got = client.search("docs", Q1, k=25, n=6, with_payload=True)
     assert got.ids == [cands.ids[i] for i in want.indices]
     assert got.payloads == [{"i": i} for i in got.ids]

@@ -305,11 +305,11 @@ def test_collection_allow_list_and_bounded_store_cache(tmp_path: Path) -> None:
     )
     with handle, RemoteReranker(f"grpc://127.0.0.1:{handle.port}") as client:
         for name in ("a", "b", "c", "a"):
-            assert len(client.recall(name, Q, k=10, n=2)) == 2
+            assert len(client.search(name, Q, k=10, n=2)) == 2
             assert len(handle.servicer.open_stores()) <= 2
         assert handle.servicer.open_stores() == ["c", "a"]
         with pytest.raises(errors.CollectionNotFoundError):
-            client.recall("hidden", Q, k=10, n=2)  # exists, but not on the allow-list
+            client.search("hidden", Q, k=10, n=2)  # exists, but not on the allow-list
     with pytest.raises(errors.ConfigError):
         serve(port=0, device="cpu", edge_path=root, collections=["ok", "../x"])
 
