@@ -31,11 +31,12 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from qdrant_sift import errors
-from qdrant_sift.options import DEFAULTS
+from qdrant_sift.errors import ServerLimitError
+from qdrant_sift.options import DEFAULTS, SelectOptions, check_options
 
 from ._cancel import checkpoint
-from ._matrix import Limits, ServerLimitError, check_cost, selection_cost
-from ._validate import check_options
+from ._gains import relative_gains
+from ._limits import Limits, check_cost, selection_cost
 
 __all__ = [
     "EmbeddingCache",
@@ -48,8 +49,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("qdrant_sift.reranker.service")
-#: Strategies that rank each document at most once whatever ``unique`` says.
-_UNIQUE_ONLY = ("nearest", "mmr", "random")
 #: Texts embedded per model call; cancellation and deadlines are checked between chunks.
 _EMBED_CHUNK = 64
 #: The selector options a text rerank takes (unset ones take the defaults, ``unique=True``).
@@ -188,7 +187,7 @@ class Pick(NamedTuple):
     ``relevance_score``, the pick's own ``gain`` and ``variance`` σ²ₙ (see the module docs).
     A named tuple: built once per pick on the warm path, where a frozen dataclass costs more."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index: the field name the APIs use
     relevance_score: float
     gain: float
     variance: float
@@ -245,7 +244,7 @@ def check_text_call(
         len(docs) if top_n is None else top_n, opts["strategy"], opts["lam"], opts["alpha"],
         opts["unique"], True, opts["diversity"], opts["seed"],
     )  # fmt: skip
-    unique_like = checked.unique or checked.strategy in _UNIQUE_ONLY
+    unique_like = not SelectOptions(strategy=checked.strategy, unique=checked.unique).repeats
     return docs, None if top_n is None else int(top_n), opts, unique_like
 
 
@@ -356,7 +355,7 @@ class TextReranker:
     def _embed(self, items: list[tuple[str, str]], *, cache: bool = True) -> list[np.ndarray]:
         """Vectors for ``(kind, text)`` items (kind ``"q"`` or ``"d"``): uncached ones embedded
         in chunks, with a cancellation check before each."""
-        from qdrant_sift.client._rerank import embed_queries, embed_texts
+        from qdrant_sift.client.embed import embed_queries, embed_texts
 
         out: list[np.ndarray] = []
         embedder = self.embedder
@@ -435,13 +434,14 @@ class TextReranker:
         sel = self._selector.select(q[0], cands, n, normalize=True, **opts)
         prior = float(sel.prior_variance)
         picks: list[Pick] = []
-        previous, floor = prior, float("inf")
+        floor = float("inf")
         variances = np.asarray(sel.variances, dtype=np.float64).tolist()
-        for index, variance in zip(np.asarray(sel.indices).tolist(), variances, strict=True):
-            gain = max((previous - variance) / prior, 0.0) if prior > 0 else 0.0
+        gains = relative_gains(variances, prior)
+        for index, gain, variance in zip(
+            np.asarray(sel.indices).tolist(), gains, variances, strict=True
+        ):
             floor = min(floor, gain)
             picks.append(Pick(int(index), floor, gain, float(variance)))
-            previous = variance
         return TextOutcome(
             picks, prior, bool(sel.stopped_early), str(sel.strategy), embedded, hits, stored
         )

@@ -122,12 +122,6 @@ PACKAGES = {
     "finetune": "qdrant_sift.finetune",
     "evaluation": "qdrant_sift.eval",
 }
-#: Private imports across packages not yet replaced, each with its reason (none may be added).
-PENDING: set[tuple[str, str]] = {
-    # owned by the text-rerank work in flight (issue 16); the public names exist
-    # (qdrant_sift.client.embed.embed_queries/embed_texts).
-    ("reranker/_text.py", "qdrant_sift.client._rerank"),
-}
 
 
 def test_no_private_imports_across_packages() -> None:
@@ -145,7 +139,7 @@ def test_no_private_imports_across_packages() -> None:
                     continue
                 if any(part.startswith("_") for part in module.split(".")[1:]):
                     found.add((str(path.relative_to(REPO)), module))
-    assert found <= PENDING, sorted(found - PENDING)
+    assert not found, sorted(found)
 
 
 def test_local_and_remote_rerankers_satisfy_the_reranker_protocol() -> None:
