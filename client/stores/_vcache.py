@@ -9,6 +9,8 @@ hold unit vectors normalised by the engine.
 
 The copy lives in RAM only (rebuilt from the shard on first use after opening), costs
 n × (d + d_kernel) × 4 bytes, and is kept row for row with the shard under the store's write lock.
+A recall running while another thread writes may see a replaced point's previous vector (the
+engine is written first, then the copy); an id the copy does not hold yet is read from the engine.
 """
 
 from __future__ import annotations
