@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from qdrant_sift.options import DEFAULTS
+from qdrant_sift.options import DEFAULTS, STRATEGIES
 
 __all__ = [
     "add_selection_options",
@@ -57,12 +57,14 @@ def add_selection_options(parser: argparse.ArgumentParser, *, n_default: int) ->
     group.add_argument(
         "--lam", type=float, default=DEFAULTS.lam, help=f"SIFT noise λ (default {DEFAULTS.lam:g})"
     )
-    group.add_argument("--alpha", type=float, default=None, help="adaptive stopping α")
+    group.add_argument(
+        "--alpha", type=float, default=DEFAULTS.alpha, help="adaptive stopping α (default off)"
+    )
     group.add_argument(
         "--strategy",
-        choices=("sift", "nearest", "mmr", "random"),
-        default="sift",
-        help="selection strategy (default sift)",
+        choices=STRATEGIES,
+        default=DEFAULTS.strategy,
+        help=f"selection strategy (default {DEFAULTS.strategy})",
     )
     group.add_argument(
         "--reranker", default=None, help="grpc://host:port of a reranker service (else in-process)"

@@ -25,7 +25,7 @@ from qdrant_sift.errors import (
     DimensionMismatchError,
     InvalidInputError,
 )
-from qdrant_sift.options import DEFAULTS, SelectOptions
+from qdrant_sift.options import RERANK_DEFAULTS, SelectOptions
 
 __all__ = ["RerankResult", "rerank"]
 
@@ -100,11 +100,11 @@ def select_results(
     candidates: np.ndarray,
     n: int,
     *,
-    strategy: str = "sift",
-    lam: float = DEFAULTS.lam,
-    alpha: float | None = None,
-    unique: bool = True,
-    diversity: float = DEFAULTS.diversity,
+    strategy: str = RERANK_DEFAULTS.strategy,
+    lam: float = RERANK_DEFAULTS.lam,
+    alpha: float | None = RERANK_DEFAULTS.alpha,
+    unique: bool = RERANK_DEFAULTS.unique,
+    diversity: float = RERANK_DEFAULTS.diversity,
     reranker: Any = None,
 ) -> list[RerankResult]:
     """Run the selector (``reranker.select`` or in-process ``select``) and turn its picks into
@@ -165,11 +165,11 @@ def rerank(
     embedder: Any = None,
     query_embedding: Any = None,
     document_embeddings: Sequence[Any] | None = None,
-    strategy: str = "sift",
-    lam: float = DEFAULTS.lam,
-    alpha: float | None = None,
-    unique: bool = True,
-    diversity: float = DEFAULTS.diversity,
+    strategy: str = RERANK_DEFAULTS.strategy,
+    lam: float = RERANK_DEFAULTS.lam,
+    alpha: float | None = RERANK_DEFAULTS.alpha,
+    unique: bool = RERANK_DEFAULTS.unique,
+    diversity: float = RERANK_DEFAULTS.diversity,
     reranker: Any = None,
 ) -> list[RerankResult]:
     """Pick ``top_n`` of ``documents`` for ``query`` with SIFT, Cohere ``rerank`` style.

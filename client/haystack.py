@@ -34,7 +34,7 @@ from qdrant_sift.client._rerank import (
 )
 from qdrant_sift.client.embed import embed_queries, embed_texts, resolve_embedder
 from qdrant_sift.errors import InvalidInputError
-from qdrant_sift.options import DEFAULTS
+from qdrant_sift.options import RERANK_DEFAULTS
 
 __all__ = ["SiftDocumentEmbedder", "SiftRanker", "SiftTextEmbedder"]
 
@@ -59,11 +59,11 @@ class SiftRanker:
         self,
         embedder: Any = None,
         top_k: int = 10,
-        strategy: str = "sift",
-        lam: float = DEFAULTS.lam,
-        alpha: float | None = None,
-        unique: bool = True,
-        diversity: float = DEFAULTS.diversity,
+        strategy: str = RERANK_DEFAULTS.strategy,
+        lam: float = RERANK_DEFAULTS.lam,
+        alpha: float | None = RERANK_DEFAULTS.alpha,
+        unique: bool = RERANK_DEFAULTS.unique,
+        diversity: float = RERANK_DEFAULTS.diversity,
         reranker: Any = None,
     ) -> None:
         self.embedder = embedder

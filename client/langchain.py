@@ -43,7 +43,7 @@ from qdrant_sift.client._rerank import (
 )
 from qdrant_sift.client.embed import embed_queries, embed_texts, resolve_embedder
 from qdrant_sift.errors import InvalidInputError
-from qdrant_sift.options import DEFAULTS
+from qdrant_sift.options import RERANK_DEFAULTS
 from qdrant_sift.reranker import relative_gains
 
 __all__ = ["SiftCompressor", "SiftEmbeddings", "SiftRetriever"]
@@ -87,11 +87,11 @@ class SiftRetriever(BaseRetriever):
     client: Any
     k: int = 4
     fetch_k: int = 200
-    strategy: str = "sift"
-    lam: float = DEFAULTS.lam
-    alpha: float | None = None
-    unique: bool = True
-    diversity: float = DEFAULTS.diversity
+    strategy: str = RERANK_DEFAULTS.strategy
+    lam: float = RERANK_DEFAULTS.lam
+    alpha: float | None = RERANK_DEFAULTS.alpha
+    unique: bool = RERANK_DEFAULTS.unique
+    diversity: float = RERANK_DEFAULTS.diversity
     filter: Any = None
     metadata_key: str | None = "metadata"
     """Payload key whose dict becomes the document's metadata (langchain-qdrant's layout);
@@ -180,11 +180,11 @@ class SiftCompressor(BaseDocumentCompressor):
 
     embedder: Any = None
     k: int = 4
-    strategy: str = "sift"
-    lam: float = DEFAULTS.lam
-    alpha: float | None = None
-    unique: bool = True
-    diversity: float = DEFAULTS.diversity
+    strategy: str = RERANK_DEFAULTS.strategy
+    lam: float = RERANK_DEFAULTS.lam
+    alpha: float | None = RERANK_DEFAULTS.alpha
+    unique: bool = RERANK_DEFAULTS.unique
+    diversity: float = RERANK_DEFAULTS.diversity
     store: Any = None
     reranker: Any = None
     id_key: str = "_id"

@@ -39,7 +39,7 @@ from qdrant_sift.client._rerank import (
 )
 from qdrant_sift.client.embed import embed_queries, embed_texts, resolve_embedder
 from qdrant_sift.errors import InvalidInputError
-from qdrant_sift.options import DEFAULTS
+from qdrant_sift.options import RERANK_DEFAULTS
 
 __all__ = ["SiftEmbedding", "SiftNodePostprocessor"]
 
@@ -91,14 +91,20 @@ class SiftNodePostprocessor(BaseNodePostprocessor):
             "when one was set, else the offline MiniLM."
         ),
     )
-    strategy: str = Field(default="sift", description="sift, nearest, mmr or random.")
-    lam: float = Field(
-        default=DEFAULTS.lam, description="SIFT noise variance λ (not MMR's lambda)."
+    strategy: str = Field(
+        default=RERANK_DEFAULTS.strategy, description="sift, nearest, mmr or random."
     )
-    alpha: float | None = Field(default=None, description="Adaptive stopping; None: off.")
-    unique: bool = Field(default=True, description="Return each node at most once.")
+    lam: float = Field(
+        default=RERANK_DEFAULTS.lam, description="SIFT noise variance λ (not MMR's lambda)."
+    )
+    alpha: float | None = Field(
+        default=RERANK_DEFAULTS.alpha, description="Adaptive stopping; None: off."
+    )
+    unique: bool = Field(
+        default=RERANK_DEFAULTS.unique, description="Return each node at most once."
+    )
     diversity: float = Field(
-        default=DEFAULTS.diversity, description="MMR diversity (strategy='mmr')."
+        default=RERANK_DEFAULTS.diversity, description="MMR diversity (strategy='mmr')."
     )
     reranker: Any = Field(default=None, description="Object with select(); default in-process.")
     keep_retrieval_score: bool = Field(

@@ -20,7 +20,14 @@ import numpy as np
 
 from qdrant_sift.errors import ConfigError, InvalidInputError
 
-__all__ = ["DEFAULTS", "STRATEGIES", "CheckedOptions", "SelectOptions", "check_options"]
+__all__ = [
+    "DEFAULTS",
+    "RERANK_DEFAULTS",
+    "STRATEGIES",
+    "CheckedOptions",
+    "SelectOptions",
+    "check_options",
+]
 
 #: The selection strategies: exact greedy SIFT and the baselines.
 STRATEGIES: tuple[str, ...] = ("sift", "nearest", "mmr", "random")
@@ -28,7 +35,14 @@ STRATEGIES: tuple[str, ...] = ("sift", "nearest", "mmr", "random")
 
 @dataclass(frozen=True)
 class SelectOptions:
-    """Default selection options (values are checked by :func:`check_options` at each call)."""
+    """Default selection options (values are checked by :func:`check_options` at each call).
+
+    ``strategy``: ``"sift"`` or a baseline (:data:`STRATEGIES`); ``lam``: SIFT's noise variance
+    λ > 0; ``alpha``: adaptive stopping (None: off); ``unique``: pick each candidate at most
+    once; ``diversity``: MMR's trade-off in [0, 1]; ``seed``: for ``random``;
+    ``both_directions``: recall with q and −q; ``normalize``: cosine kernel (False: raw inner
+    products).
+    """
 
     strategy: str = "sift"
     lam: float = 0.01
@@ -37,6 +51,7 @@ class SelectOptions:
     diversity: float = 0.5
     seed: int | None = None
     both_directions: bool = True
+    normalize: bool = True
 
     @property
     def repeats(self) -> bool:
@@ -51,6 +66,9 @@ class SelectOptions:
 
 #: The defaults every entry point uses.
 DEFAULTS = SelectOptions()
+#: Reranking (``rerank()``, the RAG adapters, the HTTP/text endpoints) returns each document at
+#: most once; fine-tuning selection (``select``, ``SiftClient``) may repeat one (a second step).
+RERANK_DEFAULTS = SelectOptions(unique=True)
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def options_from_proto(req: Any) -> dict[str, Any]:
         "lam": wire_float(req.lam) if req.HasField("lam") else DEFAULTS.lam,
         "alpha": wire_float(req.alpha) if req.HasField("alpha") else None,
         "unique": bool(req.unique),
-        "normalize": bool(req.normalize) if req.HasField("normalize") else True,
+        "normalize": bool(req.normalize) if req.HasField("normalize") else DEFAULTS.normalize,
         "diversity": wire_float(req.diversity) if req.HasField("diversity") else DEFAULTS.diversity,
         "seed": int(req.seed) if req.HasField("seed") else None,
     }

@@ -245,15 +245,15 @@ def select(
     candidates: Any,
     n: int,
     *,
-    strategy: str = "sift",
+    strategy: str = DEFAULTS.strategy,
     lam: float = DEFAULTS.lam,
-    alpha: float | None = None,
-    unique: bool = False,
-    normalize: bool = True,
+    alpha: float | None = DEFAULTS.alpha,
+    unique: bool = DEFAULTS.unique,
+    normalize: bool = DEFAULTS.normalize,
     device: Any = None,
     dtype: Any = torch.float32,
     diversity: float = DEFAULTS.diversity,
-    seed: int | None = None,
+    seed: int | None = DEFAULTS.seed,
 ) -> Selection:
     """Pick ``n`` of the K ``candidates`` for ``query`` (one (d,) vector or m targets (m, d)).
 
@@ -284,15 +284,15 @@ def select_batch(
     candidates: Any,
     n: int,
     *,
-    strategy: str = "sift",
+    strategy: str = DEFAULTS.strategy,
     lam: float = DEFAULTS.lam,
-    alpha: float | None = None,
-    unique: bool = False,
-    normalize: bool = True,
+    alpha: float | None = DEFAULTS.alpha,
+    unique: bool = DEFAULTS.unique,
+    normalize: bool = DEFAULTS.normalize,
     device: Any = None,
     dtype: Any = torch.float32,
     diversity: float = DEFAULTS.diversity,
-    seed: int | None = None,
+    seed: int | None = DEFAULTS.seed,
 ) -> list[Selection]:
     """:func:`select` for many prompts at once; results in input order.
 

@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from qdrant_sift import errors
 from qdrant_sift.errors import ServerLimitError
-from qdrant_sift.options import DEFAULTS, SelectOptions, check_options
+from qdrant_sift.options import RERANK_DEFAULTS, SelectOptions, check_options
 
 from ._cancel import checkpoint
 from ._gains import relative_gains
@@ -235,10 +235,11 @@ def check_text_call(
         raise errors.InvalidInputError(
             f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(_OPTION_NAMES))}"
         )
-    # The selection defaults, except unique: a reranker returns each document once, as
-    # in-process rerank() does. An option given as None takes its default.
-    opts = {"strategy": DEFAULTS.strategy, "lam": DEFAULTS.lam, "alpha": DEFAULTS.alpha}
-    opts |= {"unique": True, "diversity": DEFAULTS.diversity, "seed": DEFAULTS.seed}
+    # The reranking defaults (a reranker returns each document once, as in-process rerank()
+    # does). An option given as None takes its default.
+    d = RERANK_DEFAULTS
+    opts = {"strategy": d.strategy, "lam": d.lam, "alpha": d.alpha, "unique": d.unique}
+    opts |= {"diversity": d.diversity, "seed": d.seed}
     opts |= {k: v for k, v in options.items() if v is not None}
     checked = check_options(
         len(docs) if top_n is None else top_n, opts["strategy"], opts["lam"], opts["alpha"],

@@ -151,3 +151,52 @@ def test_local_and_remote_rerankers_satisfy_the_reranker_protocol() -> None:
         assert isinstance(remote, Reranker)
     finally:
         remote.close()
+
+
+OPTION_NAMES = ("strategy", "lam", "alpha", "unique", "diversity", "seed", "normalize")
+
+
+def _signature_defaults(fn: object) -> dict[str, object]:
+    import inspect
+
+    params = inspect.signature(fn).parameters  # type: ignore[arg-type]
+    return {name: params[name].default for name in OPTION_NAMES if name in params}
+
+
+def _want(opts: SelectOptions, got: dict[str, object]) -> dict[str, object]:
+    return {name: getattr(opts, name) for name in got}
+
+
+def test_every_entry_point_takes_its_defaults_from_select_options() -> None:
+    """A default changed in SelectOptions reaches in-process, remote, client and wire alike."""
+    from qdrant_sift.client import SiftClient
+    from qdrant_sift.options import RERANK_DEFAULTS
+    from qdrant_sift.reranker import RemoteReranker, select_batch
+    from qdrant_sift.reranker._matrix import options_from_proto
+    from qdrant_sift.v1 import reranker_pb2 as pb
+
+    entry_points = (select, select_batch, RemoteReranker.select, RemoteReranker.select_batch)
+    for fn in (
+        *entry_points,
+        RemoteReranker.search,
+        SiftClient.search,
+        SiftClient.adapt_and_generate,
+    ):
+        got = _signature_defaults(fn)
+        assert got and got == _want(DEFAULTS, got), fn
+    assert _signature_defaults(rerank) == _want(RERANK_DEFAULTS, _signature_defaults(rerank))
+    assert SelectOptions(unique=True) == RERANK_DEFAULTS
+    for request in (pb.SelectRequest(), pb.RecallRequest()):
+        wire = options_from_proto(request)
+        assert wire == {name: getattr(DEFAULTS, name) for name in wire}
+
+
+def test_cli_selection_flags_default_to_select_options() -> None:
+    import argparse
+
+    from qdrant_sift.client._cmd_common import add_selection_options
+
+    parser = argparse.ArgumentParser()
+    add_selection_options(parser, n_default=5)
+    args = parser.parse_args([])
+    assert (args.strategy, args.lam, args.alpha) == (DEFAULTS.strategy, DEFAULTS.lam, None)
