@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from qdrant_sift.errors import ConfigError, DimensionMismatchError, NonFiniteError
+from qdrant_sift.arrays import as_float32_matrix
+from qdrant_sift.errors import ConfigError, DimensionMismatchError
 
 __all__ = [
     "KERNELS",
@@ -82,13 +83,12 @@ class KernelCache:
             rows = {k: self._rows[k] for k in keys if k in self._rows}
         todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in rows}
         if todo:
-            new = np.asarray(self.embedder.embed_documents(list(todo.values())), np.float32)
+            raw = self.embedder.embed_documents(list(todo.values()))
+            new = as_float32_matrix(raw, "kernel embeddings", allow_empty=True)
             if new.shape != (len(todo), dim):
                 raise DimensionMismatchError(
                     f"kernel embedder returned shape {new.shape} for {len(todo)} texts (dim {dim})"
                 )
-            if not np.isfinite(new).all():
-                raise NonFiniteError("kernel embedder returned NaN or infinity")
             rows.update(zip(todo, new, strict=True))
         with self._lock:
             for k in keys:
@@ -141,12 +141,12 @@ class SelectionKernel:
     def inputs(self, prompt: str, candidates: Any, text_key: str) -> tuple[np.ndarray, np.ndarray]:
         """(query kernel vector, candidates' kernel rows) for SIFT."""
         dim = int(self.embedder.dim)
-        query = np.asarray(self.embedder.embed_query(prompt), dtype=np.float32)
-        if query.shape != (dim,) or not np.isfinite(query).all():
+        query = as_float32_matrix(self.embedder.embed_query(prompt), "kernel query vector")
+        if query.shape != (1, dim):
             raise DimensionMismatchError(
-                f"kernel embedder's query vector has shape {query.shape} (or is not finite), "
-                f"expected ({dim},)"
+                f"kernel embedder's query vector has shape {query.shape[1:]}, expected ({dim},)"
             )
+        query = query[0]
         if candidates.kernel_vectors is not None:
             return query, candidates.kernel_vectors
         texts = []
