@@ -136,6 +136,8 @@ class HttpServer:
             raise errors.ConfigError("HTTP TLS needs --tls-cert and --tls-key as file paths")
         routes = [
             Route("/v2/rerank", self._endpoint(cohere_rerank, "cohere"), methods=["POST"]),
+            # Cohere v1 clients (cohere.Client, older LiteLLM): the same request and response
+            Route("/v1/rerank", self._endpoint(cohere_rerank, "cohere"), methods=["POST"]),
             Route("/rerank", self._endpoint(tei_rerank, "tei"), methods=["POST"]),
             Route(PROBE_PATHS[0], self._health, methods=["GET"]),
             Route(PROBE_PATHS[1], self._ready, methods=["GET"]),

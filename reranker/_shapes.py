@@ -27,9 +27,10 @@ __all__ = [
 
 #: SIFT options any rerank request may carry (clients that do not know them never send them).
 EXTENSION_FIELDS = frozenset({"strategy", "lam", "alpha", "unique", "diversity", "seed"})
-#: Cohere v2 rerank fields understood; ``model`` and ``priority`` are accepted and ignored.
+#: Cohere rerank fields understood; ``model`` and ``priority`` are accepted and ignored;
+#: ``return_documents`` (Cohere v1, sent by v1 clients and LiteLLM) adds each pick's text.
 COHERE_FIELDS = frozenset({"model", "query", "documents", "top_n", "max_tokens_per_doc"})
-COHERE_FIELDS |= {"priority"}
+COHERE_FIELDS |= {"priority", "return_documents"}
 TEI_FIELDS = frozenset(
     {"query", "texts", "raw_scores", "return_text", "truncate", "truncation_direction"}
 )
@@ -80,8 +81,10 @@ def _check_max_tokens(engine: TextReranker, value: Any) -> None:
 def cohere_rerank(
     engine: TextReranker, body: dict[str, Any], rid: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``POST /v2/rerank``: Cohere v2's request and response (plus a ``sift`` object)."""
-    _unknown(body, COHERE_FIELDS, "/v2/rerank (Cohere v2)")
+    """``POST /v2/rerank`` and ``/v1/rerank``: Cohere's request and response (plus a ``sift``
+    object); with ``return_documents`` each result carries ``document: {"text"}`` (Cohere v1)."""
+    _unknown(body, COHERE_FIELDS, "/v2/rerank (Cohere)")
+    with_docs = _flag(body, "return_documents", False)
     docs = body.get("documents")
     if isinstance(docs, list):  # Cohere v1 clients send {"text": ...} objects
         docs = [d["text"] if isinstance(d, dict) and "text" in d else d for d in docs]
@@ -97,6 +100,9 @@ def cohere_rerank(
                  "variances": [p.variance for p in picks], "embedded": outcome.embedded,
                  "cache_hits": outcome.cache_hits, "stored_hits": outcome.stored_hits},
     }  # fmt: skip
+    if with_docs:  # docs is the checked list of str by now
+        for item in payload["results"]:
+            item["document"] = {"text": docs[item["index"]]}
     return payload, _info(outcome, docs)
 
 

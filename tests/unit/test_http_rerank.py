@@ -94,6 +94,22 @@ def test_cohere_sdk_client_v2(url: str) -> None:
     assert sorted(r.index for r in everything.results) == list(range(len(DOCS)))
 
 
+def test_cohere_sdk_v1_client_with_documents(url: str) -> None:
+    """``cohere.Client`` (v1, ``POST /v1/rerank``) and ``return_documents`` (v1 clients and
+    LiteLLM send it): the same picks, each with its text."""
+    import cohere
+
+    got = cohere.Client(api_key=TOKEN, base_url=url).rerank(
+        model="m", query=QUERY, documents=DOCS, top_n=3, return_documents=True
+    )
+    same([(r.index, r.relevance_score) for r in got.results], expected(3))
+    assert [r.document.text for r in got.results] == [DOCS[r.index] for r in got.results]
+    plain = post(url, "/v2/rerank", {"model": "m", "query": QUERY, "documents": DOCS, "top_n": 2})
+    assert all("document" not in r for r in plain.json()["results"])
+    bad = {"model": "m", "query": QUERY, "documents": DOCS, "return_documents": "yes"}
+    assert post(url, "/v2/rerank", bad).status_code == 422
+
+
 def test_cohere_sdk_wrong_token_is_unauthorized(url: str) -> None:
     import cohere
     from cohere.errors import UnauthorizedError
