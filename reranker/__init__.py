@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from qdrant_sift._lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from qdrant_sift.options import DEFAULTS, SelectOptions
+
     from ._gains import relative_gains
     from ._remote import RecallResult, RemoteReranker
     from ._select import (
@@ -27,11 +29,13 @@ if TYPE_CHECKING:
     from ._server import ServerHandle, build_server, serve
 
 __all__ = [
+    "DEFAULTS",
     "STRATEGIES",
     "LocalReranker",
     "RecallResult",
     "RemoteReranker",
     "Reranker",
+    "SelectOptions",
     "Selection",
     "ServerHandle",
     "build_server",
@@ -45,6 +49,7 @@ __getattr__, __dir__ = lazy_attributes(
     __name__,
     globals(),
     {
+        "qdrant_sift.options": ["DEFAULTS", "SelectOptions"],
         "._gains": ["relative_gains"],
         "._remote": ["RecallResult", "RemoteReranker"],
         "._select": [
