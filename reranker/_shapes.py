@@ -91,18 +91,22 @@ def cohere_rerank(
     _check_max_tokens(engine, body.get("max_tokens_per_doc"))
     outcome = engine.rerank(body.get("query"), docs, body.get("top_n"), **_extensions(body))
     picks = outcome.picks
+    results: list[dict[str, Any]] = [
+        {"index": p.index, "relevance_score": p.relevance_score} for p in picks
+    ]
+    if with_docs:  # a checked list of str by now
+        texts: list[str] = docs  # type: ignore[assignment]
+        for item in results:
+            item["document"] = {"text": texts[item["index"]]}
     payload = {
         "id": rid,
-        "results": [{"index": p.index, "relevance_score": p.relevance_score} for p in picks],
+        "results": results,
         "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
         "sift": {"strategy": outcome.strategy, "prior_variance": outcome.prior_variance,
                  "stopped_early": outcome.stopped_early, "gains": [p.gain for p in picks],
                  "variances": [p.variance for p in picks], "embedded": outcome.embedded,
                  "cache_hits": outcome.cache_hits, "stored_hits": outcome.stored_hits},
     }  # fmt: skip
-    if with_docs:  # docs is the checked list of str by now
-        for item in payload["results"]:
-            item["document"] = {"text": docs[item["index"]]}
     return payload, _info(outcome, docs)
 
 
