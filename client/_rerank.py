@@ -13,7 +13,7 @@ No framework and no torch is imported here; the embedder and the selector load o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -95,16 +95,21 @@ def fill_vectors(
     return np.stack([v for v in filled if v is not None]).astype(np.float32, copy=False)
 
 
+#: The selection options a RAG adapter carries as fields of its own.
+ADAPTER_OPTIONS = ("strategy", "lam", "alpha", "unique", "diversity")
+
+
+def options_of(adapter: Any) -> SelectOptions:
+    """The :class:`SelectOptions` an adapter's fields hold (the rest from RERANK_DEFAULTS)."""
+    return replace(RERANK_DEFAULTS, **{name: getattr(adapter, name) for name in ADAPTER_OPTIONS})
+
+
 def select_results(
     query: np.ndarray,
     candidates: np.ndarray,
     n: int,
+    options: SelectOptions = RERANK_DEFAULTS,
     *,
-    strategy: str = RERANK_DEFAULTS.strategy,
-    lam: float = RERANK_DEFAULTS.lam,
-    alpha: float | None = RERANK_DEFAULTS.alpha,
-    unique: bool = RERANK_DEFAULTS.unique,
-    diversity: float = RERANK_DEFAULTS.diversity,
     reranker: Any = None,
 ) -> list[RerankResult]:
     """Run the selector (``reranker.select`` or in-process ``select``) and turn its picks into
@@ -116,7 +121,7 @@ def select_results(
             f"query embedding has {query.shape[1]} dimensions, documents have "
             f"{candidates.shape[1]}: embed both with the same model"
         )
-    n = SelectOptions(strategy=strategy, unique=unique).clip_n(n, candidates.shape[0])
+    n = options.clip_n(n, candidates.shape[0])
     if reranker is None:
         from qdrant_sift.reranker import select as run
     else:
@@ -125,11 +130,11 @@ def select_results(
         query if query.shape[0] > 1 else query[0],
         candidates,
         n,
-        strategy=strategy,
-        lam=lam,
-        alpha=alpha,
-        unique=unique,
-        diversity=diversity,
+        strategy=options.strategy,
+        lam=options.lam,
+        alpha=options.alpha,
+        unique=options.unique,
+        diversity=options.diversity,
     )
     from qdrant_sift.reranker import relative_gains
 
@@ -218,14 +223,7 @@ def rerank(
         q = embed_queries(get_embedder(), [query] if isinstance(query, str) else list(query))
     vectors = list(document_embeddings) if document_embeddings is not None else [None] * len(docs)
     cands = fill_vectors(texts, vectors, get_embedder)
-    return select_results(
-        q,
-        cands,
-        n,
-        strategy=strategy,
-        lam=lam,
-        alpha=alpha,
-        unique=unique,
-        diversity=diversity,
-        reranker=reranker,
+    options = SelectOptions(
+        strategy=strategy, lam=lam, alpha=alpha, unique=unique, diversity=diversity
     )
+    return select_results(q, cands, n, options, reranker=reranker)

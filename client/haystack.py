@@ -30,6 +30,7 @@ from qdrant_sift.client._rerank import (
     as_vectors,
     check_count,
     fill_vectors,
+    options_of,
     select_results,
 )
 from qdrant_sift.client.embed import embed_queries, embed_texts, resolve_embedder
@@ -101,17 +102,7 @@ class SiftRanker:
             target = embed_queries(self._get_embedder(), [str(query)])
         texts = [d.content or "" for d in documents]
         candidates = fill_vectors(texts, [d.embedding for d in documents], self._get_embedder)
-        results = select_results(
-            target,
-            candidates,
-            n,
-            strategy=self.strategy,
-            lam=self.lam,
-            alpha=self.alpha,
-            unique=self.unique,
-            diversity=self.diversity,
-            reranker=self.reranker,
-        )
+        results = select_results(target, candidates, n, options_of(self), reranker=self.reranker)
         picked = []
         for rank, r in enumerate(results):
             doc = documents[r.index]

@@ -36,9 +36,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from qdrant_sift.client._rerank import (
+    ADAPTER_OPTIONS,
     RerankResult,
     check_count,
     fill_vectors,
+    options_of,
     select_results,
 )
 from qdrant_sift.client.embed import embed_queries, embed_texts, resolve_embedder
@@ -47,8 +49,6 @@ from qdrant_sift.options import RERANK_DEFAULTS
 from qdrant_sift.reranker import relative_gains
 
 __all__ = ["SiftCompressor", "SiftEmbeddings", "SiftRetriever"]
-
-_SIFT_OPTIONS = ("strategy", "lam", "alpha", "unique", "diversity")
 
 
 class SiftEmbeddings(Embeddings):
@@ -124,7 +124,7 @@ class SiftRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        unknown = set(kwargs) - {"k", "fetch_k", "filter", *_SIFT_OPTIONS}
+        unknown = set(kwargs) - {"k", "fetch_k", "filter", *ADAPTER_OPTIONS}
         if unknown:
             raise InvalidInputError(f"unknown SiftRetriever options {sorted(unknown)}")
         k = check_count(kwargs.get("k", self.k), "k")
@@ -246,17 +246,7 @@ class SiftCompressor(BaseDocumentCompressor):
         vectors = [g if g is not None else s for g, s in zip(given, stored, strict=True)]
         candidates = fill_vectors([d.page_content for d in docs], vectors, get_embedder)
         target = embed_queries(get_embedder(), [query])
-        results = select_results(
-            target,
-            candidates,
-            k,
-            strategy=self.strategy,
-            lam=self.lam,
-            alpha=self.alpha,
-            unique=self.unique,
-            diversity=self.diversity,
-            reranker=self.reranker,
-        )
+        results = select_results(target, candidates, k, options_of(self), reranker=self.reranker)
         return [_annotated(docs[r.index], r, rank) for rank, r in enumerate(results)]
 
 

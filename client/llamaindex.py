@@ -35,6 +35,7 @@ from qdrant_sift.client._rerank import (
     as_vectors,
     check_count,
     fill_vectors,
+    options_of,
     select_results,
 )
 from qdrant_sift.client.embed import embed_queries, embed_texts, resolve_embedder
@@ -140,15 +141,7 @@ class SiftNodePostprocessor(BaseNodePostprocessor):
         texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
         candidates = fill_vectors(texts, [n.node.embedding for n in nodes], get_embedder)
         results = select_results(
-            target,
-            candidates,
-            top_n,
-            strategy=self.strategy,
-            lam=self.lam,
-            alpha=self.alpha,
-            unique=self.unique,
-            diversity=self.diversity,
-            reranker=self.reranker,
+            target, candidates, top_n, options_of(self), reranker=self.reranker
         )
         return [self._annotated(nodes[r.index], r, rank) for rank, r in enumerate(results)]
 
