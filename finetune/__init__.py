@@ -20,6 +20,7 @@ from qdrant_sift._lazy import lazy_attributes
 if TYPE_CHECKING:
     from ._bpb import BpbResult, bits_per_byte, prefix_token_id, rolling_windows
     from ._config import (
+        BUILD_FIELDS,
         FULL_LEARNING_RATE,
         LORA_LEARNING_RATE,
         AdaptOutcome,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from ._tuner import TestTimeTuner
 
 __all__ = [
+    "BUILD_FIELDS",
     "CACHE_MARKER",
     "DEFAULT_MODEL_NAME",
     "FULL_LEARNING_RATE",
@@ -80,6 +82,7 @@ __getattr__, __dir__ = lazy_attributes(
     {
         "._bpb": ["BpbResult", "bits_per_byte", "prefix_token_id", "rolling_windows"],
         "._config": [
+            "BUILD_FIELDS",
             "FULL_LEARNING_RATE",
             "LORA_LEARNING_RATE",
             "AdaptOutcome",

@@ -12,12 +12,14 @@ import torch
 from qdrant_sift.errors import ConfigError
 
 __all__ = [
+    "BUILD_FIELDS",
     "FULL_LEARNING_RATE",
     "LORA_LEARNING_RATE",
     "AdaptOutcome",
     "StepReport",
     "TuneConfig",
     "TuneReport",
+    "build_fields_changed",
     "resolve_dtype",
 ]
 
@@ -133,6 +135,25 @@ class TuneConfig:
             except (RuntimeError, TypeError) as exc:
                 raise ConfigError(f"invalid device {self.device!r}: {exc}") from exc
         object.__setattr__(self, "dtype", resolve_dtype(self.dtype))
+
+
+#: TuneConfig fields applied when the tuner is built (the adapter's shape, the mode, placement);
+#: a tuner refuses a new config that changes one.
+BUILD_FIELDS: tuple[str, ...] = (
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "bias",
+    "target_modules",
+    "full_finetune",
+    "device",
+    "dtype",
+)
+
+
+def build_fields_changed(built: TuneConfig, new: TuneConfig) -> list[str]:
+    """The :data:`BUILD_FIELDS` on which ``new`` differs from the config a tuner was built with."""
+    return [name for name in BUILD_FIELDS if getattr(new, name) != getattr(built, name)]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from qdrant_sift.errors import (
 )
 
 from ._bpb import BpbResult, bits_per_byte, prefix_token_id
-from ._config import AdaptOutcome, StepReport, TuneConfig, TuneReport
+from ._config import AdaptOutcome, StepReport, TuneConfig, TuneReport, build_fields_changed
 from ._models import WeightSnapshot, attach_lora, context_length_of, load_model
 
 __all__ = ["TestTimeTuner"]
@@ -60,19 +60,6 @@ def _adam(params: list[torch.nn.Parameter], cfg: TuneConfig) -> torch.optim.Opti
         return torch.optim.Adam(params, **kwargs)
 
 
-#: TuneConfig fields applied when the tuner is built (the adapter's shape, the mode, placement).
-BUILD_FIELDS: tuple[str, ...] = (
-    "lora_rank",
-    "lora_alpha",
-    "lora_dropout",
-    "bias",
-    "target_modules",
-    "full_finetune",
-    "device",
-    "dtype",
-)
-
-
 class TestTimeTuner:
     """Test-time fine-tuning of one causal LM; one prompt at a time (a lock serialises callers).
 
@@ -80,9 +67,10 @@ class TestTimeTuner:
     using ``tuner.model`` afterwards. Bits per byte after tuning: ``with tuner.session(): ...``.
     ``tuner.config`` may be swapped between prompts (``dataclasses.replace``) for the per-prompt
     fields (learning rate, Adam settings, ``max_length``, ``steps_per_chunk``, ``seed``); the
-    fields that shape the adapter (:data:`BUILD_FIELDS`: rank, alpha, dropout, bias, targets,
-    mode, device, dtype) are fixed when the tuner is built, and a config that changes one is
-    refused with :class:`~qdrant_sift.errors.ConfigError` (build a new tuner instead).
+    fields that shape the adapter (:data:`~qdrant_sift.finetune.BUILD_FIELDS`: rank, alpha,
+    dropout, bias, targets, mode, device, dtype) are fixed when the tuner is built, and a config
+    that changes one is refused with :class:`~qdrant_sift.errors.ConfigError` (build a new tuner
+    instead).
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -128,7 +116,7 @@ class TestTimeTuner:
             raise InvalidInputError(f"config must be a TuneConfig, got {type(config).__name__}")
         built: TuneConfig | None = getattr(self, "_config", None)
         if built is not None:
-            changed = [f for f in BUILD_FIELDS if getattr(config, f) != getattr(built, f)]
+            changed = build_fields_changed(built, config)
             if changed:
                 raise ConfigError(
                     f"{', '.join(changed)} shape the adapter and are fixed once the tuner is "

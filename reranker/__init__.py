@@ -17,11 +17,11 @@ if TYPE_CHECKING:
     from qdrant_sift.options import DEFAULTS, SelectOptions
 
     from ._gains import relative_gains
+    from ._protocol import Reranker
     from ._remote import RecallResult, RemoteReranker
     from ._select import (
         STRATEGIES,
         LocalReranker,
-        Reranker,
         Selection,
         select,
         select_batch,
@@ -51,11 +51,11 @@ __getattr__, __dir__ = lazy_attributes(
     {
         "qdrant_sift.options": ["DEFAULTS", "SelectOptions"],
         "._gains": ["relative_gains"],
+        "._protocol": ["Reranker"],
         "._remote": ["RecallResult", "RemoteReranker"],
         "._select": [
             "STRATEGIES",
             "LocalReranker",
-            "Reranker",
             "Selection",
             "select",
             "select_batch",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from qdrant_sift.options import DEFAULTS, SelectOptions
 from ._baselines import REPLAY_MAX_N, baseline_order, replay_variances
 from ._blas import single_thread_blas
 from ._checks import batch_dims_message, is_per_prompt
+from ._protocol import Reranker
 from ._sift_batch import BatchInput, greedy_batch
 from ._sift_np import GRAM_MAX_K, greedy_numpy
 from ._validate import (
@@ -338,44 +339,6 @@ def select_batch(
             raise DimensionMismatchError(batch_dims_message(b, p.Q.shape[1], prompts[0].Q.shape[1]))
         prompts.append(p)
     return _run_batch(prompts, shared, opts)
-
-
-@runtime_checkable
-class Reranker(Protocol):
-    """What the client needs from a reranker, in-process (:class:`LocalReranker`) or remote
-    (``RemoteReranker``): :func:`select` and :func:`select_batch` with the selection options as
-    keywords (defaults from :data:`~qdrant_sift.options.DEFAULTS`). Implementations may take
-    more keywords (``device``, ``timeout``, ...)."""
-
-    def select(
-        self,
-        query: Any,
-        candidates: Any,
-        n: int,
-        *,
-        strategy: str = ...,
-        lam: float = ...,
-        alpha: float | None = ...,
-        unique: bool = ...,
-        normalize: bool = ...,
-        diversity: float = ...,
-        seed: int | None = ...,
-    ) -> Selection: ...
-
-    def select_batch(
-        self,
-        queries: Any,
-        candidates: Any,
-        n: int,
-        *,
-        strategy: str = ...,
-        lam: float = ...,
-        alpha: float | None = ...,
-        unique: bool = ...,
-        normalize: bool = ...,
-        diversity: float = ...,
-        seed: int | None = ...,
-    ) -> list[Selection]: ...
 
 
 class LocalReranker:
