@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from qdrant_sift.options import DEFAULTS, STRATEGIES
+from qdrant_sift.options import DEFAULTS, STRATEGIES, SelectOptions
 
 __all__ = [
     "add_selection_options",
@@ -55,16 +55,22 @@ def add_selection_options(parser: argparse.ArgumentParser, *, n_default: int) ->
     group.add_argument("--n", type=int, default=n_default, help=f"picks (default {n_default})")
     group.add_argument("--k", type=int, default=200, help="candidates recalled (default 200)")
     group.add_argument(
-        "--lam", type=float, default=DEFAULTS.lam, help=f"SIFT noise λ (default {DEFAULTS.lam:g})"
+        "--lam",
+        type=float,
+        default=DEFAULTS.lam,
+        help=f"{SelectOptions.help('lam')} (default {DEFAULTS.lam:g})",
     )
     group.add_argument(
-        "--alpha", type=float, default=DEFAULTS.alpha, help="adaptive stopping α (default off)"
+        "--alpha",
+        type=float,
+        default=DEFAULTS.alpha,
+        help=f"{SelectOptions.help('alpha')} (default off)",
     )
     group.add_argument(
         "--strategy",
         choices=STRATEGIES,
         default=DEFAULTS.strategy,
-        help=f"selection strategy (default {DEFAULTS.strategy})",
+        help=f"{SelectOptions.help('strategy')} (default {DEFAULTS.strategy})",
     )
     group.add_argument(
         "--reranker", default=None, help="grpc://host:port of a reranker service (else in-process)"

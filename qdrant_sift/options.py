@@ -13,7 +13,7 @@ Torch-free, so the client side can import it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -44,19 +44,38 @@ class SelectOptions:
     products).
     """
 
-    strategy: str = "sift"
-    lam: float = 0.01
-    alpha: float | None = None
-    unique: bool = False
-    diversity: float = 0.5
-    seed: int | None = None
-    both_directions: bool = True
-    normalize: bool = True
+    strategy: str = field(
+        default="sift",
+        metadata={"help": "selection strategy: sift, or a baseline (nearest, mmr, random)"},
+    )
+    lam: float = field(
+        default=0.01,
+        metadata={"help": "SIFT noise λ > 0 (small: diverse picks; large: nearest, with repeats)"},
+    )
+    alpha: float | None = field(
+        default=None, metadata={"help": "adaptive stopping α > 0: keep pick n while α·n·σₙ ≤ 1"}
+    )
+    unique: bool = field(default=False, metadata={"help": "pick each candidate at most once"})
+    diversity: float = field(
+        default=0.5, metadata={"help": "MMR trade-off in [0, 1] (0: pure relevance)"}
+    )
+    seed: int | None = field(default=None, metadata={"help": "seed of strategy random"})
+    both_directions: bool = field(
+        default=True, metadata={"help": "recall with q and −q (anti-correlated points inform too)"}
+    )
+    normalize: bool = field(
+        default=True, metadata={"help": "cosine kernel (off: raw inner products)"}
+    )
 
     @property
     def repeats(self) -> bool:
         """Whether a candidate may be picked more than once: only SIFT without ``unique``."""
         return self.strategy == "sift" and not self.unique
+
+    @staticmethod
+    def help(name: str) -> str:
+        """The help text of option ``name`` (the CLI's flags use it)."""
+        return str(next(f for f in fields(SelectOptions) if f.name == name).metadata["help"])
 
     def clip_n(self, n: int, k: int) -> int:
         """``n``, or at most the ``k`` candidates when repeats are impossible (a caller cannot

@@ -200,3 +200,7 @@ def test_cli_selection_flags_default_to_select_options() -> None:
     add_selection_options(parser, n_default=5)
     args = parser.parse_args([])
     assert (args.strategy, args.lam, args.alpha) == (DEFAULTS.strategy, DEFAULTS.lam, None)
+    text = " ".join(parser.format_help().split())
+    assert all(
+        " ".join(SelectOptions.help(f).split()) in text for f in ("lam", "alpha", "strategy")
+    )
