@@ -2,7 +2,7 @@
 
 Starlette on uvicorn (a maintained ASGI stack, no hand-written HTTP parsing), on its own thread
 of the ``serve`` process, sharing the gRPC server's :class:`~._text.TextReranker` (selector,
-embedder, cache), :class:`~._matrix.Limits`, bearer token and metrics registry.
+embedder, cache), :class:`~._limits.Limits`, bearer token and metrics registry.
 
 Every request passes, in order: bearer token (401), shutdown (503), body size (413, before the
 body is read when ``Content-Length`` says so), in-flight limit (429), JSON (400), fields (422 for
@@ -39,9 +39,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from qdrant_sift import errors
+from qdrant_sift.errors import ServerLimitError
 
 from ._cancel import CallScope, cancel_scope
-from ._matrix import ServerLimitError
 from ._metrics import Metrics
 from ._server import bearer_token_ok
 from ._shapes import cohere_rerank, tei_rerank

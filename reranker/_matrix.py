@@ -16,19 +16,14 @@ from typing import Any
 import numpy as np
 
 from qdrant_sift.arrays import as_float32_matrix
-from qdrant_sift.errors import ConfigError, InvalidInputError, NonFiniteError, ServerLimitError
+from qdrant_sift.errors import ConfigError, InvalidInputError, NonFiniteError
 from qdrant_sift.options import DEFAULTS
 from qdrant_sift.v1 import reranker_pb2 as pb
 
-# Limits used to live here; the service-side modules of the text endpoints still import them
-# from this module (re-exported, one definition in ._limits).
-from ._limits import Limits, check_cost, check_limit, selection_cost
+from ._limits import check_limit
 
 __all__ = [
     "STRATEGY_NAMES",
-    "Limits",
-    "ServerLimitError",
-    "check_cost",
     "filter_from_proto",
     "filter_to_proto",
     "from_matrix",
@@ -38,7 +33,6 @@ __all__ = [
     "options_to_proto",
     "payload_from_proto",
     "payload_to_proto",
-    "selection_cost",
     "strategy_from_proto",
     "strategy_to_proto",
     "to_matrix",

@@ -18,7 +18,7 @@ import pytest
 from qdrant_sift import errors
 from qdrant_sift.reranker import LocalReranker, RemoteReranker
 from qdrant_sift.reranker._cancel import CallScope, cancel_scope, checkpoint
-from qdrant_sift.reranker._matrix import Limits
+from qdrant_sift.reranker._limits import Limits
 from qdrant_sift.reranker._server import serve
 
 RNG = np.random.default_rng(5)
@@ -192,10 +192,10 @@ def test_every_public_class_survives_the_trailer(name: str) -> None:
 
 
 def test_server_limit_error_is_public() -> None:
-    from qdrant_sift.reranker import _matrix
+    from qdrant_sift.reranker import _limits
 
     assert "ServerLimitError" in errors.__all__
-    assert _matrix.ServerLimitError is errors.ServerLimitError  # one class, re-exported
+    assert _limits.ServerLimitError is errors.ServerLimitError  # one class, raised by the limits
     assert "ServerLimitError" in (errors.__doc__ or "")
 
 

@@ -26,7 +26,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from qdrant_sift.client import rerank
 from qdrant_sift.eval._setup import hashing_embedder
 from qdrant_sift.reranker import LocalReranker, serve
-from qdrant_sift.reranker._matrix import Limits, to_matrix
+from qdrant_sift.reranker._limits import Limits
+from qdrant_sift.reranker._matrix import to_matrix
 from qdrant_sift.v1 import reranker_pb2 as pb
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 

@@ -25,7 +25,7 @@ from qdrant_sift.client import rerank
 from qdrant_sift.client.embed import FunctionEmbedder
 from qdrant_sift.eval._setup import hashing_embedder
 from qdrant_sift.reranker import LocalReranker, serve
-from qdrant_sift.reranker._matrix import Limits
+from qdrant_sift.reranker._limits import Limits
 
 TOKEN = "s3cret"
 EMBED = hashing_embedder(256)

@@ -26,7 +26,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from qdrant_sift import errors
 from qdrant_sift.reranker import LocalReranker, RemoteReranker
-from qdrant_sift.reranker._matrix import Limits, to_matrix
+from qdrant_sift.reranker._limits import Limits
+from qdrant_sift.reranker._matrix import to_matrix
 from qdrant_sift.reranker._metrics import configure_json_logging
 from qdrant_sift.reranker._server import serve
 from qdrant_sift.v1 import reranker_pb2 as pb
