@@ -27,6 +27,7 @@ __all__ = [
     "CheckedOptions",
     "SelectOptions",
     "check_options",
+    "merge_options",
 ]
 
 #: The selection strategies: exact greedy SIFT and the baselines.
@@ -160,3 +161,25 @@ def check_options(
         diversity=div_f,
         seed=None if seed is None else int(seed),
     )
+
+
+def merge_options(options: SelectOptions | None, **given: Any) -> dict[str, Any]:
+    """The option values of a call that takes both ``options=`` and the option keywords.
+
+    Without ``options`` the keywords are the values. With it, ``options`` supplies them, and a
+    keyword set to anything but its default is a :class:`ConfigError` (one source per call).
+    """
+    if options is None:
+        return given
+    if not isinstance(options, SelectOptions):
+        raise ConfigError(f"options must be a SelectOptions, got {type(options).__name__}")
+    clash = sorted(
+        name
+        for name, value in given.items()
+        if value is not getattr(DEFAULTS, name) and value != getattr(DEFAULTS, name)
+    )
+    if clash:
+        raise ConfigError(
+            f"{', '.join(clash)} given both as keywords and through options=; pass one of them"
+        )
+    return {name: getattr(options, name) for name in given}

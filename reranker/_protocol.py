@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from qdrant_sift.options import SelectOptions
+
     from ._select import Selection
 
 __all__ = ["Reranker"]
@@ -19,7 +21,8 @@ __all__ = ["Reranker"]
 class Reranker(Protocol):
     """What the client needs from a reranker, in-process (:class:`LocalReranker`) or remote
     (``RemoteReranker``): :func:`select` and :func:`select_batch` with the selection options as
-    keywords (defaults from :data:`~qdrant_sift.options.DEFAULTS`). Implementations may take
+    keywords (defaults from :data:`~qdrant_sift.options.DEFAULTS`) or as one ``options=``
+    :class:`~qdrant_sift.options.SelectOptions`. Implementations may take
     more keywords (``device``, ``timeout``, ...)."""
 
     def select(
@@ -35,6 +38,7 @@ class Reranker(Protocol):
         normalize: bool = ...,
         diversity: float = ...,
         seed: int | None = ...,
+        options: SelectOptions | None = ...,
     ) -> Selection: ...
 
     def select_batch(
@@ -50,4 +54,5 @@ class Reranker(Protocol):
         normalize: bool = ...,
         diversity: float = ...,
         seed: int | None = ...,
+        options: SelectOptions | None = ...,
     ) -> list[Selection]: ...

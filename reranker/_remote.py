@@ -26,7 +26,7 @@ import numpy as np
 
 from qdrant_sift import errors
 from qdrant_sift.arrays import as_float32_matrix
-from qdrant_sift.options import DEFAULTS
+from qdrant_sift.options import DEFAULTS, SelectOptions, merge_options
 from qdrant_sift.v1 import reranker_pb2 as pb
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
@@ -220,10 +220,13 @@ class RemoteReranker:
         diversity: float = DEFAULTS.diversity,
         seed: int | None = DEFAULTS.seed,
         timeout: float | None = None,
+        options: SelectOptions | None = None,
     ) -> Any:
         """Pick ``n`` of ``candidates`` (K, d) for ``query`` (d,) or (m, d); see ``select``."""
-        check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
-        opts = options_to_proto(strategy, lam, alpha, unique, normalize, diversity, seed)
+        given = dict(strategy=strategy, lam=lam, alpha=alpha, unique=unique, normalize=normalize)
+        o = merge_options(options, diversity=diversity, seed=seed, **given)
+        check_options(n, **o)
+        opts = options_to_proto(**o)
         request = pb.SelectRequest(
             query=to_matrix(query, "query"),
             candidates=to_matrix(candidates, "candidates", allow_vector=False),
@@ -246,10 +249,13 @@ class RemoteReranker:
         diversity: float = DEFAULTS.diversity,
         seed: int | None = DEFAULTS.seed,
         timeout: float | None = None,
+        options: SelectOptions | None = None,
     ) -> list[Any]:
         """One selection per query, in input order; ``candidates`` is shared (K, d) or a list."""
-        check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
-        opts = options_to_proto(strategy, lam, alpha, unique, normalize, diversity, seed)
+        given = dict(strategy=strategy, lam=lam, alpha=alpha, unique=unique, normalize=normalize)
+        o = merge_options(options, diversity=diversity, seed=seed, **given)
+        check_options(n, **o)
+        opts = options_to_proto(**o)
         qs = self._queries(queries)
         per_query = is_per_prompt(candidates)
         if per_query and len(candidates) != len(qs):
@@ -315,12 +321,15 @@ class RemoteReranker:
         both_directions: bool = DEFAULTS.both_directions,
         with_payload: bool = False,
         timeout: float | None = None,
+        options: SelectOptions | None = None,
     ) -> RecallResult:
         """The server recalls ``k`` points of ``collection`` for ``query`` and picks ``n`` (the
         ``Recall`` RPC): the picks, like ``SiftClient.search``, not a store's ``recall``
         candidates."""
-        check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
-        opts = options_to_proto(strategy, lam, alpha, unique, normalize, diversity, seed)
+        given = dict(strategy=strategy, lam=lam, alpha=alpha, unique=unique, normalize=normalize)
+        o = merge_options(options, diversity=diversity, seed=seed, **given)
+        check_options(n, **o)
+        opts = options_to_proto(**o)
         request = pb.RecallRequest(
             collection=collection,
             query=to_matrix(query, "query"),

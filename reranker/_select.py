@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from qdrant_sift.errors import ConfigError, DimensionMismatchError, InvalidInputError, RerankerError
-from qdrant_sift.options import DEFAULTS, SelectOptions
+from qdrant_sift.options import DEFAULTS, SelectOptions, merge_options
 
 from ._baselines import REPLAY_MAX_N, baseline_order, replay_variances
 from ._blas import single_thread_blas
@@ -255,6 +255,7 @@ def select(
     dtype: Any = torch.float32,
     diversity: float = DEFAULTS.diversity,
     seed: int | None = DEFAULTS.seed,
+    options: SelectOptions | None = None,
 ) -> Selection:
     """Pick ``n`` of the K ``candidates`` for ``query`` (one (d,) vector or m targets (m, d)).
 
@@ -266,10 +267,12 @@ def select(
     baselines are rankings, so they, and ``unique=True``, need n ≤ K (else :class:`ConfigError`).
     Ties go to the lowest index. Inputs are numpy arrays, torch tensors or nested lists of any
     real dtype; ``dtype`` (float32/float64) is the precision of the kernel products, the greedy
-    itself always runs in float64. ``device=None`` uses CUDA when present.
+    itself always runs in float64. ``device=None`` uses CUDA when present. ``options``: a
+    :class:`~qdrant_sift.options.SelectOptions` instead of the option keywords.
     Bad input raises a :class:`~qdrant_sift.errors.InvalidInputError` subclass.
     """
-    opts = check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
+    given = dict(strategy=strategy, lam=lam, alpha=alpha, unique=unique, normalize=normalize)
+    opts = check_options(n, **merge_options(options, diversity=diversity, seed=seed, **given))
     dev = resolve_device(device)
     tdt = compute_dtype(dtype)
     if dev.type == "cpu":
@@ -294,6 +297,7 @@ def select_batch(
     dtype: Any = torch.float32,
     diversity: float = DEFAULTS.diversity,
     seed: int | None = DEFAULTS.seed,
+    options: SelectOptions | None = None,
 ) -> list[Selection]:
     """:func:`select` for many prompts at once; results in input order.
 
@@ -302,7 +306,8 @@ def select_batch(
     matrix per prompt (a sequence, or a (B, K, d) array); ragged K and m are padded and masked,
     and the whole batch runs as one tensor program on ``device``.
     """
-    opts = check_options(n, strategy, lam, alpha, unique, normalize, diversity, seed)
+    given = dict(strategy=strategy, lam=lam, alpha=alpha, unique=unique, normalize=normalize)
+    opts = check_options(n, **merge_options(options, diversity=diversity, seed=seed, **given))
     dev = resolve_device(device)
     tdt = compute_dtype(dtype)
     if isinstance(queries, (str, bytes)) or not hasattr(queries, "__len__"):

@@ -17,6 +17,8 @@ import pytest
 import torch
 
 from qdrant_sift import errors
+from qdrant_sift.errors import ConfigError
+from qdrant_sift.options import SelectOptions
 from qdrant_sift.reranker import LocalReranker, RemoteReranker, Selection, select
 from qdrant_sift.reranker._server import serve
 
@@ -74,6 +76,19 @@ def _same(got: Selection, want: Selection) -> None:
 )
 def test_select_congruent(reranker: Any, query: np.ndarray, n: int, kwargs: dict) -> None:
     _same(reranker.select(query, X, n, **kwargs), select(query, X, n, device="cpu", **kwargs))
+
+
+def test_options_object_selects_like_the_keywords(reranker: Any) -> None:
+    """``options=SelectOptions(...)`` is the keywords in one object, local and remote alike;
+    both at once is refused with the same class."""
+    opts = SelectOptions(strategy="mmr", diversity=0.7, alpha=2.0)
+    want = select(QM, X, 8, device="cpu", strategy="mmr", diversity=0.7, alpha=2.0)
+    _same(reranker.select(QM, X, 8, options=opts), want)
+    _same(reranker.select_batch([QM], X, 8, options=opts)[0], want)
+    with pytest.raises(ConfigError, match="lam"):
+        reranker.select(QM, X, 8, options=opts, lam=0.5)
+    with pytest.raises(ConfigError):
+        reranker.select(QM, X, 8, options={"strategy": "mmr"})
 
 
 def test_alpha_actually_stops(reranker: Any) -> None:
