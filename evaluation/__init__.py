@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from qdrant_sift._lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from ._arms import ARM_STRATEGIES, KERNELS, Arm, parse_arms
-    from ._corpus import Chunk, Corpus, Prompt, build_corpus, load_documents, token_chunker
-    from ._corpus_sources import DEFAULT_SOURCES, Document, collect_default_documents
+    from ._arms import ARM_KERNELS, ARM_STRATEGIES, Arm, parse_arms
+    from ._corpus import Corpus, CorpusChunk, Prompt, build_corpus, load_documents, token_chunker
+    from ._corpus_sources import DEFAULT_SOURCES, SourceDocument, collect_default_documents
     from ._harness import DEFAULT_ARMS, EvalConfig, ResultStore, embed_corpus, run_evaluation
     from ._plots import write_plots
     from ._redundancy import inject_redundancy, near_copy
@@ -25,19 +25,19 @@ if TYPE_CHECKING:
     from ._setup import PRESETS, EvalPreset, evaluate, prepare
 
 __all__ = [
+    "ARM_KERNELS",
     "ARM_STRATEGIES",
     "DEFAULT_ARMS",
     "DEFAULT_SOURCES",
-    "KERNELS",
     "PRESETS",
     "Arm",
-    "Chunk",
     "Corpus",
-    "Document",
+    "CorpusChunk",
     "EvalConfig",
     "EvalPreset",
     "Prompt",
     "ResultStore",
+    "SourceDocument",
     "build_corpus",
     "collect_default_documents",
     "embed_corpus",
@@ -59,16 +59,16 @@ __getattr__, __dir__ = lazy_attributes(
     __name__,
     globals(),
     {
-        "._arms": ["ARM_STRATEGIES", "KERNELS", "Arm", "parse_arms"],
+        "._arms": ["ARM_STRATEGIES", "ARM_KERNELS", "Arm", "parse_arms"],
         "._corpus": [
-            "Chunk",
+            "CorpusChunk",
             "Corpus",
             "Prompt",
             "build_corpus",
             "load_documents",
             "token_chunker",
         ],
-        "._corpus_sources": ["DEFAULT_SOURCES", "Document", "collect_default_documents"],
+        "._corpus_sources": ["DEFAULT_SOURCES", "SourceDocument", "collect_default_documents"],
         "._harness": [
             "DEFAULT_ARMS",
             "EvalConfig",

@@ -23,10 +23,10 @@ from typing import Any
 
 from qdrant_sift.errors import ConfigError
 
-__all__ = ["ARM_STRATEGIES", "KERNELS", "Arm", "parse_arms"]
+__all__ = ["ARM_KERNELS", "ARM_STRATEGIES", "Arm", "parse_arms"]
 
 ARM_STRATEGIES: tuple[str, ...] = ("nearest", "sift", "mmr", "qdrant-mmr", "random")
-KERNELS: tuple[str, ...] = ("recall", "model-mean", "model-last")
+ARM_KERNELS: tuple[str, ...] = ("recall", "model-mean", "model-last")
 _FLOATS = ("lam", "alpha", "diversity")
 
 
@@ -45,8 +45,8 @@ class Arm:
     def __post_init__(self) -> None:
         if self.strategy not in ARM_STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose from {ARM_STRATEGIES}")
-        if self.kernel not in KERNELS:
-            raise ConfigError(f"unknown kernel {self.kernel!r}; choose from {KERNELS}")
+        if self.kernel not in ARM_KERNELS:
+            raise ConfigError(f"unknown kernel {self.kernel!r}; choose from {ARM_KERNELS}")
         for name in _FLOATS:
             value = getattr(self, name)
             if value is not None and not value > 0 and name != "diversity":

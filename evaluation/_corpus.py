@@ -20,11 +20,11 @@ from typing import Any
 
 from qdrant_sift.errors import InvalidInputError
 
-from ._corpus_sources import Document
+from ._corpus_sources import SourceDocument
 
 __all__ = [
-    "Chunk",
     "Corpus",
+    "CorpusChunk",
     "Prompt",
     "build_corpus",
     "dedup_documents",
@@ -38,7 +38,7 @@ _NGRAM = 13
 
 
 @dataclass(frozen=True)
-class Chunk:
+class CorpusChunk:
     """One data-space chunk; ``doc_id`` names the document it was cut from."""
 
     id: int
@@ -61,7 +61,7 @@ class Prompt:
 class Corpus:
     """The data space, the prompts, and what building them dropped (for the report)."""
 
-    chunks: list[Chunk]
+    chunks: list[CorpusChunk]
     prompts: list[Prompt]
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -84,7 +84,7 @@ class Corpus:
     def load(cls, path: str | Path) -> Corpus:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(
-            chunks=[Chunk(**c) for c in data["chunks"]],
+            chunks=[CorpusChunk(**c) for c in data["chunks"]],
             prompts=[Prompt(**p) for p in data["prompts"]],
             stats=data.get("stats", {}),
         )
@@ -99,11 +99,11 @@ def _exact_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def dedup_documents(docs: Iterable[Document]) -> tuple[list[Document], dict[str, int]]:
+def dedup_documents(docs: Iterable[SourceDocument]) -> tuple[list[SourceDocument], dict[str, int]]:
     """Drop exact duplicates, then whitespace-normalised duplicates; keep the first copy."""
     exact: set[str] = set()
     norm: set[str] = set()
-    out: list[Document] = []
+    out: list[SourceDocument] = []
     dropped = {"exact": 0, "whitespace": 0, "empty": 0}
     for doc in docs:
         if not doc.text.strip():
@@ -127,7 +127,7 @@ def load_documents(
     *,
     domain: str | None = None,
     suffixes: Sequence[str] = (".txt", ".md", ".rst", ".py"),
-) -> list[Document]:
+) -> list[SourceDocument]:
     """Documents from a JSONL file (``text``, optional ``domain``/``id``) or a folder.
 
     In a folder every file with one of ``suffixes`` is a document; its domain is ``domain`` or
@@ -136,7 +136,7 @@ def load_documents(
     path = Path(source)
     if not path.exists():
         raise InvalidInputError(f"corpus source {path} does not exist")
-    docs: list[Document] = []
+    docs: list[SourceDocument] = []
     if path.is_file():
         with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
@@ -149,13 +149,15 @@ def load_documents(
                 if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                     raise InvalidInputError(f"{path}:{lineno}: needs a string 'text' field")
                 dom = domain or str(row.get("domain") or "default")
-                docs.append(Document(str(row.get("id", f"{path.name}:{lineno}")), dom, row["text"]))
+                docs.append(
+                    SourceDocument(str(row.get("id", f"{path.name}:{lineno}")), dom, row["text"])
+                )
         return docs
     for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes):
         rel = file.relative_to(path)
         dom = domain or (rel.parts[0] if len(rel.parts) > 1 else "default")
         text = file.read_text(encoding="utf-8", errors="replace")
-        docs.append(Document(str(rel), dom, text))
+        docs.append(SourceDocument(str(rel), dom, text))
     if not docs:
         raise InvalidInputError(f"no files ending in {list(suffixes)} under {path}")
     return docs
@@ -189,7 +191,7 @@ def _ngrams(text: str, n: int = _NGRAM) -> set[int]:
 
 
 def build_corpus(
-    docs: Sequence[Document],
+    docs: Sequence[SourceDocument],
     chunker: Chunker,
     *,
     prompts_per_domain: int = 8,
@@ -213,7 +215,7 @@ def build_corpus(
         raise InvalidInputError(f"prompts_per_domain must be >= 1, got {prompts_per_domain}")
     unique, dropped_docs = dedup_documents(docs)
     rng = random.Random(seed)
-    by_domain: dict[str, dict[str, list[Document]]] = {}
+    by_domain: dict[str, dict[str, list[SourceDocument]]] = {}
     for doc in unique:
         by_domain.setdefault(doc.domain, {}).setdefault(doc.split_key, []).append(doc)
 
@@ -242,7 +244,7 @@ def build_corpus(
     if decontaminate:
         for p in prompts:
             prompt_grams |= _ngrams(p.text)
-    chunks: list[Chunk] = []
+    chunks: list[CorpusChunk] = []
     seen: set[str] = set()
     per_domain: dict[str, int] = {}
     dropped = {"duplicate_chunks": 0, "prompt_overlap": 0, "documents_over_cap": 0}
@@ -265,7 +267,7 @@ def build_corpus(
                 dropped["prompt_overlap"] += 1
                 continue
             seen.add(h)
-            chunks.append(Chunk(len(chunks), doc.id, doc.domain, text))
+            chunks.append(CorpusChunk(len(chunks), doc.id, doc.domain, text))
             per_domain[doc.domain] = per_domain.get(doc.domain, 0) + 1
     if not prompts:
         raise InvalidInputError("no document gave a prompt; are the texts long enough to chunk?")

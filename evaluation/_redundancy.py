@@ -16,7 +16,7 @@ import textwrap
 
 from qdrant_sift.errors import InvalidInputError
 
-from ._corpus import Chunk, Corpus
+from ._corpus import Corpus, CorpusChunk
 
 __all__ = ["COPY_KINDS", "inject_redundancy", "near_copy"]
 
@@ -64,7 +64,7 @@ def inject_redundancy(corpus: Corpus, copies: int, *, seed: int = 0) -> Corpus:
         kind = COPY_KINDS[j % len(COPY_KINDS)]
         for c in corpus.chunks:
             text = near_copy(c.text, kind, rng)
-            chunks.append(Chunk(len(chunks), c.doc_id, c.domain, text))
+            chunks.append(CorpusChunk(len(chunks), c.doc_id, c.domain, text))
             added[kind] += 1
     stats = {**corpus.stats, "redundancy": {"copies": copies, "added": added}}
     return Corpus(chunks=chunks, prompts=list(corpus.prompts), stats=stats)

@@ -18,7 +18,7 @@ from qdrant_sift.eval._corpus import (
     normalized_hash,
     token_chunker,
 )
-from qdrant_sift.eval._corpus_sources import Document, collect_default_documents, roff_to_text
+from qdrant_sift.eval._corpus_sources import SourceDocument, collect_default_documents, roff_to_text
 
 WORDS = [f"w{i}" for i in range(15)]
 
@@ -33,9 +33,14 @@ def _chunker() -> object:
 
 
 def test_dedup_exact_and_whitespace_keeps_first() -> None:
-    a = Document("a", "d", "hello  world\nagain")
-    docs = [a, Document("b", "d", a.text), Document("c", "d", "hello world again "),
-            Document("e", "d", "   "), Document("f", "d", "something else")]  # fmt: skip
+    a = SourceDocument("a", "d", "hello  world\nagain")
+    docs = [
+        a,
+        SourceDocument("b", "d", a.text),
+        SourceDocument("c", "d", "hello world again "),
+        SourceDocument("e", "d", "   "),
+        SourceDocument("f", "d", "something else"),
+    ]
     kept, dropped = dedup_documents(docs)
     assert [d.id for d in kept] == ["a", "f"]
     assert dropped == {"exact": 1, "whitespace": 1, "empty": 1}
@@ -43,7 +48,7 @@ def test_dedup_exact_and_whitespace_keeps_first() -> None:
 
 
 def test_split_by_document_no_prompt_text_in_data_space() -> None:
-    docs = [Document(f"{dom}-{i}", dom, _text(hash((dom, i)) % 10_000)) for dom in ("a", "b")
+    docs = [SourceDocument(f"{dom}-{i}", dom, _text(hash((dom, i)) % 10_000)) for dom in ("a", "b")
             for i in range(12)]  # fmt: skip
     corpus = build_corpus(docs, _chunker(), prompts_per_domain=3, seed=1)
     assert len(corpus.prompts) == 6
@@ -61,8 +66,8 @@ def test_split_by_document_no_prompt_text_in_data_space() -> None:
 def test_group_keeps_related_documents_on_one_side() -> None:
     docs = []
     for i in range(10):
-        docs.append(Document(f"code-{i}", "code", _text(i), group=f"mod{i}"))
-        docs.append(Document(f"doc-{i}", "docs", _text(100 + i), group=f"mod{i}"))
+        docs.append(SourceDocument(f"code-{i}", "code", _text(i), group=f"mod{i}"))
+        docs.append(SourceDocument(f"doc-{i}", "docs", _text(100 + i), group=f"mod{i}"))
     corpus = build_corpus(docs, _chunker(), prompts_per_domain=2, seed=3)
     held = {d.group for d in docs if d.id in {p.doc_id for p in corpus.prompts}}
     data_groups = {d.group for d in docs if d.id in {c.doc_id for c in corpus.chunks}}
@@ -70,10 +75,10 @@ def test_group_keeps_related_documents_on_one_side() -> None:
 
 
 def test_decontamination_drops_copies_of_prompt_text_in_other_documents() -> None:
-    docs = [Document(f"d{i}", "x", _text(i)) for i in range(8)]
+    docs = [SourceDocument(f"d{i}", "x", _text(i)) for i in range(8)]
     # Every document is copied, re-wrapped, inside a longer document: wherever the prompt comes
     # from, its text also lies in the data space under another id.
-    docs += [Document(f"copy{i}", "x", _text(50 + i, 5) + "\n" + d.text.replace(" ", "\n"))
+    docs += [SourceDocument(f"copy{i}", "x", _text(50 + i, 5) + "\n" + d.text.replace(" ", "\n"))
              for i, d in enumerate(docs)]  # fmt: skip
     corpus = build_corpus(docs, _chunker(), prompts_per_domain=1, seed=0)
     assert corpus.stats["prompt_overlap"] > 0
@@ -87,8 +92,8 @@ def test_decontamination_drops_copies_of_prompt_text_in_other_documents() -> Non
 
 
 def test_domain_cap_and_chunk_dedup() -> None:
-    docs = [Document(f"d{i}", "x", _text(i, 400)) for i in range(10)]
-    docs.append(Document("dup", "x", docs[5].text + " tail"))  # same chunks as d5, but one
+    docs = [SourceDocument(f"d{i}", "x", _text(i, 400)) for i in range(10)]
+    docs.append(SourceDocument("dup", "x", docs[5].text + " tail"))  # same chunks as d5, but one
     corpus = build_corpus(
         docs, _chunker(), prompts_per_domain=1, max_chunks_per_domain=25, dedup=True
     )
@@ -97,8 +102,8 @@ def test_domain_cap_and_chunk_dedup() -> None:
 
 
 def test_natural_duplicates_kept_by_default_with_the_same_prompts() -> None:
-    docs = [Document(f"d{i}", "x", _text(i, 200)) for i in range(8)]
-    docs += [Document(f"copy{i}", "x", docs[i].text) for i in range(8)]  # mirrored documents
+    docs = [SourceDocument(f"d{i}", "x", _text(i, 200)) for i in range(8)]
+    docs += [SourceDocument(f"copy{i}", "x", docs[i].text) for i in range(8)]  # mirrored documents
     natural = build_corpus(docs, _chunker(), prompts_per_domain=2, seed=4)
     dedup = build_corpus(docs, _chunker(), prompts_per_domain=2, seed=4, dedup=True)
     assert [p.text for p in natural.prompts] == [p.text for p in dedup.prompts]
@@ -113,7 +118,7 @@ def test_natural_duplicates_kept_by_default_with_the_same_prompts() -> None:
 
 def test_errors_are_typed() -> None:
     with pytest.raises(InvalidInputError):
-        build_corpus([Document("a", "x", "short")], token_chunker("regex", 50))
+        build_corpus([SourceDocument("a", "x", "short")], token_chunker("regex", 50))
     with pytest.raises(InvalidInputError):
         build_corpus([], _chunker(), prompts_per_domain=0)
     with pytest.raises(InvalidInputError):
@@ -145,7 +150,7 @@ def test_load_jsonl_and_folder(tmp_path: Path) -> None:
 
 
 def test_corpus_save_load_roundtrip(tmp_path: Path) -> None:
-    docs = [Document(f"d{i}", "x", _text(i)) for i in range(5)]
+    docs = [SourceDocument(f"d{i}", "x", _text(i)) for i in range(5)]
     corpus = build_corpus(docs, _chunker(), prompts_per_domain=1)
     corpus.save(tmp_path / "c.json")
     again = Corpus.load(tmp_path / "c.json")
@@ -174,7 +179,7 @@ def test_default_sources_real_text_and_missing_source(monkeypatch: pytest.Monkey
 def test_vendored_domain_holds_every_copy_in_one_group() -> None:
     docs, note = sources.python_vendored(40, random.Random(0))
     assert docs, note  # pip and setuptools vendor packaging etc. on every install
-    groups: dict[str, list[Document]] = {}
+    groups: dict[str, list[SourceDocument]] = {}
     for d in docs:
         groups.setdefault(d.group, []).append(d)
     assert all(len(g) >= 2 for g in groups.values())

@@ -19,7 +19,7 @@ import torch
 from qdrant_sift.errors import ConfigError, TuningError
 from qdrant_sift.eval import Arm, EvalConfig, ResultStore, paired_comparison, run_evaluation
 from qdrant_sift.eval._corpus import Corpus, build_corpus, token_chunker
-from qdrant_sift.eval._corpus_sources import Document
+from qdrant_sift.eval._corpus_sources import SourceDocument
 from qdrant_sift.eval._harness import corpus_store, embed_corpus
 from qdrant_sift.eval._plots import write_plots
 from qdrant_sift.eval._report import correlation, write_reports
@@ -37,10 +37,10 @@ ARMS = ("nearest", "sift", "sift:lam=1,alpha=2", "sift:lam=1", "random", "qdrant
 CFG = EvalConfig(arms=ARMS, n_grid=(1, 3), k=8)
 
 
-def _doc(domain: str, i: int) -> Document:
+def _doc(domain: str, i: int) -> SourceDocument:
     rng = random.Random(f"{domain}{i}")
     words = VOCAB[domain] + ["the", "a", "of", "and"]
-    return Document(f"{domain}-{i}", domain, " ".join(rng.choice(words) for _ in range(60)))
+    return SourceDocument(f"{domain}-{i}", domain, " ".join(rng.choice(words) for _ in range(60)))
 
 
 @pytest.fixture(scope="module")
@@ -371,12 +371,12 @@ def test_redundancy_plot_from_runs(finished: ResultStore, tmp_path: Path) -> Non
 def test_injected_copies() -> None:
     from qdrant_sift.errors import InvalidInputError
     from qdrant_sift.eval import inject_redundancy
-    from qdrant_sift.eval._corpus import Chunk
+    from qdrant_sift.eval._corpus import CorpusChunk
 
     texts = [
         f"chunk {i} starts here.\nThe second line has several more words in it" for i in range(5)
     ]
-    base = Corpus(chunks=[Chunk(i, f"d{i}", "x", t) for i, t in enumerate(texts)], prompts=[])
+    base = Corpus(chunks=[CorpusChunk(i, f"d{i}", "x", t) for i, t in enumerate(texts)], prompts=[])
     red = inject_redundancy(base, 3, seed=1)
     assert len(red.chunks) == 20 and [c.id for c in red.chunks] == list(range(20))
     exact, rewrap, edit = red.chunks[5:10], red.chunks[10:15], red.chunks[15:20]
