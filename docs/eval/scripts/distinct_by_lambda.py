@@ -1,0 +1,73 @@
+"""Distinct picks among SIFT's first N, by λ and kernel, on a finished evaluation folder.
+
+Selection only (no tuning, no model load): the folder's Edge store gives each prompt's K
+candidates, its ``kernel-model-mean.f32`` cache their model-kernel vectors. Used to see how λ sets
+SIFT's repeat rate in each kernel (docs/eval/README.md, "The model kernel at N = 50")::
+
+    python docs/eval/scripts/distinct_by_lambda.py docs/eval/runs/sweep --split dev
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from qdrant_sift.eval._corpus import Corpus
+from qdrant_sift.eval._harness import KernelCache, _tie_sorted, corpus_store, embed_corpus
+from qdrant_sift.eval._setup import _embedder, split_prompts
+from qdrant_sift.reranker import LocalReranker
+
+
+class _CachedOnly:
+    """The run's kernel cache must already hold every vector (this script loads no model)."""
+
+    dim = 576
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        raise SystemExit(f"{len(texts)} kernel vectors are not in the run's cache")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--split", default="dev")
+    ap.add_argument("-n", type=int, default=50)
+    ap.add_argument("-k", type=int, default=200)
+    ap.add_argument("--lams", default="0.01,0.03,0.1,0.3,1,3")
+    args = ap.parse_args()
+    lams = [float(x) for x in args.lams.split(",")]
+    corpus = Corpus.load(args.folder / "corpus.json")
+    embedder = _embedder("minilm")
+    vectors = embed_corpus(corpus, embedder, args.folder / "embeddings.npy")
+    store = corpus_store(corpus, vectors, args.folder / "store")
+    cache = KernelCache(_CachedOnly(), args.folder / "kernel-model-mean.f32")
+    reranker = LocalReranker()
+    counts: dict[tuple[str, float], list[int]] = {}
+    try:
+        for prompt in split_prompts(corpus.prompts, args.split):
+            q = np.asarray(embedder.embed_query(prompt.text), np.float32)
+            cands = _tie_sorted(
+                store.recall(q, args.k + 16, both_directions=True, exact=True), args.k
+            )
+            kv = cache.vectors([p["text"] for p in cands.payloads])
+            kq = cache.vectors([prompt.text])[0]
+            for lam in lams:
+                for name, (query, rows) in {
+                    "model": (kq, kv),
+                    "minilm": (q, cands.vectors),
+                }.items():
+                    picks = reranker.select(query, rows, args.n, lam=lam).indices
+                    counts.setdefault((name, lam), []).append(len(set(picks)))
+    finally:
+        store.close()
+    print(f"| λ | {' | '.join(f'{lam:g}' for lam in lams)} |")
+    print(f"|---|{'---|' * len(lams)}")
+    for name in ("model", "minilm"):
+        cells = " | ".join(f"{np.mean(counts[(name, lam)]):.1f}" for lam in lams)
+        print(f"| {name} kernel | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
