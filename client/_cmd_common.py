@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from qdrant_sift.client._kernel import DEFAULT_KERNEL, KERNEL_CHOICES
 from qdrant_sift.options import DEFAULTS, STRATEGIES, SelectOptions
 
 __all__ = [
+    "add_kernel_option",
     "add_selection_options",
     "add_store_options",
     "client_from_args",
@@ -77,6 +79,19 @@ def add_selection_options(parser: argparse.ArgumentParser, *, n_default: int) ->
     )
 
 
+def add_kernel_option(parser: argparse.ArgumentParser) -> None:
+    """``--kernel``: SIFT's kernel (None when not given: ``SiftClient``'s default, model-mean,
+    which falls back to the recall vectors where it cannot apply)."""
+    parser.add_argument(
+        "--kernel",
+        choices=KERNEL_CHOICES,
+        default=None,
+        help="SIFT's kernel: the language model's last hidden layer, mean- or last-token-pooled "
+        "(read from the collection when ingested with --kernel, else computed from the texts), "
+        f"or the recall vectors (default {DEFAULT_KERNEL})",
+    )
+
+
 def store_from_args(args: argparse.Namespace) -> Any:
     """The store the options name: a server when a URL is given, else the Edge folder."""
     import os
@@ -106,5 +121,10 @@ def client_from_args(args: argparse.Namespace, *, model: Any = None) -> Any:
 
         reranker = RemoteReranker(args.reranker)
     return SiftClient(
-        store=store, reranker=reranker, model=model, collection=args.collection, close_parts=True
+        store=store,
+        reranker=reranker,
+        model=model,
+        collection=args.collection,
+        close_parts=True,
+        kernel=getattr(args, "kernel", None),
     )

@@ -13,8 +13,9 @@ import sysconfig
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from qdrant_sift.client._cmd_common import collection_arg
+from qdrant_sift.client._cmd_common import add_kernel_option, collection_arg
 
 __all__ = ["DEMO_MODULES", "DEMO_PROMPT", "demo_sources", "register"]
 
@@ -71,12 +72,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=DEMO_MODULES,
         help="comma-separated stdlib modules for the corpus (default: 21 modules)",
     )
-    parser.add_argument("--n", type=int, default=50, help="SIFT picks = LoRA steps (default 50)")
+    parser.add_argument("--n", type=int, default=20, help="SIFT picks = LoRA steps (default 20)")
     parser.add_argument("--k", type=int, default=200, help="candidates recalled (default 200)")
     parser.add_argument("--alpha", type=float, default=None, help="adaptive stopping α")
     parser.add_argument("--chunk-tokens", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--model", default=None, help="HF id or local path (default: SmolLM2)")
+    add_kernel_option(parser)
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
@@ -98,31 +100,54 @@ def run(args: argparse.Namespace) -> int:
     print(f"qdrant-sift demo — embedded Qdrant Edge at {folder}, collection {args.collection!r}")
     embedder = default_embedder()
     started = time.perf_counter()
-    with EdgeStore(folder, args.collection) as store:
+    with (
+        EdgeStore(folder, args.collection) as store,
+        SiftClient(store=store, embedder=embedder, model=args.model, kernel=args.kernel) as client,
+    ):
         sources = demo_sources(args.modules)
+
+        def sync() -> Any:
+            return ingest(sources, store, embedder, chunk_tokens=args.chunk_tokens, progress=show,
+                          kernel_embedder=_ingest_kernel(client, store, args.kernel))  # fmt: skip
+
         try:
-            report = ingest(sources, store, embedder, chunk_tokens=args.chunk_tokens, progress=show)
+            report = sync()
         except LegacyIdsError:  # cached by an older version: the demo's own, rebuild it
             print("rebuilding the demo collection (old chunk-id scheme) …", file=sys.stderr)
             store.drop()
-            report = ingest(sources, store, embedder, chunk_tokens=args.chunk_tokens, progress=show)
+            report = sync()
         print(
             f"corpus: {len(sources)} standard-library modules → {store.count()} chunks "
             f"({report.upserted} new) in {time.perf_counter() - started:.1f} s"
         )
-        with SiftClient(store=store, embedder=embedder, model=args.model) as client:
-            print(f"\nprompt: {args.prompt}\n")
-            print("loading the language model …", file=sys.stderr)
-            answer = adapt_and_report(
-                client,
-                args.prompt,
-                compare_base=True,
-                show_progress=show,
-                max_new_tokens=args.max_new_tokens,
-                n=args.n,
-                k=args.k,
-                alpha=args.alpha,
-            )
+        print(f"\nprompt: {args.prompt}\n")
+        print("loading the language model …", file=sys.stderr)
+        answer = adapt_and_report(
+            client,
+            args.prompt,
+            compare_base=True,
+            show_progress=show,
+            max_new_tokens=args.max_new_tokens,
+            n=args.n,
+            k=args.k,
+            alpha=args.alpha,
+        )
     print(answer)
     print(f"\nwall time: {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _ingest_kernel(client: Any, store: Any, kernel: str | None) -> Any:
+    """The kernel embedder to ingest with: the model kernel for a new collection (unless
+    ``--kernel recall``) and for one that stores kernel vectors (every point needs one); None for
+    an existing collection without them, where SIFT computes the kernel from the texts."""
+    from qdrant_sift.client._kernel import DEFAULT_KERNEL, KERNELS, model_kernel
+
+    if store.exists() and store.kernel_dim is None:
+        return None
+    if not store.exists() and kernel == "recall":
+        return None
+    print("loading the language model (SIFT's kernel) …", file=sys.stderr)
+    tuner = client.tuner  # the client's own model: stored and computed kernels agree
+    name = kernel if kernel in KERNELS else DEFAULT_KERNEL
+    return model_kernel(name, tuner.model, tuner.tokenizer)

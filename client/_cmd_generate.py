@@ -7,6 +7,7 @@ import json
 import sys
 
 from qdrant_sift.client._cmd_common import (
+    add_kernel_option,
     add_selection_options,
     add_store_options,
     client_from_args,
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     search.add_argument("prompt")
     add_store_options(search)
     add_selection_options(search, n_default=10)
+    add_kernel_option(search)
     search.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     search.set_defaults(func=run_search)
 
@@ -36,7 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     gen.add_argument("prompt")
     add_store_options(gen)
-    add_selection_options(gen, n_default=50)
+    add_selection_options(gen, n_default=20)
+    add_kernel_option(gen)
     gen.add_argument("--model", default=None, help="HF id or local path (default: SmolLM2-135M)")
     gen.add_argument("--max-new-tokens", type=int, default=128)
     gen.add_argument("--compare-base", action="store_true", help="also answer with the base model")

@@ -117,6 +117,7 @@ class SiftRetriever(BaseRetriever):
             embedder=vector_store.embeddings,
             collection=vector_store.collection_name,
             text_key=vector_store.content_payload_key,
+            kernel="recall",  # retrieval for a chain: no model is tuned, none to take a kernel from
         )
         kwargs.setdefault("metadata_key", vector_store.metadata_payload_key)
         return cls(client=client, **kwargs)

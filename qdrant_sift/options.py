@@ -50,7 +50,7 @@ class SelectOptions:
         metadata={"help": "selection strategy: sift, or a baseline (nearest, mmr, random)"},
     )
     lam: float = field(
-        default=0.01,
+        default=0.1,
         metadata={"help": "SIFT noise λ > 0 (small: diverse picks; large: nearest, with repeats)"},
     )
     alpha: float | None = field(

@@ -66,12 +66,16 @@ def reranker(request: pytest.FixtureRequest) -> Any:
     )
 
 
-def _client(store: Any, reranker: Any = None, tuner: Any = None) -> SiftClient:
+def _client(
+    store: Any, reranker: Any = None, tuner: Any = None, kernel: str | None = "recall"
+) -> SiftClient:
+    """On the recall kernel unless told otherwise (the default kernel is the model's own)."""
     client = SiftClient(
         store=store,
         reranker=reranker or LocalReranker(device="cpu"),
         embedder=HashEmbedder(),
         model=tuner,
+        kernel=kernel,
     )
     client.add_texts(TEXTS, [{"source": f"doc{i}"} for i in range(len(TEXTS))])
     return client
@@ -194,7 +198,7 @@ def test_environment_selects_remote_reranker(
 ) -> None:
     monkeypatch.setenv("QDRANT_SIFT_RERANKER", remote.target)
     with QdrantStore("docs", location=":memory:") as store:
-        client = SiftClient(store=store, embedder=HashEmbedder())
+        client = SiftClient(store=store, embedder=HashEmbedder(), kernel="recall")
         assert isinstance(client.reranker, RemoteReranker)
         client.add_texts(TEXTS[:10])
         assert len(client.search(PROMPT, n=3, k=10)) == 3

@@ -511,7 +511,7 @@ def test_sift_client_add_texts_forwards_ids() -> None:
     from qdrant_sift.client import SiftClient
 
     with QdrantStore("s", location=":memory:") as store:
-        client = SiftClient(store=store, embedder=HashEmbedder())
+        client = SiftClient(store=store, embedder=HashEmbedder(), kernel="recall")
         client.add_texts(["v1"], ids=["note"])
         client.add_texts(["v2"], ids=["note"])
         assert [p.payload["text"] for p in store.scroll()] == ["v2"]

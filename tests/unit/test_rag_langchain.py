@@ -114,7 +114,9 @@ def test_retriever_invoke_overrides_and_filter(vector_store) -> None:
 
 def test_retriever_over_a_sift_client_collection() -> None:
     embedder = HashingEmbedder()
-    client = SiftClient(store=QdrantStore("own", location=":memory:"), embedder=embedder)
+    client = SiftClient(
+        store=QdrantStore("own", location=":memory:"), embedder=embedder, kernel="recall"
+    )
     client.add_texts(CORPUS, [{"n": i} for i in range(len(CORPUS))])
     docs = SiftRetriever(client=client, k=3).invoke(QUERY)
     assert len({CORPUS.index(d.page_content) for d in docs} & COPIES) == 1
@@ -173,7 +175,9 @@ from langchain_tests.integration_tests import RetrieversIntegrationTests  # noqa
 
 @functools.cache
 def _standard_client() -> SiftClient:
-    client = SiftClient(store=QdrantStore("std", location=":memory:"), embedder=HashingEmbedder())
+    client = SiftClient(
+        store=QdrantStore("std", location=":memory:"), embedder=HashingEmbedder(), kernel="recall"
+    )
     client.add_texts(CORPUS)
     return client
 

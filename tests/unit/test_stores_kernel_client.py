@@ -45,8 +45,9 @@ def _search(client: SiftClient, n: int = 5) -> list[str]:
 def test_picks_follow_the_kernel_stored_or_computed(kind: str, tmp_path: Any) -> None:
     with _store(kind, tmp_path / "plain") as plain:
         base = SiftClient(
-            store=plain, embedder=HashEmbedder(), reranker=LocalReranker(device="cpu")
-        )
+            store=plain, embedder=HashEmbedder(), reranker=LocalReranker(device="cpu"),
+            kernel="recall",
+        )  # fmt: skip
         base.add_texts(TEXTS, META)
         first = _search(base)
         a, b = first[0], first[1]  # SIFT picks both on the recall kernel
@@ -115,7 +116,7 @@ def test_kernel_options_fail_before_any_work(tmp_path: Any) -> None:
         with pytest.raises(DimensionMismatchError, match="6-d kernel"):
             wrong.search(PROMPT, n=3, k=10)
         with pytest.raises(ConfigError, match="kernel"):  # a kernel collection needs kernels
-            SiftClient(store=store, embedder=HashEmbedder()).add_texts(["one more text"])
+            SiftClient(store=store, embedder=HashEmbedder(), kernel="recall").add_texts(["more"])
     with QdrantStore("docs", location=":memory:") as store:
         store.create(HashEmbedder().dim)
         store.upsert([1, 2], HashEmbedder().embed_documents(["a", "b"]), [{"text": "a"}, {}])
