@@ -363,7 +363,15 @@ def test_torch_code_path_on_cpu_tensors_matches_numpy_path() -> None:
         got = ss._run_batch(prompts, None, opts)
         for q, c, sel in zip(queries, cands, got, strict=True):
             ref = select(
-                q, c, 6, strategy=strategy, unique=unique, seed=2, device="cpu", dtype=torch.float64
+                q,
+                c,
+                6,
+                strategy=strategy,
+                unique=unique,
+                seed=2,
+                lam=0.01,
+                device="cpu",
+                dtype=torch.float64,
             )
             assert sel.indices.tolist() == ref.indices.tolist()
             np.testing.assert_allclose(sel.variances, ref.variances, atol=1e-9)

@@ -74,7 +74,9 @@ def test_shared_candidates_with_wild_norms_match_reference(use_torch: bool, gram
 
 def test_public_batch_float32_with_wild_norms() -> None:
     problems = [_scaled(s, 30, m) for s, m in ((8, 1), (9, 2))]
-    sels = select_batch([Q for _, Q in problems], [X for X, _ in problems], 15, device="cpu")
+    sels = select_batch(
+        [Q for _, Q in problems], [X for X, _ in problems], 15, lam=0.01, device="cpu"
+    )
     for (X, Q), sel in zip(problems, sels, strict=True):
         ref_idx, ref_var, _ = brute_sift(X.astype(np.float32), Q.astype(np.float32), 15, 0.01)
         assert sel.indices.tolist() == ref_idx

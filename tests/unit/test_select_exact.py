@@ -109,7 +109,7 @@ def test_public_select_matches_brute_force(lam: float) -> None:
 
 def test_repeats_when_n_exceeds_k() -> None:
     X, Q = _problem(5, k=6, d=5)
-    sel = select(Q[0], X, 14, device="cpu", dtype=torch.float64)
+    sel = select(Q[0], X, 14, lam=0.01, device="cpu", dtype=torch.float64)
     ref_idx, ref_var, _ = brute_sift(X, Q, 14, 0.01)
     assert sel.indices.tolist() == ref_idx
     assert len(set(ref_idx)) < 14  # the reference repeats too
@@ -124,11 +124,11 @@ def test_adaptive_stopping_cuts_the_prefix() -> None:
     cut = max(i for i in range(1, 8) if score[i] > score[:i].max())
     alpha = 2.0 / (score[cut] + score[:cut].max())
     ref_idx, ref_var, ref_stop = brute_sift(X, Q, 12, 0.01, alpha=alpha)
-    sel = select(Q, X, 12, alpha=alpha, device="cpu", dtype=torch.float64)
+    sel = select(Q, X, 12, alpha=alpha, lam=0.01, device="cpu", dtype=torch.float64)
     assert ref_stop and sel.stopped_early
     assert sel.indices.tolist() == ref_idx and len(ref_idx) == cut
     np.testing.assert_allclose(sel.variances, ref_var, atol=1e-9)
-    [bsel] = select_batch([Q], [X], 12, alpha=alpha, device="cpu", dtype=torch.float64)
+    [bsel] = select_batch([Q], [X], 12, alpha=alpha, lam=0.01, device="cpu", dtype=torch.float64)
     assert bsel.indices.tolist() == ref_idx and bsel.stopped_early
 
 
@@ -150,13 +150,15 @@ def test_variances_of_baselines_are_the_posterior_of_their_picks() -> None:
     X, Q = _problem(4, k=20, m=2)
     Xr, Qr = prepare(X, Q, True)
     for strategy in ("nearest", "mmr", "random"):
-        sel = select(Q, X, 8, strategy=strategy, seed=3, device="cpu", dtype=torch.float64)
+        sel = select(
+            Q, X, 8, strategy=strategy, seed=3, lam=0.01, device="cpu", dtype=torch.float64
+        )
         picks = sel.indices.tolist()
         assert len(set(picks)) == 8
         expected = [posterior_variance(Xr, Qr, picks[: i + 1], 0.01) for i in range(8)]
         np.testing.assert_allclose(sel.variances, expected, atol=1e-9)
         [bsel] = select_batch(
-            [Q], [X], 8, strategy=strategy, seed=3, device="cpu", dtype=torch.float64
+            [Q], [X], 8, strategy=strategy, seed=3, lam=0.01, device="cpu", dtype=torch.float64
         )
         assert bsel.indices.tolist() == picks
         np.testing.assert_allclose(bsel.variances, expected, atol=1e-9)
@@ -205,7 +207,7 @@ def test_random_is_seeded_and_distinct() -> None:
 def test_normalize_false_uses_raw_inner_products() -> None:
     X, Q = _problem(12, k=20, m=2)
     X = X * np.linspace(0.2, 3.0, 20)[:, None]
-    sel = select(Q, X, 10, normalize=False, device="cpu", dtype=torch.float64)
+    sel = select(Q, X, 10, normalize=False, lam=0.01, device="cpu", dtype=torch.float64)
     ref_idx, ref_var, _ = brute_sift(X, Q, 10, 0.01, normalize=False)
     assert sel.indices.tolist() == ref_idx
     np.testing.assert_allclose(sel.variances, ref_var, atol=1e-9)

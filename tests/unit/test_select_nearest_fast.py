@@ -92,7 +92,9 @@ def test_alpha_cut_is_the_same_as_the_engine() -> None:
     X = rng.standard_normal((200, 8))
     q = rng.standard_normal(8)
     for alpha in (0.3, 1.0, 5.0):
-        fast = select(q, X, 30, strategy="nearest", alpha=alpha, device="cpu", dtype=torch.float64)
+        fast = select(
+            q, X, 30, strategy="nearest", alpha=alpha, lam=0.01, device="cpu", dtype=torch.float64
+        )
         order = select(q, X, 30, strategy="nearest", device="cpu", dtype=torch.float64).indices
         var = _engine_replay(X, q[None, :], order, 0.01, True)
         steps = np.arange(1, 31)

@@ -92,7 +92,7 @@ def test_duplicates_do_not_waste_sift_picks(seed: int, distinct: int, copies: in
     pool = np.repeat(base, copies, axis=0)
     rng.shuffle(pool)
     n = distinct
-    sift = select(q, pool, n, device="cpu", dtype=torch.float64)
+    sift = select(q, pool, n, lam=0.01, device="cpu", dtype=torch.float64)
     near = select(q, pool, n, strategy="nearest", device="cpu", dtype=torch.float64)
 
     def n_distinct(idx: np.ndarray) -> int:
