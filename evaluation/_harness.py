@@ -315,10 +315,7 @@ def _evaluate_prompt(prompt: Prompt, ctx: _Context) -> None:
         return
     q = np.asarray(ctx.embedder.embed_query(prompt.text), np.float32)
     n_max = cfg.n_grid[-1]
-    recalled = ctx.store.recall(
-        q, cfg.k + _TIE_MARGIN, both_directions=cfg.both_directions, exact=True
-    )
-    cands = _tie_sorted(recalled, cfg.k)
+    cands = recall_candidates(ctx.store, q, cfg.k, both_directions=cfg.both_directions)
     if len(cands) == 0:
         raise InvalidInputError(f"no candidates recalled for prompt {prompt.id!r}")
     runs: dict[tuple[Any, ...], _Run] = {}
@@ -336,6 +333,12 @@ def _evaluate_prompt(prompt: Prompt, ctx: _Context) -> None:
                 run.checkpoints.setdefault(min(n, len(keys)), []).append((arm.name, n, info))
     for run in sorted(runs.values(), key=lambda r: -len(r.keys)):
         _tune_run(prompt, run, base, bpb, ctx)
+
+
+def recall_candidates(store: Any, query: np.ndarray, k: int, *, both_directions: bool) -> Any:
+    """The K candidates every arm of a prompt sees: exact recall, ties in a reproducible order."""
+    recalled = store.recall(query, k + _TIE_MARGIN, both_directions=both_directions, exact=True)
+    return _tie_sorted(recalled, k)
 
 
 def _tie_sorted(cands: Any, k: int) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from qdrant_sift.eval._corpus import Corpus
-from qdrant_sift.eval._harness import KernelCache, _tie_sorted, corpus_store, embed_corpus
+from qdrant_sift.eval._harness import KernelCache, corpus_store, embed_corpus, recall_candidates
 from qdrant_sift.eval._setup import _embedder, split_prompts
 from qdrant_sift.reranker import LocalReranker
 
@@ -48,9 +48,7 @@ def main() -> None:
     try:
         for prompt in split_prompts(corpus.prompts, args.split):
             q = np.asarray(embedder.embed_query(prompt.text), np.float32)
-            cands = _tie_sorted(
-                store.recall(q, args.k + 16, both_directions=True, exact=True), args.k
-            )
+            cands = recall_candidates(store, q, args.k, both_directions=True)
             kv = cache.vectors([p["text"] for p in cands.payloads])
             kq = cache.vectors([prompt.text])[0]
             for lam in lams:
