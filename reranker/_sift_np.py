@@ -6,12 +6,20 @@ State, with points P = [candidates; targets] and Σ the posterior covariance ove
   Σₙ = Σ₀ − Σᵢ wᵢ wᵢᵀ without ever storing Σ;
 * ``dl`` (K): Σ[j,j] + λ for every candidate, ``C`` (m × K): Σ[t,j], and the target variance sum.
 
+Candidates stay raw, as in :mod:`._sift_batch`: with r_j = 1/‖x_j‖, conditioning the normalised
+kernel on x_j with noise λ equals conditioning the raw kernel with noise λ_j = λ‖x_j‖², so the
+gain Σₜ Σ[t,j]²/(Σ[j,j]+λ) reads Σₜ Σ̃[t,j]²/(Σ̃[j,j]+λ_j) over raw candidates (Σ̃): the same
+numbers up to float64 rounding, and no scaled copy of the K×K Gram block. A single target is
+kept raw as well (its weight 1/‖q‖² scales every gain alike and only rescales σ²); several
+targets are normalised so that they weigh alike.
+
 One pick costs one kernel column (K·d), its rank-n correction (n·(K+m)) and O(m·K) updates, so
 memory is O(K·(n+m)) beside the input. For small K (``K ≤ GRAM_MAX_K`` and K small relative to
-n) the kernel columns come from one symmetric Gram product (BLAS syrk) instead of n mat-vecs: the
-same numbers, fewer passes, and the K×K block is at most a few MB. The kernel products run in
-the caller's dtype (float32 by default); everything after them is float64, so float32 only adds
-the rounding of the inner products themselves.
+n) the kernel columns come from one symmetric Gram product (BLAS syrk, written straight into a
+[candidates | targets] block in the compute dtype; rows are cast to float64 as they are read)
+instead of n mat-vecs: the same numbers, fewer passes. The kernel products run in the caller's
+dtype (float32 by default); everything after them is float64, so float32 only adds the rounding
+of the inner products themselves.
 
 Ties: ``argmax`` returns the first maximum, i.e. the lowest index among equal computed gains.
 """
@@ -71,38 +79,38 @@ def greedy_numpy(
         stop()
     if gram is None:
         gram = use_gram(K, steps)
-    if normalize:
-        rx = 1.0 / np.sqrt(sqx)
-        rq = 1.0 / np.sqrt(sqq)
-    else:
-        rx = np.ones(K)
-        rq = np.ones(m)
+    # raw candidates, noise λ_j (module docstring); targets' weights rq² (1 without normalize)
+    lamj = sqx * lam if normalize else np.full(K, lam)
+    rq2 = 1.0 / sqq if normalize else np.ones(m)
+    single = m == 1
 
-    # Kernel columns: GT[j] = k(P, x_j) over candidates then targets (Gram path) or on demand.
+    # Kernel rows [k̃(x_j, X) | k(x_j, Q)], raw, in the compute dtype: all K at once (Gram
+    # path: syrk into the left block, no float64 copy; rows are cast as they are read) or per pick.
     GT = None
     if gram:
-        GT = np.empty((K, K + m))
-        # raw products (syrk: same buffer transposed), then scale rows and columns in float64:
-        # no normalised copy of X is made
-        np.multiply(X @ X.T, rx, out=GT[:, :K])
-        np.multiply(X @ Q.T, rq, out=GT[:, K:])
-        GT *= rx[:, None]
-        dl = np.diagonal(GT).copy()
-        C = GT[:, K:].T.copy()  # own memory: C is updated in place, GT must stay intact
+        GT = np.empty((K, K + m), X.dtype)
+        np.matmul(X, X.T, out=GT[:, :K])
+        np.matmul(X, Q.T, out=GT[:, K:])
+        dl = np.add(np.diagonal(GT), lamj)  # Σ̃[j,j] + λ_j (float64: lamj is)
+        C = GT[:, K:].T.astype(np.float64)  # own memory: C is updated in place
     else:
-        dl = sqx * rx * rx
-        C = (Q @ X.T) * rq[:, None] * rx[None, :]
-    dl += lam
-    tv = prior
+        dl = sqx + lamj
+        C = (Q @ X.T).astype(np.float64)
+    tv = float(sqq.sum())  # raw; σ² = Σₜ rq²ₜ·(raw variance of t) is tracked in ``var``
+    var_scale = float(rq2[0]) if single else 1.0
+    if not single:
+        rq = np.sqrt(rq2)
+        C *= rq[:, None]  # multi-target state is kept normalised: gains weigh targets alike
+        tv = prior
 
     W = np.empty((steps, K + m))
     picks = np.empty(steps, np.int64)
     variances = np.empty(steps)
     gain = np.empty(K)
     tmp = np.empty(K)
+    corr = np.empty(K + m)
     pen = np.zeros(K) if unique and order is None else None
-    single = m == 1
-    c = C[0] if single else None
+    c = C[0]
     stopped = False
     taken = steps
     for i in range(steps):
@@ -121,19 +129,22 @@ def greedy_numpy(
             j = int(order[i])
         w = W[i]
         if GT is not None:
-            if i:
-                np.subtract(GT[j], W[:i, j] @ W[:i], out=w)
-            else:
-                w[:] = GT[j]
+            row = GT[j]
         else:
             xj = X[j]
-            np.multiply(X @ xj, rx * rx[j], out=w[:K])
-            np.multiply(Q @ xj, rq * rx[j], out=w[K:])
-            if i:
-                w -= W[:i, j] @ W[:i]
-        s = float(w[j]) + lam
-        if s < lam:  # Σ[j,j] ≥ 0 in exact arithmetic; clip rounding below zero
-            s = lam
+            row = np.concatenate((X @ xj, Q @ xj))
+        if not single:  # normalised targets (the single target stays raw)
+            row = row.astype(np.float64)
+            row[K:] *= rq
+        if i:
+            np.matmul(W[:i, j], W[:i], out=corr)
+            np.subtract(row, corr, out=w)
+        else:
+            w[:] = row
+        lj = float(lamj[j])
+        s = float(w[j]) + lj
+        if s < lj:  # Σ̃[j,j] ≥ 0 in exact arithmetic; clip rounding below zero
+            s = lj
         w *= 1.0 / math.sqrt(s)
         wc = w[:K]
         np.multiply(wc, wc, out=tmp)
@@ -147,7 +158,9 @@ def greedy_numpy(
             wt = w[K:]
             C -= np.outer(wt, wc)
             tv -= float(wt @ wt)
-        var = tv if tv > 0.0 else 0.0
+        var = tv * var_scale
+        if var < 0.0:
+            var = 0.0
         if alpha is not None and alpha * (i + 1) * math.sqrt(var) > 1.0:
             stopped, taken = True, i
             break
