@@ -31,7 +31,7 @@ from qdrant_sift.errors import (
     EmptyCollectionError,
     InvalidInputError,
 )
-from qdrant_sift.options import DEFAULTS, SelectOptions, check_options
+from qdrant_sift.options import DEFAULTS, SelectOptions, check_options, merge_options
 
 if TYPE_CHECKING:  # the parts' contracts; their modules load lazily (no torch at import)
     from qdrant_sift.client.embed import Embedder
@@ -227,25 +227,20 @@ class SiftClient:
         diversity: float = DEFAULTS.diversity,
         both_directions: bool = DEFAULTS.both_directions,
         filter: Any = None,
+        options: SelectOptions | None = None,
     ) -> list[Document]:
         """Recall ``k`` candidates and return the ``n`` that ``strategy`` picks, in pick order.
 
         ``both_directions`` recalls by |cosine| (SIFT values anti-correlated chunks as much as
         correlated ones); ``False`` halves recall time where only similar chunks matter.
+        ``options``: a :class:`~qdrant_sift.options.SelectOptions` instead of the option
+        keywords (a keyword also set to a non-default value is a ``ConfigError``).
         """
-        documents, _, _ = self._retrieve(
-            prompt,
-            n,
-            k,
-            strategy,
-            lam=lam,
-            alpha=alpha,
-            unique=unique,
-            diversity=diversity,
-            both_directions=both_directions,
-            filter=filter,
-            progress=None,
-        )
+        opts = _options(
+            options, strategy=strategy, lam=lam, alpha=alpha, unique=unique,
+            diversity=diversity, both_directions=both_directions,
+        )  # fmt: skip
+        documents, _, _ = self._retrieve(prompt, n, k, opts, filter=filter, progress=None)
         return documents
 
     def adapt_and_generate(
@@ -263,17 +258,21 @@ class SiftClient:
         both_directions: bool = DEFAULTS.both_directions,
         max_new_tokens: int = 128,
         progress: ProgressCallback | None = None,
+        options: SelectOptions | None = None,
         **generation_kwargs: Any,
     ) -> AdaptResult:
         """Recall, select, fine-tune one step per pick, answer, and reset the adapter.
 
         Validation (prompt length, empty collection, options) happens before any step, so a
         failing call leaves nothing half-applied; the adapter is reset even when tuning raises.
+        ``options``: a :class:`~qdrant_sift.options.SelectOptions` instead of the option
+        keywords, as in :meth:`search`.
         """
-        self._check_arguments(
-            prompt, n, k, strategy, lam=lam, alpha=alpha, unique=unique, diversity=diversity,
-            both_directions=both_directions, filter=filter,
+        opts = _options(
+            options, strategy=strategy, lam=lam, alpha=alpha, unique=unique,
+            diversity=diversity, both_directions=both_directions,
         )  # fmt: skip
+        self._check_arguments(prompt, n, k, opts, filter=filter)
         check_generation(max_new_tokens, progress, generation_kwargs)
         tuner = self.tuner
         tuner.check_prompt(
@@ -282,17 +281,7 @@ class SiftClient:
             chat_template=generation_kwargs.get("chat_template", True),
         )
         documents, selection, timings = self._retrieve(
-            prompt,
-            n,
-            k,
-            strategy,
-            lam=lam,
-            alpha=alpha,
-            unique=unique,
-            diversity=diversity,
-            both_directions=both_directions,
-            filter=filter,
-            progress=progress,
+            prompt, n, k, opts, filter=filter, progress=progress
         )
         texts = [doc.text for doc in documents]
         total_steps = len(texts) * tuner.config.steps_per_chunk
@@ -350,45 +339,33 @@ class SiftClient:
     # --- plumbing -------------------------------------------------------------------------
 
     def _check_arguments(
-        self,
-        prompt: Any,
-        n: Any,
-        k: Any,
-        strategy: Any,
-        *,
-        lam: Any,
-        alpha: Any,
-        unique: Any,
-        diversity: Any,
-        both_directions: Any,
-        filter: Any,
+        self, prompt: Any, n: Any, k: Any, opts: SelectOptions, *, filter: Any
     ) -> None:
         """Every selection and recall argument, before any embedding, recall or model load."""
         check_retrieval(
             prompt=prompt,
             n=n,
             k=k,
-            both_directions=both_directions,
+            both_directions=opts.both_directions,
             filter=filter,
             filter_check=getattr(self.store, "_native_filter", None),
         )
-        check_options(n, strategy, lam, alpha, unique, False, diversity, None)
+        check_options(
+            n, opts.strategy, opts.lam, opts.alpha, opts.unique, opts.normalize, opts.diversity,
+            opts.seed,
+        )  # fmt: skip
 
     def _retrieve(
         self,
         prompt: str,
         n: int,
         k: int,
-        strategy: str,
+        opts: SelectOptions,
         *,
-        lam: float,
-        alpha: float | None,
-        unique: bool,
-        diversity: float,
-        both_directions: bool,
         filter: Any,
         progress: ProgressCallback | None,
     ) -> tuple[list[Document], Any, StageTimings]:
+        both_directions = opts.both_directions
         check_retrieval(
             prompt=prompt, n=n, k=k, both_directions=both_directions, filter=None, filter_check=None
         )
@@ -425,7 +402,7 @@ class SiftClient:
 
         notify("select")
         started = time.perf_counter()
-        n_pick = SelectOptions(strategy=strategy, unique=unique).clip_n(n, len(candidates))
+        n_pick = opts.clip_n(n, len(candidates))
         kernel_query, kernel_rows = query, candidates.vectors  # SIFT's kernel: recall's, or …
         if self._kernel is not None:  # … its own (stored, or embedded from the texts)
             inputs = self._kernel.inputs(prompt, candidates, self.text_key)
@@ -435,11 +412,13 @@ class SiftClient:
             kernel_query,
             kernel_rows,
             n_pick,
-            strategy=strategy,
-            lam=lam,
-            alpha=alpha,
-            unique=unique,
-            diversity=diversity,
+            strategy=opts.strategy,
+            lam=opts.lam,
+            alpha=opts.alpha,
+            unique=opts.unique,
+            normalize=opts.normalize,
+            diversity=opts.diversity,
+            seed=opts.seed,
         )
         select_s = time.perf_counter() - started
 
@@ -474,3 +453,12 @@ class SiftClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _options(options: SelectOptions | None, **given: Any) -> SelectOptions:
+    """The call's :class:`SelectOptions`: ``options`` (no keyword may contradict it, as in
+    :func:`~qdrant_sift.options.merge_options`), else the keywords on the defaults."""
+    if options is None:
+        return replace(DEFAULTS, **given)
+    merge_options(options, **given)  # checks the type and raises ConfigError on a clash
+    return options

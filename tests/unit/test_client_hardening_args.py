@@ -19,6 +19,7 @@ from qdrant_sift.client import SiftClient
 from qdrant_sift.client.stores import QdrantStore
 from qdrant_sift.errors import ConfigError, InvalidInputError
 from qdrant_sift.finetune import TestTimeTuner, TuneConfig
+from qdrant_sift.options import SelectOptions
 from qdrant_sift.reranker import LocalReranker
 
 PROMPT = "What does SIFT pick?"
@@ -48,6 +49,12 @@ BAD: dict[str, list[tuple[Any, type[Exception]]]] = {
                        ("8", InvalidInputError), (8.0, InvalidInputError),
                        (True, InvalidInputError), (None, InvalidInputError)],
     "progress": [("print", InvalidInputError), (3, InvalidInputError)],
+    "options": [({"strategy": "nearest"}, ConfigError), ("nearest", ConfigError),
+                (SelectOptions(lam=-1.0), ConfigError),
+                (SelectOptions(strategy="best"), ConfigError),
+                (SelectOptions(both_directions=None), ConfigError),  # type: ignore[arg-type]
+                (SelectOptions(seed="1"), ConfigError),  # type: ignore[arg-type]
+                (SelectOptions(normalize="no"), ConfigError)],  # type: ignore[arg-type]
     "generation_kwargs": [({"temperature": 0.0, "do_sample": True}, ConfigError),
                           ({"top_p": 1.5, "do_sample": True}, ConfigError),
                           ({"top_k": -1, "do_sample": True}, ConfigError),
