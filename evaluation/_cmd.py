@@ -30,7 +30,7 @@ def _arms(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(";") if x.strip())
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "eval",
         help="does fine-tuning on SIFT's picks lower bits per byte more than nearest neighbours?",

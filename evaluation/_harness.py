@@ -110,7 +110,8 @@ class ResultStore:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    unit: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return unit
 
 
 def _texts_key(texts: Iterable[str], embedder: Any) -> str:
@@ -137,7 +138,8 @@ def embed_corpus(corpus: Corpus, embedder: Any, cache: Path | None = None) -> np
         and key_file.exists()
         and key_file.read_text(encoding="utf-8").strip() == key
     ):
-        return np.load(cache)
+        cached: np.ndarray = np.load(cache)
+        return cached
     distinct = list(dict.fromkeys(texts))
     index = {t: i for i, t in enumerate(distinct)}
     emb = _unit(np.asarray(embedder.embed_documents(distinct), np.float32))
@@ -254,7 +256,10 @@ def _qdrant_mmr(query: np.ndarray, vectors: np.ndarray, n: int, diversity: float
     client = QdrantClient(location=":memory:")
     try:
         client.create_collection(
-            "mmr", vectors_config=models.VectorParams(size=vectors.shape[1], distance="Cosine")
+            "mmr",
+            vectors_config=models.VectorParams(
+                size=vectors.shape[1], distance=models.Distance.COSINE
+            ),
         )
         client.upsert("mmr", models.Batch(ids=list(range(len(vectors))), vectors=vectors.tolist()))
         mmr = models.Mmr(diversity=diversity, candidates_limit=len(vectors))
@@ -319,6 +324,7 @@ def _evaluate_prompt(prompt: Prompt, ctx: _Context) -> None:
     if len(cands) == 0:
         raise InvalidInputError(f"no candidates recalled for prompt {prompt.id!r}")
     runs: dict[tuple[Any, ...], _Run] = {}
+    info: dict[str, Any]
     for arm in arms:
         if arm.strategy == "nearest" and arm.kernel == "recall":  # a plain top-N search
             hits = ctx.store.recall(q, n_max, both_directions=False, exact=True)
@@ -439,7 +445,7 @@ def _emit(ctx: _Context, row: dict[str, Any]) -> None:
 
 def _comparable(meta: dict[str, Any]) -> dict[str, Any]:
     """Settings that must match to resume; arms and N may grow (rows are keyed by them)."""
-    data = json.loads(json.dumps(meta))
+    data: dict[str, Any] = json.loads(json.dumps(meta))
     for key in ("arms", "n_grid"):
         data.get("config", {}).pop(key, None)
     data.pop("prompts", None)
