@@ -57,9 +57,15 @@ class _Xp:
     def zeros(self, shape: tuple[int, ...], kind: str, like: Array | None = None) -> Array:
         if self.torch:
             dt = {"f64": torch.float64, "i64": torch.long, "bool": torch.bool}.get(kind)
-            return torch.zeros(shape, dtype=dt if dt else like.dtype, device=self.device)
-        npdt = {"f64": np.float64, "i64": np.int64, "bool": bool}.get(kind)
-        return np.zeros(shape, dtype=npdt if npdt else like.dtype)
+            if dt is None:  # "same": the dtype of ``like``
+                assert like is not None
+                dt = like.dtype
+            return torch.zeros(shape, dtype=dt, device=self.device)
+        npdt: Any = {"f64": np.float64, "i64": np.int64, "bool": bool}.get(kind)
+        if npdt is None:
+            assert like is not None
+            npdt = like.dtype
+        return np.zeros(shape, dtype=npdt)
 
     def f64(self, x: Array) -> Array:
         """A float64 copy in C order (own memory: callers update it in place)."""
@@ -343,7 +349,7 @@ def _run(
             tv -= (wt * wt).sum(1)
         var[:, i] = tv
         picks[:, i] = j
-        if unique:
+        if unique and pen is not None:  # pen is set whenever unique is
             pen[ar, j] = -np.inf
     var = var.clip(min=0.0)
     picks_np, var_np = xp.numpy(picks), xp.numpy(var)

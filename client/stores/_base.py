@@ -120,7 +120,7 @@ def as_matrix(vectors: Any, name: str = "vectors") -> np.ndarray:
 
 def prepare_query(query: Any, dim: int | None) -> np.ndarray:
     """A (d,) query; a multi-vector prompt (m, d) recalls by its mean, like the reference."""
-    q = as_float32_matrix(query, "query", allow_vector=True).mean(axis=0)
+    q: np.ndarray = as_float32_matrix(query, "query", allow_vector=True).mean(axis=0)
     if dim is not None and q.shape[0] != dim:
         raise DimensionMismatchError(f"query has dimension {q.shape[0]}, collection has {dim}")
     if not np.any(q):
@@ -207,6 +207,27 @@ def _pos_wins(pos: Hits, neg: Hits, k: int) -> bool:
     )
 
 
+#: Hits of −q asked first in a both-directions recall (a probe at a small ``hnsw_ef``); more
+#: only when every one of them could still enter the merge (:func:`opposite_probe_settles`).
+OPPOSITE_PROBE = 16
+
+
+def opposite_probe_settles(pos: Hits, probe: Hits, k: int, limit: int) -> bool:
+    """Whether −q's best ``limit`` hits hold every −q hit the merge could keep.
+
+    −q's hits come best first, so one beyond the probe scores at most the probe's last. The
+    merge keeps the k largest |score| of q's and −q's hits; q alone already has k hits of
+    |score| ≥ the least of theirs, m, and ties go to q's. So a probe whose last hit scores
+    below m (or that found fewer than ``limit`` hits: there are no more) settles it; a −q hit
+    of negative score is a point q scores above m, which q's own search holds."""
+    if len(probe.ids) < limit:
+        return True
+    if len(pos.ids) < k:
+        return False
+    least = float(np.abs(pos.scores[:k]).min())
+    return float(probe.scores[limit - 1]) < least
+
+
 def merge_directions(pos: Hits, neg: Hits, k: int, fetch: Fetch | None = None) -> Hits:
     """Union of the hits for q and −q (scores of −q hits negated), K largest |score|, no dupes.
 
@@ -285,7 +306,7 @@ class VectorStore(ABC):
         self,
         ids: list[PointId],
         vectors: np.ndarray,
-        payloads: list[dict],
+        payloads: list[dict[str, Any]],
         kernel_vectors: np.ndarray | None,
     ) -> None: ...
 
@@ -298,17 +319,24 @@ class VectorStore(ABC):
         params: dict[str, Any],
         with_kernel: bool,
         vectors: Sequence[bool] | None = None,
+        limits: Sequence[int] | None = None,
     ) -> list[Hits]:
         """One :class:`Hits` per query, best first (with ``kernel_vectors`` if asked).
 
         ``vectors[i]`` False: ids and scores only for query i (``Hits.vectors`` None); None
-        means vectors and payloads for every query."""
+        means vectors and payloads for every query. ``limits[i]``: top-``limits[i]`` for
+        query i instead of top-``k`` (its default ``hnsw_ef`` follows its own limit)."""
 
     def _fetch(self, ids: list[PointId], with_kernel: bool) -> Hits:
         """Rows of ``ids`` (vectors, payloads, kernels when asked) in that order, scores 0;
-        ids not stored are left out. Backends override this with one read."""
+        ids not stored are left out. Backends override this with one read; this fallback reads
+        recall vectors only (:class:`ConfigError` for kernels: recall one direction instead)."""
         if with_kernel:
-            raise NotImplementedError(f"{type(self).__name__} cannot fetch kernel vectors")
+            raise ConfigError(
+                f"{type(self).__name__} cannot fetch kernel vectors for the −q hits of a "
+                "both-directions recall; pass both_directions=False with with_kernel=True, or "
+                "override _fetch"
+            )
         pts = self.retrieve(ids, with_vectors=True)
         vecs = [p.vector for p in pts]
         return Hits.build([p.id for p in pts], [0.0] * len(pts), vecs,
@@ -459,11 +487,20 @@ class VectorStore(ABC):
         if with_kernel and self.kernel_dim is None:
             raise no_kernel_error(self.collection)
         kern = bool(with_kernel)
-        if both_directions:  # −q: ids and scores only; rows only for the ids the merge keeps
-            pos, neg = self._search([q, -q], int(k), filter, search_params, kern, [True, False])
-            hits = merge_directions(pos, neg, int(k), lambda ids: self._fetch(ids, kern))
+        k = int(k)
+        if both_directions:
+            # −q: ids and scores only, rows only for the ids the merge keeps; first a probe of
+            # its best OPPOSITE_PROBE hits in the same batch, the full top-k only if the probe
+            # cannot rule out more of them (see opposite_probe_settles)
+            probe = min(OPPOSITE_PROBE, k)
+            pos, neg = self._search(
+                [q, -q], k, filter, search_params, kern, [True, False], limits=[k, probe]
+            )
+            if probe < k and not opposite_probe_settles(pos, neg, k, probe):
+                neg = self._search([-q], k, filter, search_params, kern, [False])[0]
+            hits = merge_directions(pos, neg, k, lambda ids: self._fetch(ids, kern))
         else:
-            hits = self._search([q], int(k), filter, search_params, kern, [True])[0]
+            hits = self._search([q], k, filter, search_params, kern, [True])[0]
         assert hits.vectors is not None
         if not hits.ids and self.count() == 0:
             raise EmptyCollectionError(

@@ -2,7 +2,9 @@
 
 Search is exact brute force until :meth:`EdgeStore.optimize` builds HNSW (an explicit, blocking
 call); after that recall uses ``hnsw_ef = max(HNSW_EF_FACTOR·k, 64)`` unless told otherwise
-(``max(k, 64)`` for the −q query of a both-directions recall, see ``OPPOSITE_EF_FACTOR``).
+(a both-directions recall first probes −q's best 16 at ``hnsw_ef = 64`` in the same batch, and
+searches −q's top k at ``max(k, 64)``, ``OPPOSITE_EF_FACTOR``, only when the probe cannot rule
+out more −q hits; see ``opposite_probe_settles``).
 One process owns a folder at a time: a second one gets :class:`StoreLockedError`.
 
 Every shard carries a manifest (point count, id-set digest, file fingerprints at a clean close;
@@ -374,7 +376,7 @@ class EdgeStore(VectorStore):
             )
         return {normalize_id(r.id) for r in recs}
 
-    def _new_sources(self, payloads: list[dict]) -> list[str]:
+    def _new_sources(self, payloads: list[dict[str, Any]]) -> list[str]:
         if len(self._sources) >= _MAX_SOURCES:
             return []
         have = set(self._sources)
@@ -401,7 +403,11 @@ class EdgeStore(VectorStore):
                 self._manifest_or_error()
 
     def _upsert(
-        self, ids: list[PointId], vectors: np.ndarray, payloads: list[dict], kernels: Any
+        self,
+        ids: list[PointId],
+        vectors: np.ndarray,
+        payloads: list[dict[str, Any]],
+        kernels: Any,
     ) -> None:
         import qdrant_edge as qe
 
@@ -449,7 +455,9 @@ class EdgeStore(VectorStore):
         if filter is None:
             return None
         if isinstance(filter, (Filter, Match, Range, dict)):
-            return to_edge(as_filter(filter))
+            ours = as_filter(filter)
+            assert ours is not None  # filter is not None here
+            return to_edge(ours)
         import qdrant_edge as qe
 
         if isinstance(filter, qe.Filter):
@@ -466,6 +474,7 @@ class EdgeStore(VectorStore):
         params: dict[str, Any],
         kernel: bool,
         vectors: Sequence[bool] | None = None,
+        limits: Sequence[int] | None = None,
     ) -> list[Hits]:
         import qdrant_edge as qe
 
@@ -475,24 +484,23 @@ class EdgeStore(VectorStore):
         if unknown:
             raise ConfigError(f"unknown search parameters {sorted(unknown)} (use hnsw_ef, exact)")
         exact = bool(params.get("exact", False))
-        sps = {
-            full: qe.SearchParams(hnsw_ef=params.get("hnsw_ef") or default_ef(k, full), exact=exact)
-            for full in (True, False)
-        }
         flt = self._native_filter(filter)
         rows = [True] * len(queries) if vectors is None else list(vectors)
+        tops = [k] * len(queries) if limits is None else list(limits)
         cache = self._cache()
         engine_vectors = lay.with_vector(kernel) if cache is None else False
         reqs = [
             qe.QueryRequest(
-                limit=k,
+                limit=top,
                 query=qe.Query.Nearest(q.tolist(), using=lay.using),
                 filter=flt,
-                params=sps[full],
+                params=qe.SearchParams(
+                    hnsw_ef=params.get("hnsw_ef") or default_ef(top, full), exact=exact
+                ),
                 with_vector=engine_vectors if full else False,
                 with_payload=full,
             )
-            for q, full in zip(queries, rows, strict=True)
+            for q, full, top in zip(queries, rows, tops, strict=True)
         ]
         with self._engine("query"):
             res = shard.query_batch(qe.QueryBatchRequest(reqs))
@@ -519,7 +527,11 @@ class EdgeStore(VectorStore):
                           lay.kernel_dim)  # fmt: skip
 
     def _cached_hits(
-        self, ids: list[PointId], scores: np.ndarray, payloads: list[dict], kernel: bool
+        self,
+        ids: list[PointId],
+        scores: np.ndarray,
+        payloads: list[dict[str, Any]],
+        kernel: bool,
     ) -> Hits:
         """Hits with rows from the vector cache; from the engine if a write moved ids meanwhile."""
         cache = self._vcache

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -39,6 +40,11 @@ HNSW_EF_FACTOR = 2
 #: and where something does (anti-correlated twin clusters, 20k × 384) ef = K kept the merged
 #: recall@200 at 0.9997 (1.0 at 2K). Measured under load; bench/bench_store.py's ef rows.
 OPPOSITE_EF_FACTOR = 1
+
+
+def _point_ids(ids: list[PointId]) -> list[int | str | uuid.UUID]:
+    """The ids as the client's models type them (a list of the wider union)."""
+    return list(ids)
 
 
 def default_ef(k: int, full: bool) -> int:
@@ -228,7 +234,7 @@ class QdrantStore(VectorStore):
         self,
         ids: list[PointId],
         vectors: np.ndarray,
-        payloads: list[dict],
+        payloads: list[dict[str, Any]],
         kernel_vectors: np.ndarray | None,
     ) -> None:
         from qdrant_client import models
@@ -242,7 +248,7 @@ class QdrantStore(VectorStore):
         with self._errors():
             self._client.upsert(
                 self.collection,
-                points=models.Batch(ids=ids, vectors=vecs, payloads=payloads),
+                points=models.Batch(ids=_point_ids(ids), vectors=vecs, payloads=payloads),
                 wait=True,
             )
 
@@ -250,7 +256,9 @@ class QdrantStore(VectorStore):
         if filter is None:
             return None
         if isinstance(filter, (Filter, Match, Range, dict)):
-            return to_qdrant(as_filter(filter))
+            ours = as_filter(filter)
+            assert ours is not None  # filter is not None here
+            return to_qdrant(ours)
         from qdrant_client import models
 
         if isinstance(filter, models.Filter):
@@ -275,6 +283,7 @@ class QdrantStore(VectorStore):
         params: dict[str, Any],
         with_kernel: bool,
         vectors: Sequence[bool] | None = None,
+        limits: Sequence[int] | None = None,
     ) -> list[Hits]:
         from qdrant_client import models
 
@@ -282,26 +291,27 @@ class QdrantStore(VectorStore):
         if unknown:
             raise ConfigError(f"unknown search parameters {sorted(unknown)} (use hnsw_ef, exact)")
         exact = bool(params.get("exact", False))
-        sps = {
-            full: models.SearchParams(hnsw_ef=params.get("hnsw_ef") or default_ef(k, full),
-                                      exact=exact)
-            for full in (True, False)
-        }  # fmt: skip
         flt = self._native_filter(filter)
         lay = self._load_layout()
         with_vec = self._with_vectors(True, with_kernel)
         rows = [True] * len(queries) if vectors is None else list(vectors)
+        tops = [k] * len(queries) if limits is None else list(limits)
         reqs = [
             models.QueryRequest(
                 query=q.tolist(),
                 using=lay.using,
-                limit=k,
+                limit=top,
                 filter=flt,
-                params=None if self._local else sps[full],  # local mode is exact; it warns
+                # local mode is exact (it warns about search params)
+                params=None
+                if self._local
+                else models.SearchParams(
+                    hnsw_ef=params.get("hnsw_ef") or default_ef(top, full), exact=exact
+                ),
                 with_vector=with_vec if full else False,
                 with_payload=full,
             )
-            for q, full in zip(queries, rows, strict=True)
+            for q, full, top in zip(queries, rows, tops, strict=True)
         ]
         with self._errors():
             res = self._client.query_batch_points(self.collection, requests=reqs)
@@ -361,7 +371,9 @@ class QdrantStore(VectorStore):
         if norm:
             with self._errors():
                 self._client.delete(
-                    self.collection, points_selector=models.PointIdsList(points=norm), wait=True
+                    self.collection,
+                    points_selector=models.PointIdsList(points=_point_ids(norm)),
+                    wait=True,
                 )
 
     def count(self) -> int:

@@ -7,8 +7,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qdrant_sift.client.stores import EdgeStore, QdrantStore
-from qdrant_sift.client.stores._base import Hits, merge_directions
+from qdrant_sift.client.stores import EdgeStore, QdrantStore, VectorStore
+from qdrant_sift.client.stores._base import (
+    OPPOSITE_PROBE,
+    Hits,
+    merge_directions,
+    opposite_probe_settles,
+)
+from qdrant_sift.errors import ConfigError
 
 
 def _hits(ids: list[int], scores: list[float], full: bool = True) -> Hits:
@@ -150,3 +156,82 @@ def test_merge_shortcut_equals_the_definition(seed: int) -> None:
     got = merge_directions(pos, neg, k)
     assert got.ids == _reference_merge(pos, neg, k)
     assert got.vectors[:, 0].tolist() == [float(i) for i in got.ids]
+
+
+def test_opposite_probe_settles_when_its_last_hit_cannot_enter() -> None:
+    pos = _hits([1, 2, 3], [0.9, 0.6, 0.5])
+    assert opposite_probe_settles(pos, _hits([7, 8], [0.7, 0.4], full=False), 3, 2)  # 0.4 < 0.5
+    assert not opposite_probe_settles(pos, _hits([7, 8], [0.7, 0.5], full=False), 3, 2)  # tie
+    assert opposite_probe_settles(pos, _hits([7], [0.95], full=False), 3, 2)  # no more −q hits
+    assert not opposite_probe_settles(_hits([1], [0.9]), _hits([7, 8], [0.2, 0.1]), 3, 2)
+    # the least |score| of q's hits counts, also when q's own hits score below zero
+    assert opposite_probe_settles(_hits([1, 2], [0.1, -0.3]), _hits([7, 8], [0.2, 0.09]), 2, 2)
+
+
+def _anti_data(n_anti: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points around q (cosine ~0.7-0.95), ``n_anti`` around −q (~−0.95), the rest orthogonal."""
+    rng = np.random.default_rng(7)
+    q = np.zeros(16, np.float32)
+    q[0] = 1.0
+    near = rng.standard_normal((120, 16)).astype(np.float32) * 0.25
+    near[:, 0] = 1.0
+    anti = rng.standard_normal((n_anti, 16)).astype(np.float32) * 0.1
+    anti[:, 0] = -1.0
+    ortho = rng.standard_normal((150, 16)).astype(np.float32)
+    ortho[:, 0] = 0.05 * rng.standard_normal(150)
+    return np.concatenate([near, anti, ortho]), q
+
+
+@pytest.mark.parametrize("backend", ["edge", "local"])
+@pytest.mark.parametrize(("n_anti", "searches"), [(5, 1), (40, 2)])
+def test_both_directions_probe_then_full_opposite_search(
+    tmp_path: Any, backend: str, n_anti: int, searches: int
+) -> None:
+    """A few strong −q hits: the probe of −q holds them all (one engine call); more than the
+    probe: the full −q search runs too. Either way: the exact K largest |score| (issue 15)."""
+    x, q = _anti_data(n_anti)
+    store: Any = (
+        EdgeStore(tmp_path, "d") if backend == "edge" else QdrantStore("d", location=":memory:")
+    )
+    with store:
+        store.create(16)
+        store.upsert(list(range(len(x))), x, [{"i": i} for i in range(len(x))])
+        calls: list[list[int]] = []
+        real = store._search
+
+        def spy(queries: Any, k: int, *args: Any, **kw: Any) -> Any:
+            calls.append(list(kw.get("limits") or [k] * len(queries)))
+            return real(queries, k, *args, **kw)
+
+        store._search = spy
+        k = 60
+        cand = store.recall(q, k)
+        s = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ q
+        want = np.argsort(-np.abs(s), kind="stable")[:k]
+        assert set(cand.ids) == set(want.tolist())
+        assert sum(1 for i in cand.ids if s[i] < 0) == min(n_anti, k)
+        assert len(calls) == searches and calls[0] == [k, OPPOSITE_PROBE]
+        if searches == 2:
+            assert calls[1] == [k]
+
+
+def test_a_backend_without_kernel_fetch_raises_config_error() -> None:
+    """The base class's fallback ``_fetch`` cannot read kernel vectors: a typed ConfigError
+    (was NotImplementedError) when a both-directions recall with kernels needs −q rows."""
+
+    class NoKernelFetch(QdrantStore):
+        _fetch = VectorStore._fetch  # the base fallback, as a third-party backend gets it
+
+    x, q = _anti_data(5)
+    kv = np.abs(x[:, :4]) + 0.1
+    store = NoKernelFetch("d", location=":memory:")
+    with store:
+        store.create(16, kernel_dim=4)
+        store.upsert(list(range(len(x))), x, kernel_vectors=kv)
+        with pytest.raises(ConfigError, match="both_directions=False"):
+            store.recall(q, 60, with_kernel=True)
+        one = store.recall(q, 60, with_kernel=True, both_directions=False)
+        assert one.kernel_vectors is not None and len(one) == 60
+        rows = store._fetch([0, 1], False)  # recall vectors: the fallback reads them
+        assert rows.ids == [0, 1] and rows.vectors is not None
+        assert rows.vectors.shape == (2, 16)
