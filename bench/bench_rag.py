@@ -64,7 +64,7 @@ def main() -> None:
     from langchain_qdrant import QdrantVectorStore
     from qdrant_client import QdrantClient, models
 
-    from qdrant_sift.client._rerank import rerank
+    from qdrant_sift.client import rerank
     from qdrant_sift.client.langchain import SiftCompressor, SiftRetriever
     from qdrant_sift.reranker import select
 

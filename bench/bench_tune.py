@@ -20,11 +20,11 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from qdrant_sift.finetune import TestTimeTuner, TuneConfig, load_model
-from qdrant_sift.finetune._tuner import _adam
+from qdrant_sift.finetune import TestTimeTuner, TuneConfig, load_model, prefix_token_id
 
 __all__ = ["main"]
 
@@ -57,9 +57,18 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
 
 def _bare_step(tuner: TestTimeTuner, text: str) -> float:
     """Seconds of one bare forward/backward/Adam step on the same adapter and tokens."""
-    ids = tuner._encode(text)
+    # the tuner's input: the prefix token, then the text's tokens, cut to its window
+    tokens = tuner.tokenizer(text, add_special_tokens=False)["input_ids"]
+    row = [prefix_token_id(tuner.tokenizer), *tokens][: tuner.max_length]
+    ids = torch.tensor([row], dtype=torch.long, device=tuner.device)
     params = [p for p in tuner.model.parameters() if p.requires_grad]
-    opt = _adam(params, tuner.config)  # the same (fused) Adam: only the bookkeeping differs
+    cfg = tuner.config
+    settings: dict[str, Any] = {"lr": cfg.learning_rate, "betas": cfg.adam_betas}
+    settings.update(eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    try:  # the tuner's Adam: fused where torch supports it, so only the bookkeeping differs
+        opt = torch.optim.Adam(params, fused=True, **settings)
+    except (RuntimeError, TypeError, ValueError):
+        opt = torch.optim.Adam(params, **settings)
 
     def step() -> None:
         loss = tuner.model(input_ids=ids, labels=ids, use_cache=False).loss
