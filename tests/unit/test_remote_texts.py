@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest_texts import CASES, DOCS, QUERY
 from prometheus_client import CollectorRegistry
 
 from qdrant_sift import errors
@@ -25,17 +26,6 @@ from qdrant_sift.reranker._text import TextOutcome, TextReranker
 TOKEN = "remote-texts"
 EMBED = hashing_embedder(96)
 LIMITS = Limits(max_documents=12, max_document_chars=300, max_n=20)
-QUERY = "which planets have rings"
-DOCS = [
-    "Saturn has the most famous ring system in the solar system.",
-    "Jupiter has faint rings made of dust.",
-    "Mars has two small moons, Phobos and Deimos.",
-    "Saturn has the most famous ring system in the solar system.",
-    "Uranus has thin dark rings discovered in 1977.",
-    "Neptune's rings are clumpy arcs.",
-    "Bread rises because yeast makes carbon dioxide.",
-    "Venus is the hottest planet.",
-]
 
 
 @pytest.fixture(scope="module")
@@ -61,19 +51,6 @@ def _same(a: TextOutcome, b: TextOutcome) -> None:
         assert got == pytest.approx([getattr(p, name) for p in a.picks], rel=1e-5, abs=1e-7)
     assert b.prior_variance == pytest.approx(a.prior_variance, rel=1e-6)
     assert (a.stopped_early, a.strategy) == (b.stopped_early, b.strategy)
-
-
-CASES: list[tuple[int | None, dict[str, Any]]] = [
-    (None, {}),
-    (3, {}),
-    (5, {"lam": 1.0}),
-    (6, {"unique": False}),
-    (None, {"alpha": 3.0}),
-    (4, {"strategy": "mmr", "diversity": 0.3}),
-    (None, {"strategy": "nearest"}),
-    (3, {"strategy": "random", "seed": 7}),
-    (50, {}),  # more than the documents: clipped, each document once
-]
 
 
 @pytest.mark.parametrize(("n", "options"), CASES)
