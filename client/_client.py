@@ -408,18 +408,7 @@ class SiftClient:
             inputs = self._kernel.inputs(prompt, candidates, self.text_key)
             if inputs is not None:  # None: the default kernel fell back to recall's
                 kernel_query, kernel_rows = inputs
-        selection = self.reranker.select(
-            kernel_query,
-            kernel_rows,
-            n_pick,
-            strategy=opts.strategy,
-            lam=opts.lam,
-            alpha=opts.alpha,
-            unique=opts.unique,
-            normalize=opts.normalize,
-            diversity=opts.diversity,
-            seed=opts.seed,
-        )
+        selection = self.reranker.select(kernel_query, kernel_rows, n_pick, options=opts)
         select_s = time.perf_counter() - started
 
         documents = []
