@@ -208,6 +208,14 @@ def _embedder(name: str) -> Any:
     return HFEmbedder(name)
 
 
+def _load_tokenizer(preset: EvalPreset) -> Any:
+    from qdrant_sift.finetune import load_tokenizer
+
+    if preset.model == "tiny":
+        return tiny_model(preset.seed)[1]
+    return load_tokenizer(preset.model)
+
+
 def _load_tuner(preset: EvalPreset) -> tuple[Any, str]:
     from qdrant_sift.finetune import TestTimeTuner, TuneConfig, load_model
 
@@ -292,18 +300,19 @@ def prepare(preset: EvalPreset, out_dir: str | Path, *, log: Any = print) -> dic
     """Load the model, build or reload the corpus, embed it and open its store (no tuning)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tuner, model_name = _load_tuner(preset)
     corpus_file = out / "corpus.json"
     if corpus_file.exists():
         corpus = Corpus.load(corpus_file)
         log(f"resuming: corpus from {corpus_file}")
-    else:
-        corpus, notes = build_preset_corpus(preset, tuner.tokenizer)
-        corpus.save(corpus_file)
+    else:  # chunking needs only the tokenizer: a corpus too small fails before the model loads
+        corpus, notes = build_preset_corpus(preset, _load_tokenizer(preset))
         for domain, note in notes.items():
             log(f"  {domain}: {note}")
     prompts = split_prompts(corpus.prompts, preset.prompt_split)
     _check_size(preset, corpus, prompts)
+    if not corpus_file.exists():  # a corpus that fails the check is not kept for a resume
+        corpus.save(corpus_file)
+    tuner, model_name = _load_tuner(preset)
     embedder = _embedder(preset.embedder)
     vectors = embed_corpus(corpus, embedder, out / "embeddings.npy")
     store = corpus_store(corpus, vectors, out / "store")

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         default_model_cache,
         default_target_modules,
         load_model,
+        load_tokenizer,
         smollm2_gguf_path,
     )
     from ._protocol import Tuner
@@ -70,6 +71,7 @@ __all__ = [
     "default_model_cache",
     "default_target_modules",
     "load_model",
+    "load_tokenizer",
     "prefix_token_id",
     "resolve_dtype",
     "rolling_windows",
@@ -103,6 +105,7 @@ __getattr__, __dir__ = lazy_attributes(
             "default_model_cache",
             "default_target_modules",
             "load_model",
+            "load_tokenizer",
             "smollm2_gguf_path",
         ],
         "._protocol": ["Tuner"],

@@ -184,6 +184,55 @@ def context_length_of(model: Any, tokenizer: Any = None, default: int = 2048) ->
     return default
 
 
+def _model_source(
+    name_or_path: str | os.PathLike[str] | None,
+    cache_dir: str | os.PathLike[str] | None,
+    trust_remote_code: bool,
+) -> tuple[str, dict[str, Any]]:
+    """Where ``from_pretrained`` loads from, and how: one rule for the model and its tokenizer."""
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    source: str
+    if name_or_path is None:
+        source = str(_ensure_gguf_converted(smollm2_gguf_path(), _opt_path(cache_dir)))
+        kwargs["local_files_only"] = True
+    else:
+        path = Path(name_or_path).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            source = str(_ensure_gguf_converted(path, _opt_path(cache_dir)))
+            kwargs["local_files_only"] = True
+        elif path.is_dir():
+            source = str(path)
+            kwargs["local_files_only"] = True
+        else:
+            source = str(name_or_path)
+            if cache_dir is not None:
+                kwargs["cache_dir"] = str(cache_dir)
+    return source, kwargs
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike[str] | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    trust_remote_code: bool = False,
+) -> Any:
+    """The tokenizer :func:`load_model` would return, without loading the weights.
+
+    Chunking needs only the tokenizer, so a caller can check its data before paying for a model.
+    """
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ModelLoadError(
+            "fine-tuning needs transformers and peft: pip install 'qdrant-sift[finetune]'"
+        ) from exc
+    source, kwargs = _model_source(name_or_path, cache_dir, trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"could not load the tokenizer of {source!r}: {exc}") from exc
+
+
 def load_model(
     name_or_path: str | os.PathLike[str] | None = None,
     *,
@@ -207,23 +256,7 @@ def load_model(
             "fine-tuning needs transformers and peft: pip install 'qdrant-sift[finetune]'"
         ) from exc
 
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    source: str
-    if name_or_path is None:
-        source = str(_ensure_gguf_converted(smollm2_gguf_path(), _opt_path(cache_dir)))
-        kwargs["local_files_only"] = True
-    else:
-        path = Path(name_or_path).expanduser()
-        if path.is_file() and path.suffix == ".gguf":
-            source = str(_ensure_gguf_converted(path, _opt_path(cache_dir)))
-            kwargs["local_files_only"] = True
-        elif path.is_dir():
-            source = str(path)
-            kwargs["local_files_only"] = True
-        else:
-            source = str(name_or_path)
-            if cache_dir is not None:
-                kwargs["cache_dir"] = str(cache_dir)
+    source, kwargs = _model_source(name_or_path, cache_dir, trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)

