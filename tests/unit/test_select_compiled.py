@@ -1,0 +1,94 @@
+"""The compiled pick loop (numba, optional) picks what the numpy loop picks (issue 15).
+
+Both loops run the same recurrence; the compiled one sums the rank-n correction pick by pick
+instead of by a BLAS mat-vec, so σ² may differ in the last bits but never the picks. Skipped
+where numba is not installed (the numpy loop is then the only one, and every other selector
+test covers it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qdrant_sift.reranker import _sift_np
+from qdrant_sift.reranker._sift_np import compiled_available, greedy_numpy
+
+pytestmark = pytest.mark.skipif(not compiled_available(), reason="numba is not installed")
+
+
+def _inputs(seed: int, k: int, m: int, d: int, dtype: type, dupes: bool) -> tuple:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((k, d)).astype(dtype)
+    if dupes:  # exact ties: the lowest index must win in both loops
+        X[k // 2] = X[1]
+        X[k - 1] = X[1]
+    Q = (X[:m] + 0.5 * rng.standard_normal((m, d))).astype(dtype)
+    sqx = np.einsum("ij,ij->i", X, X).astype(np.float64)
+    sqq = np.einsum("ij,ij->i", Q, Q).astype(np.float64)
+    return X, sqx, Q, sqq
+
+
+CASES = [
+    # seed, K, m, d, dtype, n, lam, normalize, unique, alpha, dupes
+    (0, 200, 1, 384, np.float32, 50, 0.1, True, False, None, False),
+    (1, 200, 1, 384, np.float32, 50, 0.01, True, False, None, True),
+    (2, 64, 3, 32, np.float64, 40, 0.1, True, False, None, False),
+    (3, 64, 1, 32, np.float32, 64, 0.1, True, True, None, True),
+    (4, 80, 2, 16, np.float32, 30, 1.0, False, False, None, False),
+    (5, 120, 1, 48, np.float64, 60, 0.01, True, False, 2.0, False),
+    (6, 300, 5, 24, np.float32, 100, 0.1, True, True, None, False),
+    (7, 40, 1, 8, np.float32, 120, 0.05, True, False, None, False),  # n > K: repeats
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(c[0]) for c in CASES])
+def test_compiled_loop_picks_what_numpy_picks(case: tuple) -> None:
+    seed, k, m, d, dtype, n, lam, normalize, unique, alpha, dupes = case
+    X, sqx, Q, sqq = _inputs(seed, k, m, d, dtype, dupes)
+    kw = dict(n=n, lam=lam, normalize=normalize, unique=unique, alpha=alpha, gram=True)
+    ref = greedy_numpy(X, sqx, Q, sqq, compiled=False, **kw)
+    got = greedy_numpy(X, sqx, Q, sqq, compiled=True, **kw)
+    assert _sift_np._compiled_state in ("ready", "uncached")  # it ran, no numpy fallback
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-9, atol=1e-12)
+    assert got[2] == ref[2] and got[3] == ref[3]
+    if unique:
+        assert len(set(got[0].tolist())) == len(got[0])
+
+
+def test_compiled_loop_replays_a_given_order() -> None:
+    X, sqx, Q, sqq = _inputs(9, 100, 2, 32, np.float32, False)
+    order = np.random.default_rng(9).integers(0, 100, 40)
+    kw = dict(n=40, lam=0.1, normalize=True, order=order, gram=True)
+    ref = greedy_numpy(X, sqx, Q, sqq, compiled=False, **kw)
+    got = greedy_numpy(X, sqx, Q, sqq, compiled=True, **kw)
+    assert _sift_np._compiled_state in ("ready", "uncached")
+    np.testing.assert_array_equal(got[0], order)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-9, atol=1e-12)
+
+
+def test_cancellation_is_checked_between_compiled_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, sqx, Q, sqq = _inputs(10, 100, 1, 16, np.float32, False)
+    calls: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) > 2:  # before the Gram, first chunk: fine; the second chunk: stop
+            raise Stop
+
+    monkeypatch.setattr(_sift_np, "current_check", lambda: check)
+    with pytest.raises(Stop):
+        greedy_numpy(X, sqx, Q, sqq, n=3 * _sift_np._COMPILED_CHUNK, lam=0.1, normalize=True,
+                     gram=True, compiled=True)  # fmt: skip
+    assert len(calls) == 3
+
+
+def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QDRANT_SIFT_NUMBA", "0")
+    assert not compiled_available()
+    monkeypatch.delenv("QDRANT_SIFT_NUMBA")
+    assert compiled_available()
