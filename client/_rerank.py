@@ -25,7 +25,7 @@ from qdrant_sift.errors import (
     DimensionMismatchError,
     InvalidInputError,
 )
-from qdrant_sift.options import RERANK_DEFAULTS, SelectOptions
+from qdrant_sift.options import RERANK_DEFAULTS, SelectOptions, merge_options_over
 
 __all__ = ["RerankResult", "rerank"]
 
@@ -134,7 +134,9 @@ def select_results(
         lam=options.lam,
         alpha=options.alpha,
         unique=options.unique,
+        normalize=options.normalize,
         diversity=options.diversity,
+        seed=options.seed,
     )
     from qdrant_sift.reranker import relative_gains
 
@@ -175,7 +177,9 @@ def rerank(
     alpha: float | None = RERANK_DEFAULTS.alpha,
     unique: bool = RERANK_DEFAULTS.unique,
     diversity: float = RERANK_DEFAULTS.diversity,
+    seed: int | None = RERANK_DEFAULTS.seed,
     reranker: Any = None,
+    options: SelectOptions | None = None,
 ) -> list[RerankResult]:
     """Pick ``top_n`` of ``documents`` for ``query`` with SIFT, Cohere ``rerank`` style.
 
@@ -193,12 +197,18 @@ def rerank(
             1 − ``lambda_mult``.
         unique: return each document at most once (default here, unlike fine-tuning selection,
             where a repeat is a second gradient step).
+        seed: the ``random`` strategy's seed (other strategies are deterministic).
         reranker: anything with ``select(...)`` (``RemoteReranker`` for a GPU service).
+        options: a :class:`~qdrant_sift.options.SelectOptions` instead of the option keywords
+            (a keyword set away from its default beside it is a ``ConfigError``).
 
     Returns:
         :class:`RerankResult` per pick, in selection order; ``relevance_score`` is a gain, not an
         independent relevance (see the module docstring).
     """
+    given = {"strategy": strategy, "lam": lam, "alpha": alpha, "unique": unique,
+             "diversity": diversity, "seed": seed}  # fmt: skip
+    chosen = merge_options_over(RERANK_DEFAULTS, options, given)
     docs = list(documents)
     texts = [_document_text(d, i) for i, d in enumerate(docs)]
     n = len(docs) if top_n is None else check_count(top_n, "top_n")
@@ -223,7 +233,5 @@ def rerank(
         q = embed_queries(get_embedder(), [query] if isinstance(query, str) else list(query))
     vectors = list(document_embeddings) if document_embeddings is not None else [None] * len(docs)
     cands = fill_vectors(texts, vectors, get_embedder)
-    options = SelectOptions(
-        strategy=strategy, lam=lam, alpha=alpha, unique=unique, diversity=diversity
-    )
-    return select_results(q, cands, n, options, reranker=reranker)
+    opts = options if options is not None else replace(RERANK_DEFAULTS, **chosen)
+    return select_results(q, cands, n, opts, reranker=reranker)

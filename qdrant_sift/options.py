@@ -28,6 +28,7 @@ __all__ = [
     "SelectOptions",
     "check_options",
     "merge_options",
+    "merge_options_over",
 ]
 
 #: The selection strategies: exact greedy SIFT and the baselines.
@@ -169,6 +170,13 @@ def merge_options(options: SelectOptions | None, **given: Any) -> dict[str, Any]
     Without ``options`` the keywords are the values. With it, ``options`` supplies them, and a
     keyword set to anything but its default is a :class:`ConfigError` (one source per call).
     """
+    return merge_options_over(DEFAULTS, options, given)
+
+
+def merge_options_over(
+    defaults: SelectOptions, options: SelectOptions | None, given: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`merge_options` for a call whose keyword defaults are ``defaults`` (``rerank``)."""
     if options is None:
         return given
     if not isinstance(options, SelectOptions):
@@ -176,7 +184,7 @@ def merge_options(options: SelectOptions | None, **given: Any) -> dict[str, Any]
     clash = sorted(
         name
         for name, value in given.items()
-        if value is not getattr(DEFAULTS, name) and value != getattr(DEFAULTS, name)
+        if value is not getattr(defaults, name) and value != getattr(defaults, name)
     )
     if clash:
         raise ConfigError(

@@ -56,11 +56,7 @@ def http(server: Any, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(url, json=body, headers={"authorization": f"Bearer {TOKEN}"}, timeout=30)
 
 
-# rerank() takes no seed, so the seeded random case runs only in test_remote_texts
-DOOR_CASES = [(top_n, options) for top_n, options in CASES if "seed" not in options]
-
-
-@pytest.mark.parametrize(("top_n", "options"), DOOR_CASES)
+@pytest.mark.parametrize(("top_n", "options"), CASES)
 def test_http_grpc_and_in_process_agree(
     server: Any, stub: pb_grpc.RerankerStub, options: dict[str, Any], top_n: int | None
 ) -> None:
@@ -70,9 +66,11 @@ def test_http_grpc_and_in_process_agree(
     got_http = http(server, body).json()
     wire = dict(options)
     if "strategy" in wire:
-        wire["strategy"] = {"mmr": pb.STRATEGY_MMR, "nearest": pb.STRATEGY_NEAREST}[
-            wire["strategy"]
-        ]
+        wire["strategy"] = {
+            "mmr": pb.STRATEGY_MMR,
+            "nearest": pb.STRATEGY_NEAREST,
+            "random": pb.STRATEGY_RANDOM,
+        }[wire["strategy"]]
     req = pb.RerankTextsRequest(query=QUERY, documents=DOCS, **wire)
     if top_n is not None:
         req.top_n = top_n

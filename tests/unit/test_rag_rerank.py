@@ -150,3 +150,31 @@ def test_a_reranker_object_local_or_remote_over_grpc_gives_the_same_picks() -> N
     np.testing.assert_allclose(
         [r.uncertainty for r in got], [r.uncertainty for r in expected], atol=1e-5
     )
+
+
+def test_seed_and_options_reach_the_selector() -> None:
+    """``seed`` makes ``random`` reproducible; ``options=`` is the keywords' one-object twin."""
+    from qdrant_sift.options import RERANK_DEFAULTS, SelectOptions
+
+    emb = HashingEmbedder()
+    orders = {
+        seed: [
+            r.index for r in rerank(QUERY, CORPUS, 5, embedder=emb, strategy="random", seed=seed)
+        ]
+        for seed in range(6)
+    }
+    assert len(set(map(tuple, orders.values()))) > 1  # the seed is not ignored
+    again = [r.index for r in rerank(QUERY, CORPUS, 5, embedder=emb, strategy="random", seed=3)]
+    assert again == orders[3]
+    opts = SelectOptions(strategy="random", seed=3, unique=True)
+    assert [r.index for r in rerank(QUERY, CORPUS, 5, embedder=emb, options=opts)] == orders[3]
+    near = SelectOptions(strategy="nearest", unique=True)
+    assert [r.index for r in rerank(QUERY, CORPUS, 3, embedder=emb, options=near)] == [
+        r.index for r in rerank(QUERY, CORPUS, 3, embedder=emb, strategy="nearest")
+    ]
+    assert RERANK_DEFAULTS.unique  # a keyword at rerank's own default is no clash
+    assert rerank(QUERY, CORPUS, 2, embedder=emb, unique=True, options=near)
+    with pytest.raises(ConfigError, match="lam"):
+        rerank(QUERY, CORPUS, 2, embedder=emb, lam=3.0, options=near)
+    with pytest.raises(ConfigError, match="SelectOptions"):
+        rerank(QUERY, CORPUS, 2, embedder=emb, options={"strategy": "nearest"})  # type: ignore[arg-type]
