@@ -37,7 +37,7 @@ import torch
 torch.set_num_threads(int(threads))
 from qdrant_sift.finetune import TestTimeTuner, TuneConfig, load_model
 if model_name == "tiny":
-    from qdrant_sift.eval._setup import tiny_model
+    from qdrant_sift.eval import tiny_model
     model, tok = tiny_model(seed=0, max_positions=4096)
     tok.chat_template = None
 else:

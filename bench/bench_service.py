@@ -2,12 +2,13 @@
 
     .venv/bin/python bench/bench_service.py [--calls 2000 --threads 8 --k 200 --d 384 --n 50]
 
-The server runs as its own process (``python -m qdrant_sift.reranker._cmd_serve``), as deployed;
-the client threads run here. Same candidate sets for both paths, and every remote answer is
-checked against the in-process picks (a mismatch counts as an error). Bytes on the wire are
-counted by a loopback TCP relay (both directions, per call) and compared with the raw float32
-payload (query + candidates in, indices + variances out). Both processes cap BLAS at one thread
-per call (the server's ``--blas-threads 1`` default): concurrent calls are the parallelism.
+The server runs as its own process (``qdrant-sift serve`` via ``python -m
+qdrant_sift.client.cli``), as deployed; the client threads run here. Same candidate sets for both
+paths, and every remote answer is checked against the in-process picks (a mismatch counts as an
+error). Bytes on the wire are counted by a loopback TCP relay (both directions, per call) and
+compared with the raw float32 payload (query + candidates in, indices + variances out). Both
+processes cap BLAS at one thread per call (the server's ``--blas-threads 1`` default): concurrent
+calls are the parallelism.
 Targets on 2 cores: sequential p50 <= in-process p50 + 1.5 ms, >= 300 calls/s under load.
 """
 
@@ -154,7 +155,7 @@ def main() -> int:
         port = s.getsockname()[1]
     extra_env = dict(kv.split("=", 1) for kv in args.server_env)
     server = subprocess.Popen(
-        [sys.executable, "-m", "qdrant_sift.reranker._cmd_serve", "--host", "127.0.0.1",
+        [sys.executable, "-m", "qdrant_sift.client.cli", "serve", "--host", "127.0.0.1",
          "--port", str(port), "--device", args.device, "--log-level", "warning",
          "--max-workers", str(args.max_workers)],
         env={**os.environ, "QDRANT_SIFT_TOKEN": "", **extra_env},

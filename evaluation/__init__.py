@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._plots import write_plots
     from ._redundancy import inject_redundancy, near_copy
     from ._report import paired_comparison, summarize, write_reports
-    from ._setup import PRESETS, EvalPreset, evaluate, prepare
+    from ._setup import PRESETS, EvalPreset, evaluate, prepare, tiny_model
 
 __all__ = [
     "ARM_KERNELS",
@@ -50,6 +50,7 @@ __all__ = [
     "prepare",
     "run_evaluation",
     "summarize",
+    "tiny_model",
     "token_chunker",
     "write_plots",
     "write_reports",
@@ -78,7 +79,7 @@ __getattr__, __dir__ = lazy_attributes(
         ],
         "._redundancy": ["inject_redundancy", "near_copy"],
         "._report": ["paired_comparison", "summarize", "write_reports"],
-        "._setup": ["PRESETS", "EvalPreset", "evaluate", "prepare"],
+        "._setup": ["PRESETS", "EvalPreset", "evaluate", "prepare", "tiny_model"],
         "._plots": ["write_plots"],
     },
 )

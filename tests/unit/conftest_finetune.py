@@ -28,7 +28,7 @@ def byte_tokenizer(chat_template: str | None = None) -> Any:
 
 def tiny_llama(max_positions: int = 128, seed: int = 0) -> tuple[Any, Any]:
     """The evaluation preset's tiny random Llama, with a chat template on its tokenizer."""
-    from qdrant_sift.eval._setup import tiny_model
+    from qdrant_sift.eval import tiny_model
 
     model, tokenizer = tiny_model(seed=seed, max_positions=max_positions)
     tokenizer.chat_template = CHAT_TEMPLATE

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qdrant_sift.errors import ConfigError, InvalidInputError
-from qdrant_sift.eval._setup import tiny_model
+from qdrant_sift.eval import tiny_model
 from qdrant_sift.finetune import ModelEmbedder, TestTimeTuner, TuneConfig
 
 torch.set_num_threads(1)
