@@ -7,8 +7,12 @@ embedder, cache), :class:`~._limits.Limits`, bearer token and metrics registry.
 Every request passes, in order: bearer token (401), shutdown (503), body size (413, before the
 body is read when ``Content-Length`` says so), in-flight limit (429), JSON (400), fields (422 for
 an unknown or unsupported field, never silently dropped), limits (413 naming the limit), then
-the work in a worker thread under a deadline (``--http-timeout``, lowered per request by an
-``X-Request-Timeout: SECONDS`` header; 504) that also stops when the client goes away or the
+the work under a deadline (``--http-timeout``, lowered per request by an
+``X-Request-Timeout: SECONDS`` header; 504). A warm call (every text's embedding cached, a
+selection of at most :data:`INLINE_MAX_COST` multiply-adds, about a millisecond on one core, and
+a body of at most :data:`INLINE_MAX_BODY` bytes) runs on the event loop itself: handing it to a
+thread and back would cost more than the work. Anything else (embedding, a stored-vector lookup,
+a big selection) runs in a worker thread, where it also stops when the client goes away or the
 server stops waiting at shutdown. Errors keep each API's body shape (Cohere ``{"message"}``,
 TEI ``{"error", "error_type"}``) and carry ``x-sift-error`` (the :mod:`qdrant_sift.errors`
 class) and ``x-request-id``. ``/health`` (live) and ``/ready`` (serving, not draining) are open.
@@ -45,9 +49,9 @@ from ._cancel import CallScope, cancel_scope
 from ._metrics import Metrics
 from ._server import bearer_token_ok
 from ._shapes import cohere_rerank, tei_rerank
-from ._text import TextReranker
+from ._text import NotInline, TextReranker, inline_only
 
-__all__ = ["PROBE_PATHS", "HttpServer"]
+__all__ = ["INLINE_MAX_BODY", "INLINE_MAX_COST", "PROBE_PATHS", "HttpServer"]
 
 #: Routes open without the token and outside the in-flight limit (load balancers and kubelet).
 PROBE_PATHS = ("/health", "/ready")
@@ -57,6 +61,12 @@ log = logging.getLogger("qdrant_sift.reranker.service")
 _WATCH_EVERY = 0.1
 _TEI_TYPES = {401: "Unauthorized", 429: "Overloaded", 500: "Backend", 503: "Unhealthy"}
 _TEI_TYPES[504] = "Unhealthy"
+#: A cached call runs on the event loop when its selection costs at most this many multiply-adds
+#: (:func:`~._limits.selection_cost`: 4.4 M for 50 of 200 at d = 384, ~1 ms on one core; the cap
+#: keeps any inline call to a few ms, so probes and other requests never wait long) ...
+INLINE_MAX_COST = 12_000_000
+#: ... and its body is at most this big (hashing the texts is part of the inline work).
+INLINE_MAX_BODY = 1 << 20
 
 
 class _Refusal(Exception):
@@ -113,6 +123,7 @@ class HttpServer:
         self.refusing = False
         self.ready = False
         self._in_flight: set[CallScope] = set()
+        self._children: dict[tuple[Any, ...], Any] = {}
         self._cond = threading.Condition()
         self.responses = Counter(
             "qdrant_sift_http_responses",
@@ -134,20 +145,21 @@ class HttpServer:
         self.port: int = int(self._sock.getsockname()[1])
         if (tls_cert is None) != (tls_key is None) or isinstance(tls_cert, bytes):
             raise errors.ConfigError("HTTP TLS needs --tls-cert and --tls-key as file paths")
-        routes = [
-            Route("/v2/rerank", self._endpoint(cohere_rerank, "cohere"), methods=["POST"]),
-            # Cohere v1 clients (cohere.Client, older LiteLLM): the same request and response
-            Route("/v1/rerank", self._endpoint(cohere_rerank, "cohere"), methods=["POST"]),
-            Route("/rerank", self._endpoint(tei_rerank, "tei"), methods=["POST"]),
+        cohere, tei = self._endpoint(cohere_rerank, "cohere"), self._endpoint(tei_rerank, "tei")
+        # Cohere v1 clients (cohere.Client, older LiteLLM) send the same request to /v1/rerank
+        self._rerank_routes = {"/v2/rerank": cohere, "/v1/rerank": cohere, "/rerank": tei}
+        routes = [Route(path, ep, methods=["POST"]) for path, ep in self._rerank_routes.items()]
+        routes += [
             Route(PROBE_PATHS[0], self._health, methods=["GET"]),
             Route(PROBE_PATHS[1], self._ready, methods=["GET"]),
         ]
+        self._starlette = Starlette(routes=routes)
         # uvicorn picks uvloop and httptools when installed (the reranker extra installs both:
         # ~0.5 ms less server CPU per warm request than asyncio + h11). Keep-alive 75 s, above
         # the usual 60 s idle timeout of load balancers and client pools, so that a pooled
         # connection is not closed under a client about to reuse it.
         config = uvicorn.Config(
-            Starlette(routes=routes), log_config=None, access_log=False, lifespan="off",
+            self._app, interface="asgi3", log_config=None, access_log=False, lifespan="off",
             server_header=False, ssl_certfile=tls_cert, ssl_keyfile=tls_key,
             timeout_keep_alive=75,
         )  # fmt: skip
@@ -198,6 +210,18 @@ class HttpServer:
         self._pool.shutdown(wait=False)
         self._sock.close()
 
+    async def _app(self, scope: Any, receive: Any, send: Any) -> None:
+        """The ASGI app: a POST to a rerank path goes straight to its endpoint, which answers
+        every error itself; the rest (probes, 404, 405, a trailing-slash redirect) goes through
+        Starlette. Skipping Starlette's middleware and routing saves a warm call ~50 µs."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._rerank_routes.get(scope["path"])
+            if endpoint is not None:
+                response = await endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await self._starlette(scope, receive, send)
+
     # --- probes ---------------------------------------------------------------------------------
 
     async def _health(self, request: Request) -> Response:
@@ -219,14 +243,14 @@ class HttpServer:
 
     async def _handle(self, request: Request, handler: Any, shape: str) -> Response:
         started = time.perf_counter()
-        path = request.url.path
+        path: str = request.scope["path"]
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         info: dict[str, Any] = {}
         scope: CallScope | None = None
         self.metrics.in_flight.inc()
         try:
             self._admit(request)
-            body = await self._body(request)
+            body, size = await self._body(request)
             scope = CallScope(self._deadline(request))
             with self._cond:
                 if len(self._in_flight) >= self._max_concurrent:
@@ -236,7 +260,11 @@ class HttpServer:
                     )  # fmt: skip
                 self._in_flight.add(scope)
             work = functools.partial(handler, self.engine, body, rid)
-            payload = await self._run(request, scope, work, info)
+            payload = None
+            if size <= INLINE_MAX_BODY:
+                payload = self._inline(scope, work, info)
+            if payload is None:
+                payload = await self._run(request, scope, work, info)
             status, code, response = 200, "OK", _json(payload)
         except Exception as exc:
             refusal = _classify(exc, rid)
@@ -253,14 +281,24 @@ class HttpServer:
                     self._cond.notify_all()
         elapsed = time.perf_counter() - started
         self.metrics.observe(path, code, elapsed)
-        self.responses.labels(path=path, status=str(status)).inc()
+        self._child(self.responses, path=path, status=str(status)).inc()
         if code == "OK" and "strategy" in info:
-            self.metrics.selected.labels(strategy=info["strategy"]).inc(info.get("picked", 0))
+            selected = self._child(self.metrics.selected, strategy=info["strategy"])
+            selected.inc(info.get("picked", 0))
         peer = f"{request.client.host}:{request.client.port}" if request.client else ""
         log.info("http", extra={"request_id": rid, "method": path, "status": status, "code": code,
                                 "peer": peer, "ms": round(elapsed * 1e3, 3), **info})  # fmt: skip
         response.headers["x-request-id"] = rid
         return response
+
+    def _child(self, metric: Any, **labels: str) -> Any:
+        """``metric.labels(**labels)``, looked up once per label set (paths, statuses and
+        strategies are small fixed sets; ``labels()`` locks and builds a key on every call)."""
+        key = (id(metric), *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**labels)
+        return child
 
     def _admit(self, request: Request) -> None:
         if self._token is not None:
@@ -272,7 +310,7 @@ class HttpServer:
         if self.refusing:
             raise _Refusal(503, "UNAVAILABLE", "server is shutting down")
 
-    async def _body(self, request: Request) -> dict[str, Any]:
+    async def _body(self, request: Request) -> tuple[dict[str, Any], int]:
         too_big = _Refusal(
             413, "RESOURCE_EXHAUSTED",
             f"request body exceeds the server limit max_message_bytes={self._max_body}",
@@ -299,7 +337,7 @@ class HttpServer:
                 raise _Refusal(400, "INVALID_ARGUMENT", f"body is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise _Refusal(422, "INVALID_ARGUMENT", "body must be a JSON object")
-        return body
+        return body, size
 
     def _deadline(self, request: Request) -> float:
         raw = request.headers.get("x-request-timeout")
@@ -313,20 +351,31 @@ class HttpServer:
             raise _Refusal(422, "INVALID_ARGUMENT", f"X-Request-Timeout must be > 0 s, got {raw!r}")
         return min(value, self._timeout)
 
+    @staticmethod
+    def _guarded(scope: CallScope, work: Callable[[], Any], info: dict[str, Any]) -> Any:
+        scope.check()  # the deadline may have passed while queued
+        with cancel_scope(scope.check):
+            payload, details = work()
+        info.update(details)
+        scope.check()  # finished, but nobody waits for the answer any more
+        return payload
+
+    def _inline(self, scope: CallScope, work: Callable[[], Any], info: dict[str, Any]) -> Any:
+        """``work`` on the event loop if it is a cheap, cached call (see the module docs), else
+        None having done nothing but checks, hashing and cache lookups: the worker pool then
+        runs it. Errors (a bad field, a limit, the deadline) raise here as they would there."""
+        try:
+            with inline_only(INLINE_MAX_COST):
+                return self._guarded(scope, work, info)
+        except NotInline:
+            return None
+
     async def _run(
         self, request: Request, scope: CallScope, work: Callable[[], Any], info: dict[str, Any]
     ) -> Any:
         """``work`` in the worker pool; while it runs, a client that hangs up (checked every
-        0.1 s, so never on a warm call) stops it at its next pick or embedding chunk."""
-
-        def guarded() -> Any:
-            scope.check()  # the deadline may have passed while queued
-            with cancel_scope(scope.check):
-                payload, details = work()
-            info.update(details)
-            scope.check()  # finished, but nobody waits for the answer any more
-            return payload
-
+        0.1 s) stops it at its next pick or embedding chunk."""
+        guarded = functools.partial(self._guarded, scope, work, info)
         future = asyncio.get_running_loop().run_in_executor(self._pool, guarded)
         try:
             while True:

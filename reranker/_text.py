@@ -19,11 +19,13 @@ Scores of a pick n (σ²ₙ: the query's posterior variance after n picks, σ²�
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -40,12 +42,14 @@ from ._limits import Limits, check_cost, selection_cost
 
 __all__ = [
     "EmbeddingCache",
+    "NotInline",
     "Pick",
     "StoredVectors",
     "TextOutcome",
     "TextReranker",
     "check_text_call",
     "content_hash",
+    "inline_only",
 ]
 
 log = logging.getLogger("qdrant_sift.reranker.service")
@@ -53,6 +57,32 @@ log = logging.getLogger("qdrant_sift.reranker.service")
 _EMBED_CHUNK = 64
 #: The selector options a text rerank takes (unset ones take the defaults, ``unique=True``).
 _OPTION_NAMES = frozenset({"strategy", "lam", "alpha", "unique", "diversity", "seed"})
+
+
+#: Inside :func:`inline_only`: the most selection work (multiply-adds) a call may do there.
+_INLINE_BUDGET: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "qdrant_sift_inline_budget", default=None
+)
+
+
+class NotInline(Exception):  # a signal to the caller, not an error
+    """Raised inside :func:`inline_only` before a call does anything but cached work: the
+    embedder is not loaded yet, a text is not cached (embedding or a stored-vector lookup
+    would follow), or the selection exceeds the budget. Nothing was counted in the metrics;
+    run the call again outside the block."""
+
+
+@contextlib.contextmanager
+def inline_only(max_cost: int) -> Iterator[None]:
+    """Run the block's :meth:`TextReranker.rerank` calls only when they are cheap: every text
+    cached and a selection of at most ``max_cost`` multiply-adds (see
+    :func:`~._limits.selection_cost`), else :class:`NotInline`. The HTTP server runs warm calls
+    on its event loop this way and sends the others to its worker threads."""
+    token = _INLINE_BUDGET.set(int(max_cost))
+    try:
+        yield
+    finally:
+        _INLINE_BUDGET.reset(token)
 
 
 def content_hash(text: str) -> bytes:
@@ -269,6 +299,9 @@ class _TextMetrics:
         self.cache_size = Gauge(
             "qdrant_sift_embed_cache_entries", "Embeddings held by the LRU cache.", **kw
         )
+        # the children every warm call updates, looked up once (labels() takes a lock each time)
+        self.query_hits = self.cache_hits.labels(kind="query")
+        self.document_hits = self.cache_hits.labels(kind="document")
 
 
 class TextReranker:
@@ -302,6 +335,8 @@ class TextReranker:
     @property
     def embedder(self) -> Any:
         if self._embedder is None:  # not the embedding lock: a cached call never waits on one
+            if _INLINE_BUDGET.get() is not None:
+                raise NotInline("the embedder is not loaded yet")
             with self._init_lock:
                 if self._embedder is None:
                     arg = self._embedder_arg
@@ -379,14 +414,16 @@ class TextReranker:
         """(1, d) query, (K, d) documents and [embedded, cache hits, stored hits]."""
         qkey = b"q" + content_hash(query)
         qvec = self.cache.get(qkey)
+        keys = _prefixed_hashes(b"d", docs)
+        distinct = list(dict.fromkeys(keys))
+        rows = self.cache.get_many(distinct)
+        if (qvec is None or len(rows) < len(distinct)) and _INLINE_BUDGET.get() is not None:
+            raise NotInline("a text is not cached")  # before any metric or embedding
         if qvec is None:
             qvec = self._embed([("q", query)])[0]
             self.cache.put(qkey, qvec)
         else:
-            self.metrics.cache_hits.labels(kind="query").inc()
-        keys = _prefixed_hashes(b"d", docs)
-        distinct = list(dict.fromkeys(keys))
-        rows = self.cache.get_many(distinct)
+            self.metrics.query_hits.inc()
         hits = len(keys) if len(rows) == len(distinct) else sum(1 for k in keys if k in rows)
         missing = [k for k in distinct if k not in rows]
         stored = 0
@@ -410,7 +447,7 @@ class TextReranker:
                 rows[key] = vec
                 self.cache.put(key, vec)
         if hits:
-            self.metrics.cache_hits.labels(kind="document").inc(hits)
+            self.metrics.document_hits.inc(hits)
         if stored:
             self.metrics.stored_hits.inc(stored)
         self.metrics.cache_size.set(len(self.cache))
@@ -426,6 +463,9 @@ class TextReranker:
         """Check, embed what is needed, select; ``options``: strategy, lam, alpha, unique,
         diversity, seed (unset ones take the reranker defaults, ``unique=True``)."""
         docs, n, opts = self.check(query, documents, top_n, options)
+        budget = _INLINE_BUDGET.get()
+        if budget is not None and selection_cost(len(docs), n, self.embedder.dim) > budget:
+            raise NotInline("the selection is too big to run inline")
         q, cands, (embedded, hits, stored) = self._vectors(query, docs)
         if q.shape[1] != cands.shape[1]:
             raise errors.DimensionMismatchError(

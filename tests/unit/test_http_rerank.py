@@ -467,3 +467,72 @@ def test_tls_with_the_grpc_certificate(tmp_path: Any) -> None:
         assert [r["index"] for r in resp.json()] == [i for i, _ in expected()]
         with pytest.raises(httpx.HTTPError):
             httpx.post(f"http://127.0.0.1:{handle.http_port}/rerank", json=body, timeout=3)
+
+
+# --- the warm path runs on the event loop -----------------------------------------------------
+
+
+class ThreadRecorder:
+    """Wraps the server's selector and records the thread each selection runs on."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.threads = inner, []
+
+    def select(self, *args: Any, **kwargs: Any) -> Any:
+        self.threads.append(threading.current_thread().name)
+        return self.inner.select(*args, **kwargs)
+
+
+def _metric(handle: Any, line: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{handle.metrics_port}/metrics") as r:
+        text = r.read().decode()
+    found = [x for x in text.splitlines() if x.startswith(line + " ")]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
+def test_warm_calls_run_on_the_event_loop_and_cold_ones_in_a_worker() -> None:
+    handle = serve(port=0, http_port=0, device="cpu", embedder=EMBED, metrics_port=0)
+    base = f"http://127.0.0.1:{handle.http_port}"
+    recorder = ThreadRecorder(handle.http.engine._selector)
+    handle.http.engine._selector = recorder
+    body = {"query": QUERY, "texts": DOCS}
+    query_hits = 'qdrant_sift_embed_cache_hits_total{kind="query"}'
+    doc_hits = 'qdrant_sift_embed_cache_hits_total{kind="document"}'
+    try:
+        cold = post(base, "/rerank", body, None)
+        assert cold.status_code == 200
+        # the cold call was tried inline first, gave up before counting anything, then embedded
+        assert _metric(handle, query_hits) == 0 and _metric(handle, doc_hits) == 0
+        warm = post(base, "/rerank", body, None)
+        assert warm.status_code == 200 and warm.json() == cold.json()
+        assert _metric(handle, query_hits) == 1 and _metric(handle, doc_hits) == len(DOCS)
+        assert recorder.threads[0].startswith("sift-http-work")  # embedding: off the loop
+        assert recorder.threads[1] == "sift-http"  # cached: on the loop, no thread hop
+        # a deadline holds on the loop too (it passed before the work started)
+        late = post(base, "/rerank", body, None, **{"X-Request-Timeout": "1e-9"})
+        assert late.status_code == 504 and len(recorder.threads) == 2
+    finally:
+        handle.stop(0)
+
+
+def test_cached_but_big_selections_stay_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qdrant_sift.reranker import _http
+
+    handle = serve(port=0, http_port=0, device="cpu", embedder=EMBED)
+    base = f"http://127.0.0.1:{handle.http_port}"
+    recorder = ThreadRecorder(handle.http.engine._selector)
+    handle.http.engine._selector = recorder
+    body = {"model": "m", "query": QUERY, "documents": DOCS, "top_n": 3}
+    try:
+        assert post(base, "/v2/rerank", body, None).status_code == 200  # cold
+        monkeypatch.setattr(_http, "INLINE_MAX_COST", 1)  # every selection is "big" now
+        resp = post(base, "/v2/rerank", body, None)
+        assert resp.status_code == 200
+        same([(r["index"], r["relevance_score"]) for r in resp.json()["results"]], expected(3))
+        assert all(t.startswith("sift-http-work") for t in recorder.threads)
+        monkeypatch.setattr(_http, "INLINE_MAX_BODY", 10)  # and every body too big
+        monkeypatch.setattr(_http, "INLINE_MAX_COST", 10**12)
+        assert post(base, "/v2/rerank", body, None).status_code == 200
+        assert recorder.threads[-1].startswith("sift-http-work")
+    finally:
+        handle.stop(0)
