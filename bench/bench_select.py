@@ -335,11 +335,21 @@ def bench_batch() -> None:
     )
 
 
+def _version(module: str) -> str:
+    import importlib
+
+    return str(getattr(importlib.import_module(module), "__version__", "?"))
+
+
 def main() -> int:
+    from qdrant_sift.reranker._sift_np import compiled_available
+
     load = "/".join(f"{v:.2f}" for v in os.getloadavg())
+    loop = "numba " + _version("numba") if compiled_available() else "numpy (numba not installed)"
     print(
         f"device={DEV} threads={ARGS.threads or 'default'} torch={torch.__version__} "
-        f"repeats={REPEATS} load average at start {load} on {os.cpu_count()} CPUs\n"
+        f"repeats={REPEATS} pick loop: {loop}; load average at start {load} on "
+        f"{os.cpu_count()} CPUs\n"
     )
     for fn in (bench_activeft, bench_small_k, bench_matvec_bound, bench_memory, bench_batch):
         fn()

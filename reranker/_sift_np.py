@@ -59,7 +59,8 @@ def use_gram(k: int, n: int) -> bool:
 # differ in the last bits; ties still go to the lowest index). Compiled once per process and
 # dtype on first use (about a second; cached on disk beside this file where writable).
 
-_COMPILED_CHUNK = 16  # picks per compiled call: cancellation is checked between calls
+_COMPILED_CHUNK = 16  # fewest picks per compiled call: cancellation is checked between calls
+_COMPILED_CHUNK_WORK = 1 << 22  # multiply-adds of one call's rank-n corrections, at most ~4 M
 _compiled_lock = threading.Lock()
 _compiled_fn: Any = None
 _compiled_state = "unknown"  # "unknown" | "ready" | "uncached" | "off"
@@ -132,9 +133,13 @@ def _steps_py(
     return i1, False
 
 
+def _switched_off() -> bool:
+    return os.environ.get("QDRANT_SIFT_NUMBA", "1").strip().lower() in ("0", "false", "no", "off")
+
+
 def _numba() -> Any:
     """The numba module, or None when it is not installed or switched off."""
-    if os.environ.get("QDRANT_SIFT_NUMBA", "1").strip().lower() in ("0", "false", "no", "off"):
+    if _switched_off():
         return None
     try:
         return importlib.import_module("numba")
@@ -151,7 +156,7 @@ def _compiled_steps() -> Any:
     """The compiled :func:`_steps_py`, or None (numba missing, switched off, or it failed)."""
     global _compiled_fn, _compiled_state
     if _compiled_state in ("ready", "uncached"):
-        return _compiled_fn
+        return None if _switched_off() else _compiled_fn
     if _compiled_state == "off":
         return None
     with _compiled_lock:
@@ -180,11 +185,14 @@ def _run_compiled(
     order_a = np.zeros(0, np.int64) if order is None else np.ascontiguousarray(order, np.int64)
     args = (np.ascontiguousarray(GT), lamj, ts, np.array(C, order="C"), dl.copy(), W, picks,
             variances, pen_a, order_a, np.array([tv]))  # fmt: skip
+    # one call for a small selection (each call costs ~10 µs of argument checks); calls of a
+    # few milliseconds for a large one, so that cancellation still stops it promptly
+    chunk = max(_COMPILED_CHUNK, _COMPILED_CHUNK_WORK // (GT.shape[1] * steps))
     done = 0
     while done < steps:
         if stop is not None:
             stop()
-        hi = min(steps, done + _COMPILED_CHUNK)
+        hi = min(steps, done + chunk)
         try:
             taken, hit = fn(*args, done, hi, var_scale, alpha or 0.0, alpha is not None)
         except Exception:

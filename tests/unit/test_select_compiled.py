@@ -81,6 +81,7 @@ def test_cancellation_is_checked_between_compiled_chunks(monkeypatch: pytest.Mon
             raise Stop
 
     monkeypatch.setattr(_sift_np, "current_check", lambda: check)
+    monkeypatch.setattr(_sift_np, "_COMPILED_CHUNK_WORK", 1)  # chunks of _COMPILED_CHUNK picks
     with pytest.raises(Stop):
         greedy_numpy(X, sqx, Q, sqq, n=3 * _sift_np._COMPILED_CHUNK, lam=0.1, normalize=True,
                      gram=True, compiled=True)  # fmt: skip
@@ -88,7 +89,8 @@ def test_cancellation_is_checked_between_compiled_chunks(monkeypatch: pytest.Mon
 
 
 def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _sift_np._compiled_steps() is not None
     monkeypatch.setenv("QDRANT_SIFT_NUMBA", "0")
-    assert not compiled_available()
+    assert not compiled_available() and _sift_np._compiled_steps() is None
     monkeypatch.delenv("QDRANT_SIFT_NUMBA")
-    assert compiled_available()
+    assert compiled_available() and _sift_np._compiled_steps() is not None
