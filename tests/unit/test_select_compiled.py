@@ -94,3 +94,23 @@ def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not compiled_available() and _sift_np._compiled_steps() is None
     monkeypatch.delenv("QDRANT_SIFT_NUMBA")
     assert compiled_available() and _sift_np._compiled_steps() is not None
+
+
+@pytest.mark.parametrize("strategy", ["sift", "nearest", "mmr"])
+def test_cpu_batch_runs_the_single_engine_per_prompt(strategy: str) -> None:
+    """With the compiled loop, a CPU batch of per-prompt candidates (ragged K here) is the
+    single-prompt engine per prompt: the very same selections as one select() each."""
+    from qdrant_sift.reranker import _select, select, select_batch
+
+    rng = np.random.default_rng(11)
+    qs = [rng.standard_normal((1 + b % 2, 24)).astype(np.float32) for b in range(5)]
+    cands = [rng.standard_normal((30 + 7 * b, 24)).astype(np.float32) for b in range(5)]
+    prompts = [_select._prepare(q, c, _select.resolve_device("cpu"), _select.torch.float32,
+                                True, "") for q, c in zip(qs, cands, strict=True)]  # fmt: skip
+    assert _select._compiled_each(prompts, None, 20)
+    kw = dict(strategy=strategy, unique=strategy == "sift", lam=0.1, device="cpu")
+    got = select_batch(qs, cands, 20, **kw)
+    for q, c, g in zip(qs, cands, got, strict=True):
+        one = select(q, c, 20, **kw)
+        np.testing.assert_array_equal(g.indices, one.indices)
+        np.testing.assert_allclose(g.variances, one.variances, rtol=1e-6, atol=1e-9)
