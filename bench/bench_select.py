@@ -202,6 +202,26 @@ def bench_small_k() -> None:
         "≤0.4 ms",
         ours <= 0.4,
     )
+    from qdrant_sift.reranker._sift_np import compiled_available
+
+    if compiled_available():  # what the compiled pick loop buys, same calls, interleaved
+
+        def numpy_loop() -> None:
+            os.environ["QDRANT_SIFT_NUMBA"] = "0"
+            try:
+                select(q, X, N, device=DEV)
+            finally:
+                del os.environ["QDRANT_SIFT_NUMBA"]
+
+        ours, base = _alternating_ms(ours_call, numpy_loop, 10 * REPEATS)
+        _row(
+            f"SIFT alone K={K} N={N} d={d}: compiled pick loop vs numpy loop (info)",
+            f"{ours:.3f} ms",
+            f"{base:.3f} ms (QDRANT_SIFT_NUMBA=0)",
+            f"{ours / base:.2f}×",
+            "-",
+            None,
+        )
     # select(strategy="nearest") is a reporting baseline (NN picks scored on SIFT's objective),
     # not the cost of nearest neighbours; its fast path keeps it O(K·d) + one n×n factor
     for k in (K, 10_000):

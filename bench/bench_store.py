@@ -78,6 +78,11 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--faiss-path", default=None, help="folder holding faiss (pip --target)")
     ap.add_argument("--build-only", action="store_true", help="build the caches and exit")
     ap.add_argument("--no-faiss", action="store_true")
+    ap.add_argument(
+        "--sections",
+        default="edge,ef,local,faiss,k",
+        help="comma list of edge|ef|local|faiss|k (default all): shorter runs for a short window",
+    )
     a = ap.parse_args()
     if a.quick:
         a.queries, a.reps = min(a.queries, 10), 2
@@ -94,6 +99,7 @@ if ARGS.faiss_path:
 import numpy as np  # noqa: E402
 
 from qdrant_sift.client.stores import EdgeStore, QdrantStore, VectorStore  # noqa: E402
+from qdrant_sift.client.stores._base import OPPOSITE_PROBE  # noqa: E402
 
 K, N = 200, 50
 GEN_VERSION = 1  # bump when clustered() changes: cached collections are rebuilt
@@ -264,17 +270,18 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     edge._vcache_on = False
     cands = {id(q): edge.recall(q, K).vectors for q in qs}
 
-    def engine_ids(qs_: list[np.ndarray], k: int, ef_: int) -> Any:
+    def engine_ids(qs_: list[np.ndarray], k: int, ef_: int, k2: int = 0, ef2: int = 0) -> Any:
+        """ids only; ``k2``/``ef2``: the second query's own (the −q probe of a recall)"""
         lay = edge._load_layout()
         reqs = [
             qe.QueryRequest(
-                limit=k,
+                limit=k2 if i and k2 else k,
                 query=qe.Query.Nearest(q.tolist(), using=lay.using),
-                params=qe.SearchParams(hnsw_ef=ef_, exact=False),
+                params=qe.SearchParams(hnsw_ef=ef2 if i and ef2 else ef_, exact=False),
                 with_vector=False,
                 with_payload=False,
             )
-            for q in qs_
+            for i, q in enumerate(qs_)
         ]
         return edge._require().query_batch(qe.QueryBatchRequest(reqs))
 
@@ -298,6 +305,7 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         "sift_exact": sift_search(edge, K, exact=True),
         "engine": engine_only,
         "engine2": lambda q: engine_ids([q, -q], K, ef),
+        "engine_probe": lambda q: engine_ids([q, -q], K, ef, OPPOSITE_PROBE, 64),
         "engine50": lambda q: engine_ids([q], N, max(2 * N, 64)),
         "recall1": lambda q: edge.recall(q, K, both_directions=False),
         "recall2": lambda q: edge.recall(q, K),
@@ -330,12 +338,16 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     row(label, "  ↳ engine alone: top-200 ids for q and −q, one batch (HNSW)", t["engine2"],
         base_h, f"{t['engine2'] / ph:.2f}×",
         f"recall floor; SIFT search − it: {ms(t['sift_hnsw'] - t['engine2'])}")  # fmt: skip
+    row(label, f"  ↳ engine alone: top-200 ids for q, −q's best {OPPOSITE_PROBE} at ef=64 (the "
+        "recall's probe), one batch", t["engine_probe"], base_h,
+        f"{t['engine_probe'] / ph:.2f}×", "recall floor when the probe settles −q")  # fmt: skip
     row(label, "  ↳ recall top-200 + vectors, one direction (HNSW)", t["recall1"], base_h,
         f"{t['recall1'] / ph:.2f}×", f"fetch+convert {ms(t['recall1'] - t['engine'])}")  # fmt: skip
     second = ms(t["recall2"] - t["recall1"])
     row(label, "  ↳ recall top-200 + vectors, both directions (HNSW)", t["recall2"], base_h,
         f"{t['recall2'] / ph:.2f}×",
-        f"2nd direction {second} (−q: ids and scores only, rows only for ids it adds)")  # fmt: skip
+        f"2nd direction {second} (−q: a probe of {OPPOSITE_PROBE} ids, its full top-200 only "
+        "when the probe cannot settle it; rows only for ids it adds)")  # fmt: skip
     truth = [ds.exact_top(-q, K) for q in qs]
     got = [edge.recall(-q, K, both_directions=False).ids for q in qs]
     rec = np.mean([len(set(map(int, g)) & tr) / K for g, tr in zip(got, truth, strict=True)])
@@ -571,26 +583,34 @@ def main() -> int:
             continue
         label = f"{n // 1000:,}k" if n < 1_000_000 else f"{n / 1e6:g}M"
         qs = [ds.q[i].copy() for i in range(min(ARGS.queries, len(ds.q)))]  # stable ids
+        sections = {x.strip() for x in ARGS.sections.split(",")}
         _log(f"{label}: SIFT vs plain (load {load_avg()})")
-        bench_edge(ds, label, qs)
-        bench_ef(ds, label, qs)
-        if n <= ARGS.local_max:
+        if "edge" in sections:
+            bench_edge(ds, label, qs)
+        if "ef" in sections:
+            bench_ef(ds, label, qs)
+        if "local" in sections and n <= ARGS.local_max:
             _log(f"{label}: local mode (load {load_avg()})")
             bench_local(ds, label, qs)
-        else:
+        elif "local" in sections:
             row(label, "local mode", None, "-", "-", f"skipped above --local-max {ARGS.local_max}")
-        _log(f"{label}: FAISS (load {load_avg()})")
-        bench_faiss(ds, label, qs)
-        if n == sizes[-1]:
+        if "faiss" in sections:
+            _log(f"{label}: FAISS (load {load_avg()})")
+            bench_faiss(ds, label, qs)
+        if "k" in sections and n == sizes[-1]:
             bench_k_scaling(ds, label, qs)
         ds.edge.close()
     print("\nbuilds (cached): " + "; ".join(build))
     if ARGS.build_only:
         return 0
+    from qdrant_sift.reranker._sift_np import compiled_available
+
+    loop = "compiled (numba)" if compiled_available() else "numpy (numba not installed)"
     print(
         f"\n### Store benchmark: d={ARGS.dim}, K={K}, N={N}, median of {len(qs)} queries × "
         f"{ARGS.reps} interleaved repetitions, threads={ARGS.threads or 'default'}, "
-        f"load average {load_avg()} (1/5/15 min) on {os.cpu_count()} CPUs\n"
+        f"SIFT pick loop {loop}, load average {load_avg()} (1/5/15 min) on "
+        f"{os.cpu_count()} CPUs\n"
     )
     print("| size | what is timed | median | baseline (same run) | ratio | note |")
     print("|---|---|---|---|---|---|")
