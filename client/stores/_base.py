@@ -320,14 +320,16 @@ class VectorStore(ABC):
         with_kernel: bool,
         vectors: Sequence[bool] | None = None,
         limits: Sequence[int] | None = None,
+        with_payload: bool = True,
     ) -> list[Hits]:
         """One :class:`Hits` per query, best first (with ``kernel_vectors`` if asked).
 
         ``vectors[i]`` False: ids and scores only for query i (``Hits.vectors`` None); None
         means vectors and payloads for every query. ``limits[i]``: top-``limits[i]`` for
-        query i instead of top-``k`` (its default ``hnsw_ef`` follows its own limit)."""
+        query i instead of top-``k`` (its default ``hnsw_ef`` follows its own limit).
+        ``with_payload`` False: no payloads are read (empty dicts stand in for them)."""
 
-    def _fetch(self, ids: list[PointId], with_kernel: bool) -> Hits:
+    def _fetch(self, ids: list[PointId], with_kernel: bool, with_payload: bool = True) -> Hits:
         """Rows of ``ids`` (vectors, payloads, kernels when asked) in that order, scores 0;
         ids not stored are left out. Backends override this with one read; this fallback reads
         recall vectors only (:class:`ConfigError` for kernels: recall one direction instead)."""
@@ -464,12 +466,16 @@ class VectorStore(ABC):
         both_directions: bool = True,
         filter: Any = None,
         with_kernel: bool = False,
+        with_payload: bool = True,
         **search_params: Any,
     ) -> Candidates:
         """The K nearest points with vectors and payloads (see :class:`Candidates`).
 
         ``with_kernel``: also their kernel vectors, row for row (a :class:`ConfigError` on a
         collection without them). Recall itself always uses the recall vector.
+        ``with_payload`` False: no payloads are read (``payloads`` is empty); SIFT needs only
+        the vectors, so read the payloads of its picks alone afterwards with
+        ``retrieve(ids, with_vectors=False)`` (N of them instead of K).
 
         Empty result: :class:`EmptyCollectionError` if the collection holds no points at all,
         empty :class:`Candidates` if only the filter excluded everything. A collection that was
@@ -487,6 +493,7 @@ class VectorStore(ABC):
         if with_kernel and self.kernel_dim is None:
             raise no_kernel_error(self.collection)
         kern = bool(with_kernel)
+        pay = bool(with_payload)
         k = int(k)
         if both_directions:
             # −q: ids and scores only, rows only for the ids the merge keeps; first a probe of
@@ -494,13 +501,13 @@ class VectorStore(ABC):
             # cannot rule out more of them (see opposite_probe_settles)
             probe = min(OPPOSITE_PROBE, k)
             pos, neg = self._search(
-                [q, -q], k, filter, search_params, kern, [True, False], limits=[k, probe]
+                [q, -q], k, filter, search_params, kern, [True, False], [k, probe], pay
             )
             if probe < k and not opposite_probe_settles(pos, neg, k, probe):
                 neg = self._search([-q], k, filter, search_params, kern, [False])[0]
-            hits = merge_directions(pos, neg, k, lambda ids: self._fetch(ids, kern))
+            hits = merge_directions(pos, neg, k, lambda ids: self._fetch(ids, kern, pay))
         else:
-            hits = self._search([q], k, filter, search_params, kern, [True])[0]
+            hits = self._search([q], k, filter, search_params, kern, [True], None, pay)[0]
         assert hits.vectors is not None
         if not hits.ids and self.count() == 0:
             raise EmptyCollectionError(
@@ -510,7 +517,7 @@ class VectorStore(ABC):
             ids=hits.ids,
             scores=hits.scores.astype(np.float32, copy=False),
             vectors=np.ascontiguousarray(hits.vectors, dtype=np.float32),
-            payloads=hits.payloads,
+            payloads=hits.payloads if pay else [],
             kernel_vectors=unit_rows(hits.kernel_vectors) if with_kernel else None,
         )
 

@@ -475,6 +475,7 @@ class EdgeStore(VectorStore):
         kernel: bool,
         vectors: Sequence[bool] | None = None,
         limits: Sequence[int] | None = None,
+        with_payload: bool = True,
     ) -> list[Hits]:
         import qdrant_edge as qe
 
@@ -498,7 +499,7 @@ class EdgeStore(VectorStore):
                     hnsw_ef=params.get("hnsw_ef") or default_ef(top, full), exact=exact
                 ),
                 with_vector=engine_vectors if full else False,
-                with_payload=full,
+                with_payload=full and with_payload,
             )
             for q, full, top in zip(queries, rows, tops, strict=True)
         ]
@@ -506,23 +507,27 @@ class EdgeStore(VectorStore):
             res = shard.query_batch(qe.QueryBatchRequest(reqs))
         out: list[Hits] = []
         for r, full in zip(res, rows, strict=True):
+            if full and cache is None:
+                out.append(self._hits(r, kernel, payloads=with_payload))
+                continue
             ids = [normalize_id(p.id) for p in r]
             scores = np.asarray([p.score for p in r], np.float32)
             if not full:
                 out.append(Hits(ids, scores, None, []))
-            elif cache is None:
-                out.append(self._hits(r, kernel))
             else:
-                out.append(self._cached_hits(ids, scores, [p.payload or {} for p in r], kernel))
+                pls = [p.payload or {} for p in r] if with_payload else [{} for _ in ids]
+                out.append(self._cached_hits(ids, scores, pls, kernel, with_payload))
         return out
 
-    def _hits(self, points: Any, kernel: bool, scored: bool = True) -> Hits:
-        """Engine points (scored or records) with vectors and payloads as one :class:`Hits`."""
+    def _hits(self, points: Any, kernel: bool, scored: bool = True, payloads: bool = True) -> Hits:
+        """Engine points (scored or records) with vectors and payloads as one :class:`Hits`
+        (``payloads`` False: empty ones, none were read)."""
         lay = self._load_layout()
         return Hits.build([normalize_id(p.id) for p in points],
                           [p.score for p in points] if scored else [0.0] * len(points),
                           [lay.recall_of(p.vector) for p in points],
-                          [p.payload or {} for p in points], lay.dim,
+                          [p.payload or {} for p in points] if payloads else [{} for _ in points],
+                          lay.dim,
                           [lay.kernel_of(p.vector, p.id) for p in points] if kernel else None,
                           lay.kernel_dim)  # fmt: skip
 
@@ -532,6 +537,7 @@ class EdgeStore(VectorStore):
         scores: np.ndarray,
         payloads: list[dict[str, Any]],
         kernel: bool,
+        with_payload: bool = True,
     ) -> Hits:
         """Hits with rows from the vector cache; from the engine if a write moved ids meanwhile."""
         cache = self._vcache
@@ -541,28 +547,33 @@ class EdgeStore(VectorStore):
                 got = cache.take(ids)
         if got is not None:
             return Hits(ids, scores, got[0], payloads, got[1] if kernel else None)
-        rows = self._engine_fetch(ids, kernel)  # ids deleted meanwhile are left out
+        rows = self._engine_fetch(ids, kernel, with_payload)  # ids deleted meanwhile: left out
         where = {pid: r for r, pid in enumerate(ids)}
         keep = [where[pid] for pid in rows.ids]
         return Hits(rows.ids, scores[keep], rows.vectors, rows.payloads, rows.kernel_vectors)
 
-    def _fetch(self, ids: list[PointId], with_kernel: bool) -> Hits:
+    def _fetch(self, ids: list[PointId], with_kernel: bool, with_payload: bool = True) -> Hits:
         if self._cache() is None:
-            return self._engine_fetch(ids, with_kernel)
+            return self._engine_fetch(ids, with_kernel, with_payload)
         shard = self._require()
         with self._engine("retrieve"):
-            recs = shard.retrieve([_edge_id(i) for i in ids], with_payload=True, with_vector=False)
+            recs = shard.retrieve(
+                [_edge_id(i) for i in ids], with_payload=with_payload, with_vector=False
+            )
         by_id = {normalize_id(r.id): r for r in recs}
         held = [i for i in ids if i in by_id]
         zeros = np.zeros(len(held), np.float32)
-        return self._cached_hits(held, zeros, [by_id[i].payload or {} for i in held], with_kernel)
+        pls = [by_id[i].payload or {} for i in held]
+        return self._cached_hits(held, zeros, pls, with_kernel, with_payload)
 
-    def _engine_fetch(self, ids: list[PointId], with_kernel: bool) -> Hits:
+    def _engine_fetch(
+        self, ids: list[PointId], with_kernel: bool, with_payload: bool = True
+    ) -> Hits:
         shard = self._require()
         lay = self._load_layout()
         with self._engine("retrieve"):
             recs = shard.retrieve(
-                [_edge_id(i) for i in ids], with_payload=True,
+                [_edge_id(i) for i in ids], with_payload=with_payload,
                 with_vector=lay.with_vector(with_kernel),
             )  # fmt: skip
         by_id = {normalize_id(r.id): r for r in recs}

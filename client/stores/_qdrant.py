@@ -284,6 +284,7 @@ class QdrantStore(VectorStore):
         with_kernel: bool,
         vectors: Sequence[bool] | None = None,
         limits: Sequence[int] | None = None,
+        with_payload: bool = True,
     ) -> list[Hits]:
         from qdrant_client import models
 
@@ -309,7 +310,7 @@ class QdrantStore(VectorStore):
                     hnsw_ef=params.get("hnsw_ef") or default_ef(top, full), exact=exact
                 ),
                 with_vector=with_vec if full else False,
-                with_payload=full,
+                with_payload=full and with_payload,
             )
             for q, full, top in zip(queries, rows, tops, strict=True)
         ]
@@ -335,10 +336,10 @@ class QdrantStore(VectorStore):
             lay.kernel_dim,
         )
 
-    def _fetch(self, ids: list[PointId], with_kernel: bool) -> Hits:
+    def _fetch(self, ids: list[PointId], with_kernel: bool, with_payload: bool = True) -> Hits:
         with self._errors():
             recs = self._client.retrieve(
-                self.collection, ids=ids, with_payload=True,
+                self.collection, ids=ids, with_payload=with_payload,
                 with_vectors=self._with_vectors(True, with_kernel),
             )  # fmt: skip
         by_id = {normalize_id(r.id): r for r in recs}

@@ -72,9 +72,9 @@ def test_both_directions_reads_rows_once(tmp_path: Any, backend: str) -> None:
         fetched: list[int] = []
         real = store._fetch
 
-        def spy(ids: list[Any], kernel: bool) -> Hits:
+        def spy(ids: list[Any], kernel: bool, with_payload: bool = True) -> Hits:
             fetched.append(len(ids))
-            return real(ids, kernel)
+            return real(ids, kernel, with_payload)
 
         store._fetch = spy
         q = x[0] * 0.1 + 0.01 * rng.standard_normal(8).astype(np.float32)
@@ -199,9 +199,12 @@ def test_both_directions_probe_then_full_opposite_search(
         calls: list[list[int]] = []
         real = store._search
 
-        def spy(queries: Any, k: int, *args: Any, **kw: Any) -> Any:
-            calls.append(list(kw.get("limits") or [k] * len(queries)))
-            return real(queries, k, *args, **kw)
+        def spy(
+            queries: Any, k: int, flt: Any, params: Any, kern: bool, vectors: Any = None,
+            limits: Any = None, with_payload: bool = True,
+        ) -> Any:  # fmt: skip
+            calls.append(list(limits or [k] * len(queries)))
+            return real(queries, k, flt, params, kern, vectors, limits, with_payload)
 
         store._search = spy
         k = 60
@@ -235,3 +238,32 @@ def test_a_backend_without_kernel_fetch_raises_config_error() -> None:
         rows = store._fetch([0, 1], False)  # recall vectors: the fallback reads them
         assert rows.ids == [0, 1] and rows.vectors is not None
         assert rows.vectors.shape == (2, 16)
+
+
+@pytest.mark.parametrize("backend", ["edge", "edge-cache", "local"])
+@pytest.mark.parametrize("n_anti", [5, 40])
+def test_recall_without_payloads_is_the_same_recall(
+    tmp_path: Any, backend: str, n_anti: int
+) -> None:
+    """``with_payload=False``: the same ids, scores and vectors, no payloads read; the picks'
+    payloads then come from ``retrieve(ids, with_vectors=False)``."""
+    x, q = _anti_data(n_anti)
+    store: Any = (
+        QdrantStore("d", location=":memory:")
+        if backend == "local"
+        else EdgeStore(tmp_path, "d", vector_cache=backend == "edge-cache")
+    )
+    with store:
+        store.create(16)
+        store.upsert(list(range(len(x))), x, [{"i": i} for i in range(len(x))])
+        full = store.recall(q, 60)
+        bare = store.recall(q, 60, with_payload=False)
+        assert bare.ids == full.ids and bare.payloads == []
+        # local mode returns a row in the last float bit differently from one call to the next
+        np.testing.assert_allclose(bare.scores, full.scores, atol=1e-6)
+        np.testing.assert_allclose(bare.vectors, full.vectors, atol=1e-6)
+        one = store.recall(q, 60, both_directions=False, with_payload=False)
+        assert one.payloads == [] and one.ids == store.recall(q, 60, both_directions=False).ids
+        picks = [bare.ids[i] for i in (3, 0, 3)]
+        got = store.retrieve(picks, with_vectors=False)
+        assert [p.payload for p in got] == [{"i": picks[0]}, {"i": picks[1]}]
