@@ -1,7 +1,8 @@
 """The HTTP rerank endpoints on loopback, called by the real client libraries that RAG stacks use.
 
 Cohere v2 ``POST /v2/rerank``: the ``cohere`` SDK (``ClientV2(base_url=...)``), LangChain's
-``CohereRerank`` in a ``ContextualCompressionRetriever``, LlamaIndex's Cohere postprocessor.
+``CohereRerank`` in a ``ContextualCompressionRetriever``, LlamaIndex's Cohere postprocessor,
+LiteLLM's ``rerank(model="cohere/...", api_base=...)``.
 TEI ``POST /rerank``: LlamaIndex's ``TextEmbeddingInference`` postprocessor and Haystack's
 ``HuggingFaceTEIRanker`` in a pipeline. A fast hashing embedder stands in for MiniLM (one
 slow-marked test uses MiniLM). Every answer is checked against in-process ``rerank()``.
@@ -118,6 +119,27 @@ def test_cohere_sdk_wrong_token_is_unauthorized(url: str) -> None:
         cohere.ClientV2(api_key="wrong", base_url=url).rerank(
             model="m", query=QUERY, documents=DOCS
         )
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydantic on LiteLLM's own types
+def test_litellm_rerank_v2_and_v1(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LiteLLM's ``rerank(model="cohere/...", api_base=URL)``: ``POST /v2/rerank`` with
+    ``return_documents`` (LiteLLM sends it by default); an ``api_base`` ending in ``/v1/rerank``
+    switches it to Cohere v1. A wrong key is LiteLLM's ``AuthenticationError``."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import: offline
+    litellm = pytest.importorskip("litellm")
+
+    got = litellm.rerank(
+        model="cohere/sift", query=QUERY, documents=DOCS, top_n=4, api_base=url, api_key=TOKEN
+    )
+    same([(r["index"], r["relevance_score"]) for r in got.results], expected(4))
+    assert [r["document"]["text"] for r in got.results] == [DOCS[r["index"]] for r in got.results]
+    v1 = litellm.rerank(model="cohere/sift", query=QUERY, documents=DOCS, top_n=2,
+                        api_base=url + "/v1/rerank", api_key=TOKEN)  # fmt: skip
+    same([(r["index"], r["relevance_score"]) for r in v1.results], expected(2))
+    with pytest.raises(litellm.AuthenticationError):
+        litellm.rerank(model="cohere/sift", query=QUERY, documents=DOCS, api_base=url,
+                       api_key="wrong", num_retries=0)  # fmt: skip
 
 
 def test_langchain_cohere_in_a_compression_retriever(url: str) -> None:
