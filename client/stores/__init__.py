@@ -4,12 +4,14 @@
 what SIFT selects from. Filters are written once (:class:`Filter`, :class:`Match`,
 :class:`Range`, or a plain dict) and translated per backend. A collection may also hold SIFT's
 kernel as a second named vector (:data:`KERNEL_VECTOR`; ``create(kernel_dim=…)``,
-``recall(with_kernel=True)``).
+``recall(with_kernel=True)``). ``recall(with_payload=False)`` reads vectors without payloads,
+for SIFT search: read the payloads of the picks alone afterwards (``retrieve(ids,
+with_vectors=False)``).
 """
 
 from __future__ import annotations
 
-from ._base import DISTANCES, Candidates, PointId, StoredPoint, VectorStore
+from ._base import DISTANCES, OPPOSITE_PROBE, Candidates, PointId, StoredPoint, VectorStore
 from ._edge import EdgeStore
 from ._factory import open_store
 from ._filters import Filter, Match, Range, as_filter
@@ -23,6 +25,7 @@ __all__ = [
     "KERNEL_VECTOR",
     "MAX_COLLECTION_NAME",
     "OPPOSITE_EF_FACTOR",
+    "OPPOSITE_PROBE",
     "RECALL_VECTOR",
     "Candidates",
     "EdgeStore",

@@ -63,7 +63,8 @@ def test_explicit_ef_at_least_k_keeps_recall(hnsw_store: EdgeStore, ef: int) -> 
 
 
 def test_both_directions_at_default_ef_keep_merged_recall(hnsw_store: EdgeStore) -> None:
-    """The −q query searches at ef = K (OPPOSITE_EF_FACTOR): the merged K largest |score| must
+    """The −q query is a probe of its best OPPOSITE_PROBE at ef = 64, then, only where the probe
+    cannot settle it, its top K at ef = K (OPPOSITE_EF_FACTOR): the merged K largest |score| must
     still be (nearly) the exact ones."""
     from qdrant_sift.client.stores import default_ef
 
