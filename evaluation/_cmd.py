@@ -183,27 +183,50 @@ def _report_only(args: argparse.Namespace) -> int:
 
 
 def _redundancy_report(out: Path, specs: list[str]) -> int:
+    """redundancy.png and redundancy.md from runs at r injected copies, on what they share.
+
+    Runs of one setting at several r may differ in prompts, arms and N (a folder reused from a
+    sweep holds more); every mean and comparison uses only the prompts, arms and N that every run
+    has, so the points of one line are the same prompts under more copies.
+    """
     import json
 
     from qdrant_sift.errors import ConfigError
 
     from ._harness import ResultStore
     from ._plots import write_redundancy_plot
+    from ._report import redundancy_table
 
     runs: dict[int, list[dict[str, Any]]] = {}
-    arms: dict[str, None] = {}
-    grid: set[int] = set()
+    arm_sets: list[list[str]] = []
+    grids: list[set[int]] = []
     for spec in specs:
         r, eq, folder = spec.partition("=")
         if not eq or not r.strip().isdigit() or not (Path(folder) / "run.json").exists():
             raise ConfigError(f"expected R=DIR with an evaluation in DIR, got {spec!r}")
         meta = json.loads((Path(folder) / "run.json").read_text(encoding="utf-8"))
-        arms.update(dict.fromkeys(meta["config"]["arms"]))
-        grid.update(meta["config"]["n_grid"])
-        runs[int(r)] = list(ResultStore(Path(folder) / "results.jsonl").rows.values())
+        rows = list(ResultStore(Path(folder) / "results.jsonl").rows.values())
+        runs[int(r)] = rows
+        arm_sets.append([a for a in meta["config"]["arms"] if any(x["arm"] == a for x in rows)])
+        grids.append({int(x["n"]) for x in rows if x["arm"] != "base"})
+    arms = [a for a in arm_sets[0] if all(a in other for other in arm_sets[1:])]
+    grid = sorted(set.intersection(*grids))
+    done = [
+        {x["prompt_id"] for x in rows if x["arm"] == a and int(x["n"]) == n}
+        for rows in runs.values()
+        for a in arms
+        for n in grid
+    ]
+    prompts = set.intersection(*done) if done else set()
+    if not arms or not grid or not prompts:
+        raise ConfigError("the runs share no arm, N and prompt to compare")
+    runs = {r: [x for x in rows if x["prompt_id"] in prompts] for r, rows in runs.items()}
     out.mkdir(parents=True, exist_ok=True)
-    path = write_redundancy_plot(runs, list(arms), sorted(grid), out / "redundancy.png")
-    print(f"wrote {path}")
+    path = write_redundancy_plot(runs, arms, grid, out / "redundancy.png")
+    (out / "redundancy.md").write_text(
+        redundancy_table(runs, arms, grid, sorted(prompts)), encoding="utf-8"
+    )
+    print(f"wrote {path} and {out / 'redundancy.md'} ({len(prompts)} prompts)")
     return 0
 
 

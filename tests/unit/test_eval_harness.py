@@ -365,7 +365,23 @@ def test_redundancy_plot_from_runs(finished: ResultStore, tmp_path: Path) -> Non
     assert main(["eval", "--report-only", "--out", str(tmp_path), "--redundancy-runs",
                  f"0={run}", f"3={run}"]) == 0  # fmt: skip
     assert (tmp_path / "redundancy.png").read_bytes()[:4] == b"\x89PNG"
+    table = (tmp_path / "redundancy.md").read_text()
+    assert "r=0, N=3" in table and "r=3, N=1" in table and "| sift |" in table
     assert main(["eval", "--report-only", "--out", str(tmp_path), "--redundancy-runs", "x"]) == 1
+
+    # A run with fewer prompts and arms: every r is compared on what all runs share.
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "run.json").write_text((finished.path.parent / "run.json").read_text())
+    lines = [json.loads(x) for x in finished.path.read_text().splitlines() if x.strip()]
+    first = lines[0]["prompt_id"]
+    keep = [x for x in lines if x["prompt_id"] == first and x["arm"] in ("base", "nearest", "sift")]
+    (part / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in keep))
+    assert main(["eval", "--report-only", "--out", str(tmp_path), "--redundancy-runs",
+                 f"0={run}", f"1={part}"]) == 0  # fmt: skip
+    table = (tmp_path / "redundancy.md").read_text()
+    assert f"1 prompts, the same under every r: {first}." in table
+    assert "| sift |" in table and "random" not in table
 
 
 def test_injected_copies() -> None:
