@@ -9,14 +9,15 @@ body is read when ``Content-Length`` says so), in-flight limit (429), JSON (400)
 an unknown or unsupported field, never silently dropped), limits (413 naming the limit), then
 the work under a deadline (``--http-timeout``, lowered per request by an
 ``X-Request-Timeout: SECONDS`` header; 504). A warm call (every text's embedding cached, a
-selection of at most :data:`INLINE_MAX_COST` multiply-adds, about a millisecond on one core, and
-a body of at most :data:`INLINE_MAX_BODY` bytes) runs on the event loop itself: handing it to a
-thread and back would cost more than the work. Anything else (embedding, a stored-vector lookup,
-a big selection) runs in a worker thread, where it also stops when the client goes away or the
-server stops waiting at shutdown. Errors keep each API's body shape (Cohere ``{"message"}``,
-TEI ``{"error", "error_type"}``) and carry ``x-sift-error`` (the :mod:`qdrant_sift.errors`
-class) and ``x-request-id``. ``/health`` (live) and ``/ready`` (serving, not draining) are open.
-The request and response shapes themselves live in :mod:`._shapes`.
+selection of at most :data:`INLINE_MAX_COST` multiply-adds, about a millisecond on one core, on
+the CPU, and a body of at most :data:`INLINE_MAX_BODY` bytes) runs on the event loop itself:
+handing it to a thread and back would cost more than the work. Anything else (embedding, a
+stored-vector lookup, a big or CUDA selection) runs in a worker thread, where it also stops
+when the client goes away or the server stops waiting at shutdown. Errors keep each API's body
+shape (Cohere ``{"message"}``, TEI ``{"error", "error_type"}``) and carry ``x-sift-error`` (the
+:mod:`qdrant_sift.errors` class) and ``x-request-id``. ``/health`` (live) and ``/ready``
+(serving, not draining) are open. The request and response shapes themselves live in
+:mod:`._shapes`.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class HttpServer:
         self.refusing = False
         self.ready = False
         self._in_flight: set[CallScope] = set()
+        self._inline_ok = engine.selects_on_cpu  # a CUDA selection may wait: never on the loop
         self._children: dict[tuple[Any, ...], Any] = {}
         self._cond = threading.Condition()
         self.responses = Counter(
@@ -261,7 +263,7 @@ class HttpServer:
                 self._in_flight.add(scope)
             work = functools.partial(handler, self.engine, body, rid)
             payload = None
-            if size <= INLINE_MAX_BODY:
+            if self._inline_ok and size <= INLINE_MAX_BODY:
                 payload = self._inline(scope, work, info)
             if payload is None:
                 payload = await self._run(request, scope, work, info)

@@ -349,6 +349,15 @@ class TextReranker:
                     self._embedder = arg
         return self._embedder
 
+    @property
+    def selects_on_cpu(self) -> bool:
+        """Whether the selector runs on the CPU (its ``device`` says so; a selector without one
+        counts as not). The HTTP server runs warm calls on its event loop only then: a CUDA
+        selection can wait behind other work queued on the device, such as an embedding batch,
+        and the loop must never wait."""
+        device = getattr(self._selector, "device", None)
+        return getattr(device, "type", device) == "cpu"
+
     def warmup(self) -> None:
         """Load the embedder now (a model load takes seconds; pay it before serving)."""
         self._embed([("q", "warm up")], cache=False)

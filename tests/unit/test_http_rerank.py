@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 
 from qdrant_sift.client import rerank
 from qdrant_sift.client.embed import FunctionEmbedder
@@ -556,5 +557,34 @@ def test_cached_but_big_selections_stay_off_the_loop(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(_http, "INLINE_MAX_COST", 10**12)
         assert post(base, "/v2/rerank", body, None).status_code == 200
         assert recorder.threads[-1].startswith("sift-http-work")
+    finally:
+        handle.stop(0)
+
+
+class OnCuda:
+    """A CPU selector that says it runs on CUDA (what the HTTP server asks before inlining)."""
+
+    def __init__(self) -> None:
+        self.inner = LocalReranker("cpu")
+        self.device = torch.device("cuda")
+        self.threads: list[str] = []
+
+    def select(self, *args: Any, **kwargs: Any) -> Any:
+        self.threads.append(threading.current_thread().name)
+        return self.inner.select(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_warm_calls_stay_off_the_loop_when_selecting_on_cuda() -> None:
+    selector = OnCuda()
+    handle = serve(port=0, http_port=0, device="cpu", embedder=EMBED, selector=selector)
+    base = f"http://127.0.0.1:{handle.http_port}"
+    try:
+        for _ in range(2):  # cold, then warm
+            assert post(base, "/rerank", {"query": QUERY, "texts": DOCS}, None).status_code == 200
+        served = selector.threads[-2:]  # serve() selects once itself at start, to warm up
+        assert len(served) == 2 and all(t.startswith("sift-http-work") for t in served)
     finally:
         handle.stop(0)
