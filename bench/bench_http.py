@@ -50,9 +50,7 @@ from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
 from qdrant_sift.client.embed import default_embedder
-from qdrant_sift.reranker import LocalReranker, RemoteReranker
-from qdrant_sift.reranker._limits import Limits
-from qdrant_sift.reranker._text import TextReranker
+from qdrant_sift.reranker import Limits, LocalReranker, RemoteReranker, TextReranker
 
 VOCAB = [
     "cat", "fur", "ring", "planet", "bread", "yeast", "river", "stone", "light", "wave", "market",
@@ -113,7 +111,7 @@ def _start_server(log: Any) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     process would wake that thread on every request and take the GIL from the clients)."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qdrant_sift.reranker._cmd_serve", "--host", "127.0.0.1",
+        [sys.executable, "-m", "qdrant_sift.client.cli", "serve", "--host", "127.0.0.1",
          "--port", "0", "--http-port", "0", "--device", "cpu"],
         stderr=log, stdout=subprocess.DEVNULL, env=env,
     )  # fmt: skip

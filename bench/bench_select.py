@@ -202,7 +202,7 @@ def bench_small_k() -> None:
         "≤0.4 ms",
         ours <= 0.4,
     )
-    from qdrant_sift.reranker._sift_np import compiled_available
+    from qdrant_sift.reranker import compiled_available
 
     if compiled_available():  # what the compiled pick loop buys, same calls, interleaved
 
@@ -362,7 +362,7 @@ def _version(module: str) -> str:
 
 
 def main() -> int:
-    from qdrant_sift.reranker._sift_np import compiled_available
+    from qdrant_sift.reranker import compiled_available
 
     load = "/".join(f"{v:.2f}" for v in os.getloadavg())
     loop = "numba " + _version("numba") if compiled_available() else "numpy (numba not installed)"

@@ -98,8 +98,12 @@ if ARGS.faiss_path:
 
 import numpy as np  # noqa: E402
 
-from qdrant_sift.client.stores import EdgeStore, QdrantStore, VectorStore  # noqa: E402
-from qdrant_sift.client.stores._base import OPPOSITE_PROBE  # noqa: E402
+from qdrant_sift.client.stores import (  # noqa: E402
+    OPPOSITE_PROBE,
+    EdgeStore,
+    QdrantStore,
+    VectorStore,
+)
 
 K, N = 200, 50
 GEN_VERSION = 1  # bump when clustered() changes: cached collections are rebuilt
@@ -583,7 +587,7 @@ def print_scaling(largest: str) -> None:
 
 
 def main() -> int:
-    from qdrant_sift.client._paths import sift_home
+    from qdrant_sift.paths import sift_home
 
     root = Path(ARGS.cache).expanduser() if ARGS.cache else sift_home() / "bench"
     sizes = [_size(s) for s in ARGS.sizes.split(",") if s.strip()]
@@ -625,7 +629,7 @@ def main() -> int:
     print("\nbuilds (cached): " + "; ".join(build))
     if ARGS.build_only:
         return 0
-    from qdrant_sift.reranker._sift_np import compiled_available
+    from qdrant_sift.reranker import compiled_available
 
     loop = "compiled (numba)" if compiled_available() else "numpy (numba not installed)"
     print(

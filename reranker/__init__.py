@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from qdrant_sift.options import DEFAULTS, SelectOptions
 
     from ._gains import relative_gains
+    from ._limits import Limits
     from ._protocol import Reranker
     from ._remote import RecallResult, RemoteReranker
     from ._select import (
@@ -27,10 +28,13 @@ if TYPE_CHECKING:
         select_batch,
     )
     from ._server import ServerHandle, build_server, serve
+    from ._sift_np import compiled_available
+    from ._text import TextReranker
 
 __all__ = [
     "DEFAULTS",
     "STRATEGIES",
+    "Limits",
     "LocalReranker",
     "RecallResult",
     "RemoteReranker",
@@ -38,7 +42,9 @@ __all__ = [
     "SelectOptions",
     "Selection",
     "ServerHandle",
+    "TextReranker",
     "build_server",
+    "compiled_available",
     "relative_gains",
     "select",
     "select_batch",
@@ -51,6 +57,7 @@ __getattr__, __dir__ = lazy_attributes(
     {
         "qdrant_sift.options": ["DEFAULTS", "SelectOptions"],
         "._gains": ["relative_gains"],
+        "._limits": ["Limits"],
         "._protocol": ["Reranker"],
         "._remote": ["RecallResult", "RemoteReranker"],
         "._select": [
@@ -61,5 +68,7 @@ __getattr__, __dir__ = lazy_attributes(
             "select_batch",
         ],
         "._server": ["ServerHandle", "build_server", "serve"],
+        "._sift_np": ["compiled_available"],
+        "._text": ["TextReranker"],
     },
 )
