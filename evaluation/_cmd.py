@@ -173,7 +173,12 @@ def _report_only(args: argparse.Namespace) -> int:
     rows = list(ResultStore(out / "results.jsonl").rows.values())
     arms = list(args.arms or meta["config"]["arms"])
     rows = [r for r in rows if r["arm"] in {"base", *arms}]
-    paths = write_reports(rows, out, grid, preamble=f"Partial or finished run in {out}.")
+    title = "qdrant-sift evaluation"
+    if meta.get("collection"):
+        title += f" on {meta['collection']}"
+    paths = write_reports(
+        rows, out, grid, preamble=f"Partial or finished run in {out}.", title=title
+    )
     if not args.no_plots:
         from ._plots import write_plots
 

@@ -453,17 +453,25 @@ def _comparable(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_meta(out: Path, meta: dict[str, Any]) -> None:
-    """Refuse to resume into a folder written with other settings (arms and N may grow)."""
+    """Refuse to resume into a folder written with other settings (arms and N may grow).
+
+    A run that adds arms or N, or runs a subset of them, keeps the folder's earlier ones in
+    ``run.json``: reports list the arms and N it names, so none of the earlier rows disappear.
+    """
     path = out / "run.json"
     if path.exists():
-        old = _comparable(json.loads(path.read_text(encoding="utf-8")))
-        new = _comparable(meta)
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        old, new = _comparable(stored), _comparable(meta)
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ConfigError(
                 f"{out} holds results of a different run (differs in {diff}); "
                 "use another output folder or delete it"
             )
+        meta = json.loads(json.dumps(meta))
+        before, now = stored.get("config", {}), meta.setdefault("config", {})
+        now["arms"] = list(dict.fromkeys([*before.get("arms", []), *now.get("arms", [])]))
+        now["n_grid"] = sorted({*before.get("n_grid", []), *now.get("n_grid", [])})
     path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 

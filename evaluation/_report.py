@@ -98,13 +98,21 @@ def paired_comparison(
 
 
 def _complete(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """Rows at N (and base) of the prompts that have every arm at N, so means compare alike."""
+    """Rows at N (and base) of the prompts that every *complete* arm has at N.
+
+    Complete arms are those run on the most prompts at N; their means then compare alike. An arm
+    run on fewer prompts (added to a folder later, or stopped) keeps its own prompts among these,
+    and its cell says how many, instead of shrinking every other arm's mean to its subset.
+    """
     at_n = [r for r in rows if r["arm"] == "base" or int(r["n"]) == n]
-    arms = {r["arm"] for r in at_n}
     have: dict[str, set[str]] = {}
     for r in at_n:
-        have.setdefault(r["prompt_id"], set()).add(r["arm"])
-    keep = {p for p, a in have.items() if a == arms}
+        have.setdefault(r["arm"], set()).add(r["prompt_id"])
+    tuned = {a: p for a, p in have.items() if a != "base"}
+    if not tuned:
+        return at_n
+    most = max(len(p) for p in tuned.values())
+    keep = set.intersection(*(p for p in tuned.values() if len(p) == most))
     return [r for r in at_n if r["prompt_id"] in keep]
 
 
@@ -113,10 +121,12 @@ def _group(rows: list[dict[str, Any]], grid: list[int]) -> dict[str, Any]:
     vs: dict[str, dict[str, Any]] = {}
     for n in grid:
         sub = _complete(rows, n)
+        full = len({r["prompt_id"] for r in sub})
         for arm in _arms(sub):
             sel = [r for r in sub if r["arm"] == arm]
             table.setdefault(arm, {})[str(n)] = {
                 "prompts": len(sel),
+                "partial": len(sel) < full,
                 "bpb": float(np.mean([r["bpb"] for r in sel])),
                 "steps": float(np.mean([r["steps"] for r in sel])),
                 "distinct": float(np.mean([r.get("distinct", r["steps"]) for r in sel])),
@@ -157,7 +167,8 @@ def _pct(x: float) -> str:
 
 
 def _mean_cell(arm: str, c: dict[str, Any]) -> str:
-    return _fmt(c["bpb"]) if arm == "base" else f"{_fmt(c['bpb'])} ({c['distinct']:.1f})"
+    text = _fmt(c["bpb"]) if arm == "base" else f"{_fmt(c['bpb'])} ({c['distinct']:.1f})"
+    return f"{text} [{c['prompts']} prompts]" if c.get("partial") else text
 
 
 def _comparison_cell(arm: str, c: dict[str, Any]) -> str:
@@ -182,7 +193,8 @@ def _markdown(summary: dict[str, Any], title: str, preamble: str) -> str:
     lines = [f"# {title}", "", preamble, ""] if preamble else [f"# {title}", ""]
     lines += [
         "Mean bits per byte of the held-out prompt after one LoRA step per selected chunk (lower "
-        "is better); each cell averages the prompts that have every arm at that N, with the mean "
+        "is better); each cell averages the prompts that every arm run on the most prompts has "
+        "at that N (an arm run on fewer says on how many, in square brackets), with the mean "
         "number of distinct chunks among the N steps in brackets. Below each table: every arm "
         "against nearest neighbours, per prompt — mean relative difference, paired bootstrap 95 % "
         "interval, and on how many prompts the arm was better / worse.",

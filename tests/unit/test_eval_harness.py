@@ -215,6 +215,11 @@ def test_other_config_in_same_folder_is_refused(corpus: Corpus, tmp_path: Path) 
     # Arms and N may grow ...
     grown = _run(corpus, tmp_path, EvalConfig(arms=("nearest", "sift:lam=2"), n_grid=(1, 2), k=4))
     assert (corpus.prompts[0].id, "sift:lam=2", 2) in grown.rows
+    # ... and a later run of a subset keeps the folder's arms and N in run.json (the reports)
+    _run(corpus, tmp_path, EvalConfig(arms=("random",), n_grid=(3,), k=4))
+    config = json.loads((tmp_path / "run.json").read_text())["config"]
+    assert config["arms"] == ["nearest", "sift:lam=2", "random"]
+    assert config["n_grid"] == [1, 2, 3]
     # ... but the candidates may not change under the rows already written.
     with pytest.raises(ConfigError, match="different run"):
         _run(corpus, tmp_path, EvalConfig(arms=("nearest",), n_grid=(1,), k=5))
@@ -252,10 +257,24 @@ def test_reports_and_plots(finished: ResultStore, tmp_path: Path) -> None:
     assert paths["csv"].read_text().count("\n") == len(rows) + 1
     for png in write_plots(rows, tmp_path, list(CFG.n_grid)):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # A prompt with a missing row is left out of the means at that N.
+    # An arm missing a prompt at N averages the prompts it has and says so; the complete arms
+    # keep all their prompts (a partial arm does not shrink everyone's mean to its subset).
     cut = [r for r in rows if (r["domain"], r["arm"], r["n"]) != ("law", "sift", 3)]
-    summary = json.loads(write_reports(cut, tmp_path, CFG.n_grid)["summary"].read_text())
-    assert summary["overall"]["table"]["nearest"]["3"]["prompts"] == 2
+    paths = write_reports(cut, tmp_path, CFG.n_grid)
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["overall"]["table"]["nearest"]["3"]["prompts"] == 3
+    assert not summary["overall"]["table"]["nearest"]["3"]["partial"]
+    assert summary["overall"]["table"]["sift"]["3"] | {"bpb": 0} == {
+        **summary["overall"]["table"]["sift"]["3"],
+        "bpb": 0,
+        "prompts": 2,
+        "partial": True,
+    }
+    assert "[2 prompts]" in paths["table"].read_text()
+    # A prompt that a complete arm lacks is left out of every mean at that N.
+    cut2 = [r for r in rows if (r["domain"], r["n"]) != ("law", 3) or r["arm"] == "base"]
+    summary = json.loads(write_reports(cut2, tmp_path, CFG.n_grid)["summary"].read_text())
+    assert summary["overall"]["table"]["base"]["3"]["prompts"] == 2
 
 
 def test_correlation() -> None:
