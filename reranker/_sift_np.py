@@ -155,8 +155,10 @@ def compiled_available() -> bool:
 def _compiled_steps() -> Any:
     """The compiled :func:`_steps_py`, or None (numba missing, switched off, or it failed)."""
     global _compiled_fn, _compiled_state
+    if _switched_off():  # checked per call, and it leaves the state alone: a switch, not a verdict
+        return None
     if _compiled_state in ("ready", "uncached"):
-        return None if _switched_off() else _compiled_fn
+        return _compiled_fn
     if _compiled_state == "off":
         return None
     with _compiled_lock:

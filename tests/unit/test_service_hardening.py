@@ -131,7 +131,9 @@ def test_stop_bounds_the_drain_by_grace_and_cancels_running_calls() -> None:
 
 
 @pytest.mark.parametrize("engine", ["numpy", "batch", "mmr"])
-def test_engines_check_between_picks(engine: str) -> None:
+def test_engines_check_between_picks(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numpy pick loop (the compiled one switched off) checks before every pick."""
+    monkeypatch.setenv("QDRANT_SIFT_NUMBA", "0")
     picks = 0
 
     def check() -> None:
@@ -149,6 +151,35 @@ def test_engines_check_between_picks(engine: str) -> None:
             select(Q, X, 30, device="cpu", strategy="mmr")
     assert picks == 4
     assert select(Q, X, 30, device="cpu").indices.size == 30  # outside a scope: untouched
+
+
+def test_compiled_loop_checks_between_chunks() -> None:
+    """The compiled pick loop checks before the Gram block and before each compiled chunk."""
+    from qdrant_sift.reranker import compiled_available
+
+    if not compiled_available():
+        pytest.skip("numba is not installed: the compiled pick loop is not used")
+    calls = 0
+
+    def count() -> None:
+        nonlocal calls
+        calls += 1
+
+    with cancel_scope(count):
+        done = select(Q, X, 30, device="cpu")
+    assert done.indices.size == 30 and calls >= 2
+
+    def stop_second() -> None:
+        nonlocal calls
+        calls += 1
+        if calls >= 2:
+            raise errors.SelectionCancelledError("stop", "cancelled")
+
+    calls = 0
+    with cancel_scope(stop_second), pytest.raises(errors.SelectionCancelledError):
+        select(Q, X, 30, device="cpu")
+    # switching it off per call leaves it available for the next call
+    assert compiled_available()
 
 
 def test_call_scope_reasons() -> None:
