@@ -184,6 +184,17 @@ def context_length_of(model: Any, tokenizer: Any = None, default: int = 2048) ->
     return default
 
 
+def _transformers() -> Any:
+    """The transformers module, or the ``ModelLoadError`` that says which extra to install."""
+    try:
+        import transformers
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ModelLoadError(
+            "fine-tuning needs transformers and peft: pip install 'qdrant-sift[finetune]'"
+        ) from exc
+    return transformers
+
+
 def _model_source(
     name_or_path: str | os.PathLike[str] | None,
     cache_dir: str | os.PathLike[str] | None,
@@ -220,15 +231,10 @@ def load_tokenizer(
 
     Chunking needs only the tokenizer, so a caller can check its data before paying for a model.
     """
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ModelLoadError(
-            "fine-tuning needs transformers and peft: pip install 'qdrant-sift[finetune]'"
-        ) from exc
+    transformers = _transformers()
     source, kwargs = _model_source(name_or_path, cache_dir, trust_remote_code)
     try:
-        return AutoTokenizer.from_pretrained(source, **kwargs)
+        return transformers.AutoTokenizer.from_pretrained(source, **kwargs)
     except Exception as exc:
         raise ModelLoadError(f"could not load the tokenizer of {source!r}: {exc}") from exc
 
@@ -249,17 +255,13 @@ def load_model(
     is not contacted when ``HF_HUB_OFFLINE=1``; ``cache_dir`` is then the Hub cache).
     """
     torch_dtype = resolve_dtype(dtype) or torch.float32
-    try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ModelLoadError(
-            "fine-tuning needs transformers and peft: pip install 'qdrant-sift[finetune]'"
-        ) from exc
-
+    transformers = _transformers()
     source, kwargs = _model_source(name_or_path, cache_dir, trust_remote_code)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
+        model: Any = transformers.AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, **kwargs
+        )
     except Exception as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")
         hint = (
