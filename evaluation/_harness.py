@@ -34,6 +34,7 @@ from ._corpus import Corpus, Prompt
 
 __all__ = [
     "DEFAULT_ARMS",
+    "TIE_MARGIN",
     "EvalConfig",
     "KernelCache",
     "ResultStore",
@@ -43,7 +44,8 @@ __all__ = [
 ]
 
 RowKey = tuple[str, str, int]
-_TIE_MARGIN = 16
+#: Candidates recalled beyond K before the tie-sorted cut (see :func:`recall_candidates`).
+TIE_MARGIN = 16
 
 #: The default comparison: SIFT at the reranker's defaults against what users run instead.
 DEFAULT_ARMS: tuple[str, ...] = ("nearest", "sift", "mmr", "qdrant-mmr", "random")
@@ -343,7 +345,7 @@ def _evaluate_prompt(prompt: Prompt, ctx: _Context) -> None:
 
 def recall_candidates(store: Any, query: np.ndarray, k: int, *, both_directions: bool) -> Any:
     """The K candidates every arm of a prompt sees: exact recall, ties in a reproducible order."""
-    recalled = store.recall(query, k + _TIE_MARGIN, both_directions=both_directions, exact=True)
+    recalled = store.recall(query, k + TIE_MARGIN, both_directions=both_directions, exact=True)
     return _tie_sorted(recalled, k)
 
 

@@ -25,8 +25,7 @@ import numpy as np
 
 from qdrant_sift.client.embed import default_embedder
 from qdrant_sift.eval._corpus import Corpus, normalized_hash
-
-TIE_MARGIN = 16  # evaluation/_harness.py recalls K + 16 before its tie-sorted cut
+from qdrant_sift.eval._harness import TIE_MARGIN  # recall_candidates recalls K + this, then cuts
 
 
 def main() -> None:
