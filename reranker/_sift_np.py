@@ -56,45 +56,99 @@ def use_gram(k: int, n: int) -> bool:
 # most of a small selection: K=200, N=50, d=384 spends ~0.2 ms in the Gram product and ~0.6 ms
 # in the numpy loop, ~0.1 ms in the compiled one. The arithmetic is the numpy loop's, written
 # out (the rank-n correction is summed pick by pick instead of by a BLAS mat-vec, so σ² may
-# differ in the last bits; ties still go to the lowest index). Compiled once per process and
-# dtype on first use (about a second; cached on disk beside this file where writable).
+# differ in the last bits; ties still go to the lowest index). The state set-up after the Gram
+# product (λ_j, dl, C, the target weights) runs in the same call, in one float64 buffer: each
+# numpy call it replaces costs ~1 µs warm and tens of µs when another process has just evicted
+# the caches (measured on the shared 2-core machine, where that is the common case). Compiled
+# once per process and dtype on first use (about a second; cached on disk beside this file
+# where writable).
 
 _COMPILED_CHUNK = 16  # fewest picks per compiled call: cancellation is checked between calls
 _COMPILED_CHUNK_WORK = 1 << 22  # multiply-adds of one call's rank-n corrections, at most ~4 M
 _compiled_lock = threading.Lock()
 _compiled_fn: Any = None
 _compiled_state = "unknown"  # "unknown" | "ready" | "uncached" | "off"
+_NO_ORDER = np.zeros(0, np.int64)  # "no given order" for the compiled loop (never written)
+
+
+def _layout(k: int, m: int, steps: int) -> tuple[int, int, int, int, int, int, int, int]:
+    """Offsets of the compiled loop's state in its one float64 buffer: W (steps × (K+m)) | dl |
+    λ_j | pen | C (m × K) | target weights (m) | σ² (steps) | raw target variance (1); size."""
+    dl = steps * (k + m)
+    lamj = dl + k
+    pen = lamj + k
+    c = pen + k
+    ts = c + m * k
+    var = ts + m
+    tv = var + steps
+    return dl, lamj, pen, c, ts, var, tv, tv + 1
 
 
 def _steps_py(
-    GT: Any, lamj: Any, ts: Any, C: Any, dl: Any, W: Any, picks: Any, variances: Any,
-    pen: Any, order: Any, tvs: Any, i0: int, i1: int, var_scale: float, alpha: float,
-    has_alpha: bool,
+    GT: Any, sqx: Any, sqq: Any, lam: float, normalize: bool, unique: bool, prior: float,
+    order: Any, buf: Any, picks: Any, i0: int, i1: int, alpha: float, has_alpha: bool,
 ) -> tuple[int, bool]:  # fmt: skip
-    """Picks ``i0``..``i1`` of the greedy, state in place (the numpy loop below, unrolled).
+    """Picks ``i0``..``i1`` of the greedy (the numpy loop below, unrolled), state in ``buf``.
 
-    Returns (picks taken, stopped by ``alpha``). ``pen``/``order`` of length 0 mean none.
+    One call sets up the state from the Gram block ``GT`` (when ``i0 == 0``) and runs the picks,
+    so a small selection is one compiled call instead of ~20 numpy calls around it (each one
+    costs ~1 µs warm and tens of µs when the caches are cold). Returns (picks taken, stopped by
+    ``alpha``); ``order`` of length 0 means none. The σ² of pick i is ``buf[var + i]``.
     """
-    K = dl.shape[0]
-    m = C.shape[0]
+    K = GT.shape[0]
+    m = GT.shape[1] - K
     width = K + m
-    use_pen = pen.shape[0] > 0
+    steps = picks.shape[0]
+    o_dl = steps * width  # :func:`_layout`, written out (a compiled function calls no Python)
+    o_lamj = o_dl + K
+    o_pen = o_lamj + K
+    o_c = o_pen + K
+    o_ts = o_c + m * K
+    o_var = o_ts + m
+    o_tv = o_var + steps
+    W = buf[: steps * width].reshape(steps, width)
+    dl = buf[o_dl : o_dl + K]
+    lamj = buf[o_lamj : o_lamj + K]
+    pen = buf[o_pen : o_pen + K]
+    C = buf[o_c : o_c + m * K].reshape(m, K)
+    ts = buf[o_ts : o_ts + m]
+    variances = buf[o_var : o_var + steps]
+    single = m == 1
     given = order.shape[0] > 0
+    use_pen = unique and not given
+    # σ² = tv · var_scale; the single target stays raw (its weight rescales every gain alike)
+    var_scale = (1.0 / sqq[0] if normalize else 1.0) if single else 1.0
+    if i0 == 0:  # the numpy loop's set-up, the same numbers
+        for k in range(K):
+            lamj[k] = sqx[k] * lam if normalize else lam
+            dl[k] = np.float64(GT[k, k]) + lamj[k]
+            pen[k] = 0.0
+        for t in range(m):
+            ts[t] = 1.0 if single or not normalize else math.sqrt(1.0 / sqq[t])
+            for k in range(K):
+                C[t, k] = np.float64(GT[k, K + t]) * ts[t] if not single else GT[k, K + t]
+        buf[o_tv] = sqq[0] if single else prior
+    tv = buf[o_tv]
     for i in range(i0, i1):
         if given:
             j = order[i]
         else:
-            j = 0
-            best = 0.0
+            gain = W[i]  # scratch: this pick's row is written after the argmax
             for k in range(K):
-                g = 0.0
-                for t in range(m):
-                    g += C[t, k] * C[t, k]
-                g /= dl[k]
-                if use_pen:
-                    g += pen[k]
-                if k == 0 or g > best:  # the first maximum, like argmax
-                    best = g
+                gain[k] = C[0, k] * C[0, k]
+            for t in range(1, m):
+                for k in range(K):
+                    gain[k] += C[t, k] * C[t, k]
+            for k in range(K):  # vectorised divisions, then the scalar argmax
+                gain[k] /= dl[k]
+            if use_pen:
+                for k in range(K):
+                    gain[k] += pen[k]
+            j = 0
+            best = gain[0]
+            for k in range(1, K):
+                if gain[k] > best:  # the first maximum, like argmax
+                    best = gain[k]
                     j = k
         w = W[i]
         for k in range(K):
@@ -114,13 +168,12 @@ def _steps_py(
             w[k] *= inv
         for k in range(K):
             dl[k] -= w[k] * w[k]
-        tv = tvs[0]
         for t in range(m):
             wt = w[K + t]
             for k in range(K):
                 C[t, k] -= wt * w[k]
             tv -= wt * wt
-        tvs[0] = tv
+        buf[o_tv] = tv
         var = tv * var_scale
         if var < 0.0:
             var = 0.0
@@ -173,30 +226,28 @@ def _compiled_steps() -> Any:
 
 
 def _run_compiled(
-    fn: Any, GT: np.ndarray, lamj: np.ndarray, ts: np.ndarray, C: np.ndarray, dl: np.ndarray,
-    steps: int, pen: np.ndarray | None, order: np.ndarray | None, tv: float, var_scale: float,
-    alpha: float | None, stop: Any,
+    fn: Any, GT: np.ndarray, sqx: np.ndarray, sqq: np.ndarray, lam: float, normalize: bool,
+    unique: bool, prior: float, steps: int, order: np.ndarray | None, alpha: float | None,
+    stop: Any,
 ) -> tuple[np.ndarray, np.ndarray, bool] | None:  # fmt: skip
-    """The whole pick loop compiled, in chunks; None if the compiled call fails (then the
-    caller runs the numpy loop on the untouched inputs: the state here is copies)."""
+    """The whole greedy after the Gram block, compiled, in chunks; None if the compiled call
+    fails (then the caller runs the numpy loop: the inputs are untouched, the state is ``buf``)."""
     global _compiled_fn, _compiled_state
-    W = np.empty((steps, GT.shape[1]))
+    K, width = GT.shape
+    buf = np.empty(_layout(K, width - K, steps)[-1])
     picks = np.empty(steps, np.int64)
-    variances = np.empty(steps)
-    pen_a = np.zeros(0) if pen is None else pen.copy()
-    order_a = np.zeros(0, np.int64) if order is None else np.ascontiguousarray(order, np.int64)
-    args = (np.ascontiguousarray(GT), lamj, ts, np.array(C, order="C"), dl.copy(), W, picks,
-            variances, pen_a, order_a, np.array([tv]))  # fmt: skip
+    order_a = _NO_ORDER if order is None else np.ascontiguousarray(order, np.int64)
     # one call for a small selection (each call costs ~10 µs of argument checks); calls of a
     # few milliseconds for a large one, so that cancellation still stops it promptly
-    chunk = max(_COMPILED_CHUNK, _COMPILED_CHUNK_WORK // (GT.shape[1] * steps))
-    done = 0
-    while done < steps:
+    chunk = max(_COMPILED_CHUNK, _COMPILED_CHUNK_WORK // (width * steps))
+    done, taken, hit = 0, steps, False
+    while done < steps and not hit:
         if stop is not None:
             stop()
         hi = min(steps, done + chunk)
         try:
-            taken, hit = fn(*args, done, hi, var_scale, alpha or 0.0, alpha is not None)
+            taken, hit = fn(GT, sqx, sqq, lam, normalize, unique, prior, order_a, buf, picks,
+                            done, hi, alpha or 0.0, alpha is not None)  # fmt: skip
         except Exception:
             with _compiled_lock:
                 nb = _numba()
@@ -210,10 +261,9 @@ def _run_compiled(
                 return None
             fn = _compiled_fn
             continue
-        if hit:
-            return picks[:taken].copy(), variances[:taken].copy(), True
         done = hi
-    return picks, variances, False
+    var0 = _layout(K, width - K, steps)[5]
+    return picks[:taken].copy(), buf[var0 : var0 + taken].copy(), hit
 
 
 def _empty(prior: float) -> GreedyResult:
@@ -252,11 +302,6 @@ def greedy_numpy(
         stop()
     if gram is None:
         gram = use_gram(K, steps)
-    # raw candidates, noise λ_j (module docstring); targets' weights rq² (1 without normalize)
-    lamj = sqx * lam if normalize else np.full(K, lam)
-    rq2 = 1.0 / sqq if normalize else np.ones(m)
-    single = m == 1
-
     # Kernel rows [k̃(x_j, X) | k(x_j, Q)], raw, in the compute dtype: all K at once (Gram
     # path: syrk into the left block, no float64 copy; rows are cast as they are read) or per pick.
     GT = None
@@ -264,6 +309,17 @@ def greedy_numpy(
         GT = np.empty((K, K + m), X.dtype)
         np.matmul(X, X.T, out=GT[:, :K])
         np.matmul(X, Q.T, out=GT[:, K:])
+        fn = _compiled_steps() if compiled is not False else None
+        if fn is not None:
+            got = _run_compiled(fn, GT, sqx, sqq, lam, normalize, unique, prior, steps, order,
+                                alpha, stop)  # fmt: skip
+            if got is not None:
+                return got[0], got[1], prior, got[2]
+    # raw candidates, noise λ_j (module docstring); targets' weights rq² (1 without normalize)
+    lamj = sqx * lam if normalize else np.full(K, lam)
+    rq2 = 1.0 / sqq if normalize else np.ones(m)
+    single = m == 1
+    if GT is not None:
         dl = np.add(np.diagonal(GT), lamj)  # Σ̃[j,j] + λ_j (float64: lamj is)
         C = GT[:, K:].T.astype(np.float64)  # own memory: C is updated in place
     else:
@@ -277,12 +333,6 @@ def greedy_numpy(
         tv = prior
 
     pen = np.zeros(K) if unique and order is None else None
-    fn = _compiled_steps() if GT is not None and compiled is not False else None
-    if fn is not None and GT is not None:
-        ts = np.ones(1) if single else rq
-        got = _run_compiled(fn, GT, lamj, ts, C, dl, steps, pen, order, tv, var_scale, alpha, stop)
-        if got is not None:
-            return got[0], got[1], prior, got[2]
 
     W = np.empty((steps, K + m))
     picks = np.empty(steps, np.int64)
