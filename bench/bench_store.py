@@ -2,7 +2,16 @@
 
 Every row names its baseline and both are timed in the same run, interleaved (each repetition
 alternates the contenders' order, query by query), so load from other processes hits them alike.
-On seeded clustered data (cosine ~0.6 within a cluster) at each size:
+On seeded synthetic data at each size, ``--data``:
+
+* ``clustered`` (default): n/1000 random centres, cosine ~0.6 within a cluster. The centres are
+  symmetric about the origin, so −q has as many near neighbours as q: the second direction of a
+  both-directions recall is as expensive as it can be.
+* ``cone``: the same clusters plus one shared mean direction, so cosines between unrelated points
+  are ~0.25 and almost all positive, as with sentence embeddings (MiniLM's sit in a cone); −q's
+  best hits then score far below q's, and the recall's −q probe settles the second direction.
+
+The table header names the data used.
 
 * **SIFT search vs plain search.** ``store.recall(q, K=200)`` (both directions, with vectors) +
   ``select(q, vectors, N=50)`` against plain ``store.recall(q, 50, both_directions=False)``, on
@@ -27,6 +36,7 @@ under ``--cache`` (default ``$QDRANT_SIFT_HOME/bench``); later runs only time se
     python bench/bench_store.py --quick            # 10k and 100k, 10 queries × 2 repetitions
     python bench/bench_store.py                    # 10k and 100k, 20 queries × 3 repetitions
     python bench/bench_store.py --sizes 1m         # 1M × 384 (first build: ~1.5 GB, many minutes)
+    python bench/bench_store.py --quick --data cone  # sentence-embedding-like geometry
 
 The first 100k build (ingest + HNSW) takes a few minutes on 2 cores; run it once with
 ``--build-only``. ``--threads`` (default 1) caps BLAS/OpenMP/FAISS threads for every contender.
@@ -57,6 +67,8 @@ exact commands for the idle-machine run (2 CPUs, nothing else running; `uptime` 
   .venv/bin/python bench/bench_store.py --sizes 10k,100k,1m --faiss-path /tmp/t15_bench
   # a shorter pass (10k and 100k, K sweep to 1000):
   .venv/bin/python bench/bench_store.py --quick --faiss-path /tmp/t15_bench
+  # the same on sentence-embedding-like data (cosines mostly positive; built once, ~2 min):
+  .venv/bin/python bench/bench_store.py --quick --data cone --sizes 100k --sections edge,ef
 """
 
 
@@ -68,6 +80,13 @@ def _args() -> argparse.Namespace:
     )
     ap.add_argument("--sizes", default="10k,100k", help="comma list of 10k|100k|1m or integers")
     ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument(
+        "--data",
+        default="clustered",
+        choices=["clustered", "cone"],
+        help="clustered: symmetric random centres; cone: plus a shared mean direction (default "
+        "clustered)",
+    )
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions per query")
     ap.add_argument("--quick", action="store_true", help="10 queries × 2 reps, K sweep to 1000")
@@ -107,6 +126,12 @@ from qdrant_sift.client.stores import (  # noqa: E402
 
 K, N = 200, 50
 GEN_VERSION = 1  # bump when clustered() changes: cached collections are rebuilt
+CONE_SHIFT = 0.74  # |shared direction| / √d: cosine ~0.25 between unrelated points
+DATA_NOTE = {
+    "clustered": "clustered (symmetric random centres: −q has as many near neighbours as q)",
+    "cone": "cone (clusters plus a shared mean direction: cosines ~0.25 between unrelated "
+    "points, mostly positive, like sentence embeddings)",
+}
 ROWS: list[tuple[str, ...]] = []
 #: size label → {contender: median seconds}, for the scaling tables
 SCALE: dict[str, dict[str, float]] = {}
@@ -121,11 +146,19 @@ def _size(text: str) -> int:
     return int(float(t[:-1] if t[-1] in "km" else t) * mult)
 
 
-def clustered(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n points around n/1000 random centres (cosine ~0.6 within a cluster); 64 queries alike."""
+def clustered(n: int, d: int, seed: int, cone: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """n points around n/1000 random centres (cosine ~0.6 within a cluster); 64 queries alike.
+
+    ``cone``: every centre is shifted by one shared direction of length 0.74·√d, so unrelated
+    points have cosine ~0.25 (within a cluster ~0.7), like sentence embeddings; without it the
+    centres are symmetric about the origin (the clustered data of earlier runs, bit for bit).
+    """
     rng = np.random.default_rng(seed)
     clusters = max(10, n // 1000)
     centres = rng.standard_normal((clusters, d)).astype(np.float32)
+    if cone:
+        mean = np.random.default_rng(seed + 1).standard_normal(d)
+        centres += (CONE_SHIFT * np.sqrt(d) * mean / np.linalg.norm(mean)).astype(np.float32)
     x = np.empty((n, d), np.float32)
     for a in range(0, n, 100_000):  # chunks: no second n×d float64 temporary
         b = min(a + 100_000, n)
@@ -146,14 +179,14 @@ def load_avg() -> str:
 class Dataset:
     """Vectors, queries and an HNSW-built Edge shard for one size, cached on disk."""
 
-    def __init__(self, root: Path, n: int, d: int, seed: int) -> None:
+    def __init__(self, root: Path, n: int, d: int, seed: int, data: str = "clustered") -> None:
         self.n, self.d = n, d
-        self.dir = root / f"clustered-{n}x{d}-s{seed}-v{GEN_VERSION}"
+        self.dir = root / f"{data}-{n}x{d}-s{seed}-v{GEN_VERSION}"
         self.dir.mkdir(parents=True, exist_ok=True)
         xf, qf = self.dir / "x.npy", self.dir / "q.npy"
         if not (xf.exists() and qf.exists()):
-            _log(f"generating {n}×{d}")
-            x, q = clustered(n, d, seed)
+            _log(f"generating {n}×{d} ({data})")
+            x, q = clustered(n, d, seed, cone=data == "cone")
             np.save(xf, x)
             np.save(qf, q)
         self.x = np.load(xf, mmap_mode="r")
@@ -334,6 +367,7 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         "plain_cache": plain(edge, N),
         "sift_cache": sift_search(edge, K),
         "sift_cache_picks": sift_search_picks(edge, K),
+        "sift_cache_1dir": sift_search(edge, K, both_directions=False),
         "recall2_cache": lambda q: edge.recall(q, K),
     }
     contenders = {name: cached(edge, False, fn) for name, fn in off.items()}
@@ -391,12 +425,17 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     row(label, "SIFT search, Edge HNSW, vector cache, payloads of the 50 picks only",
         t["sift_cache_picks"], base_c, f"{t['sift_cache_picks'] / pc:.2f}×",
         f"vs plain without cache: {t['sift_cache_picks'] / ph:.2f}×")  # fmt: skip
+    row(label, "SIFT search, Edge HNSW, vector cache, one direction (recall K=200 "
+        "`both_directions=False` + select N=50)", t["sift_cache_1dir"], base_c,
+        f"{t['sift_cache_1dir'] / pc:.2f}×",
+        f"vs plain without cache: {t['sift_cache_1dir'] / ph:.2f}×")  # fmt: skip
     row(label, "  ↳ recall top-200 + vectors, both directions, vector cache", t["recall2_cache"],
         base_c, f"{t['recall2_cache'] / pc:.2f}×",
         f"over the engine floor: {ms(t['recall2_cache'] - t['engine2'])}")  # fmt: skip
     SCALE.setdefault(label, {}).update(
         plain_hnsw=ph, sift_hnsw=t["sift_hnsw"], plain_exact=pe, sift_exact=t["sift_exact"],
         select=t["select"], engine2=t["engine2"], plain_cache=pc, sift_cache=t["sift_cache"],
+        sift_cache_1dir=t["sift_cache_1dir"],
     )  # fmt: skip
 
 
@@ -562,10 +601,11 @@ def print_scaling(largest: str) -> None:
     """The scaling tables: how SIFT search and its ratio to plain search grow with the work."""
     print("\n### Scaling: collection size (K=200, N=50; plain = top-50 on the same store)\n")
     print("| size | plain, Edge HNSW | SIFT search, Edge HNSW | ratio | plain, vector cache "
-          "| SIFT search, vector cache | ratio | engine floor (q, −q ids) | select alone "
+          "| SIFT search, vector cache | ratio | SIFT search, vector cache, one direction "
+          "| ratio | engine floor (q, −q ids) | select alone "
           "| plain, Edge exact | SIFT search, Edge exact | ratio "
           "| plain, local mode | SIFT search, local mode | ratio |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def pair(v: dict[str, float], a: str, b: str) -> list[str]:
         if a not in v or b not in v:
@@ -574,6 +614,7 @@ def print_scaling(largest: str) -> None:
 
     for size, v in SCALE.items():
         cells = [size, *pair(v, "plain_hnsw", "sift_hnsw"), *pair(v, "plain_cache", "sift_cache")]
+        cells += pair(v, "plain_cache", "sift_cache_1dir")[1:]
         cells += [ms(v["engine2"]), ms(v["select"])]
         cells += [*pair(v, "plain_exact", "sift_exact"), *pair(v, "plain_local", "sift_local")]
         print("| " + " | ".join(cells) + " |")
@@ -598,7 +639,7 @@ def main() -> int:
         torch.set_num_threads(ARGS.threads)
     build: list[str] = []
     for n in sizes:
-        ds = Dataset(root, n, ARGS.dim, ARGS.seed)
+        ds = Dataset(root, n, ARGS.dim, ARGS.seed, ARGS.data)
         info = ds.build_info
         build.append(f"{n:,}: ingest {info['ingest_s']:.1f} s, HNSW {info['hnsw_s']:.1f} s "
                      f"(load {info['load']})")  # fmt: skip
@@ -636,7 +677,7 @@ def main() -> int:
         f"\n### Store benchmark: d={ARGS.dim}, K={K}, N={N}, median of {len(qs)} queries × "
         f"{ARGS.reps} interleaved repetitions, threads={ARGS.threads or 'default'}, "
         f"SIFT pick loop {loop}, load average {load_avg()} (1/5/15 min) on "
-        f"{os.cpu_count()} CPUs\n"
+        f"{os.cpu_count()} CPUs; data: {DATA_NOTE[ARGS.data]}\n"
     )
     print("| size | what is timed | median | baseline (same run) | ratio | note |")
     print("|---|---|---|---|---|---|")

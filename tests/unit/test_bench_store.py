@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,8 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
     for needed in ("plain top-50, Edge HNSW", "SIFT search, Edge HNSW", "plain top-50, Edge exact",
                    "SIFT search, Edge exact", "plain top-50, local mode", "SIFT search, local mode",
                    "select alone", "hnsw_ef=400 (store default)", "K scaling",
-                   "SIFT search, Edge HNSW, vector cache"):  # fmt: skip
+                   "SIFT search, Edge HNSW, vector cache",
+                   "SIFT search, Edge HNSW, vector cache, one direction"):  # fmt: skip
         assert any(needed in w for w in what), (needed, what)
     for r in rows:
         size, _, median, base, ratio, _note = r
@@ -73,7 +75,9 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
     _, by_size, by_k = _tables(stdout)
     assert [r[0] for r in by_size] == ["3k"] and all(r[3].endswith("×") for r in by_size)
     assert by_size[0][6].endswith("×")  # with the vector cache
-    assert by_size[0][12] != "-" and by_size[0][14].endswith("×")  # local mode timed
+    assert by_size[0][8].endswith("×")  # with the vector cache, one direction
+    assert by_size[0][14] != "-" and by_size[0][16].endswith("×")  # local mode timed
+    assert "data: clustered (symmetric" in stdout
     assert [r[0] for r in by_k] == ["50", "200", "1,000"] and all(r[4].endswith("×") for r in by_k)
     script = str(ROOT / "bench" / "bench_store.py")
     helptext = subprocess.run(
@@ -84,3 +88,43 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
     again, log = _run(tmp_path, "--local-max", "0", "--no-faiss")
     assert "Edge ingest" not in log and "generating" not in log
     assert "skipped (--no-faiss)" in again and "skipped above --local-max 0" in again
+
+
+@pytest.mark.timeout(900)
+def test_cone_data_is_its_own_collection_and_named(tmp_path: Path) -> None:
+    """``--data cone`` builds a collection of its own (the clustered cache stays valid) and the
+    table says which data it timed."""
+    stdout, log = _run(tmp_path, "--data", "cone", "--sections", "edge", "--no-faiss")
+    assert "data: cone (clusters plus a shared mean direction" in stdout
+    assert "(cone)" in log and (tmp_path / "cache" / "cone-3000x384-s0-v1" / "edge.ready").exists()
+    assert not (tmp_path / "cache" / "clustered-3000x384-s0-v1").exists()
+    rows = _table(stdout)
+    assert any("vector cache, one direction" in r[1] and r[4].endswith("×") for r in rows)
+
+
+def test_cone_data_sits_in_a_cone() -> None:
+    """The cone generator's geometry is what its name says: unrelated cosines mostly positive,
+    −q's best hit far below q's 200th (so −q adds nothing to a both-directions recall); the
+    clustered data stays symmetric."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_store_gen", ROOT / "bench" / "bench_store.py"
+    )
+    assert spec is not None and spec.loader is not None
+    argv = sys.argv
+    sys.argv = ["bench_store.py", "--threads", "0"]  # no thread variables set in this process
+    try:
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.argv = argv
+    for cone in (False, True):
+        x, q = mod.clustered(5000, 64, 0, cone=cone)
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        qn = q[:8] / np.linalg.norm(q[:8], axis=1, keepdims=True)
+        s = qn @ xn.T
+        positive = float((s > 0).mean())
+        if cone:
+            assert positive > 0.95
+            assert float((-s).max()) < float(np.sort(s, axis=1)[:, -200].min())
+        else:
+            assert 0.4 < positive < 0.6
