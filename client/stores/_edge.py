@@ -2,7 +2,7 @@
 
 Search is exact brute force until :meth:`EdgeStore.optimize` builds HNSW (an explicit, blocking
 call); after that recall uses ``hnsw_ef = max(HNSW_EF_FACTOR·k, 64)`` unless told otherwise
-(a both-directions recall first probes −q's best 16 at ``hnsw_ef = 64`` in the same batch, and
+(a both-directions recall first probes −q's best 16 at ``hnsw_ef = 16`` in the same batch, and
 searches −q's top k at ``max(k, 64)``, ``OPPOSITE_EF_FACTOR``, only when the probe cannot rule
 out more −q hits; see ``opposite_probe_settles``).
 One process owns a folder at a time: a second one gets :class:`StoreLockedError`.
@@ -39,7 +39,15 @@ from qdrant_sift.errors import (
     StoreLockedError,
 )
 
-from ._base import Hits, PointId, StoredPoint, VectorStore, _rows, normalize_id
+from ._base import (
+    OPPOSITE_PROBE_EF,
+    Hits,
+    PointId,
+    StoredPoint,
+    VectorStore,
+    _rows,
+    normalize_id,
+)
 from ._filters import Filter, Match, Range, as_filter, to_edge
 from ._integrity import (
     IdState,
@@ -85,6 +93,9 @@ class EdgeStore(VectorStore):
     converting Python float lists (the binding's only way to hand vectors out). ``None`` reads
     ``QDRANT_SIFT_EDGE_VECTOR_CACHE`` (default off; ``1`` = on).
     """
+
+    #: ``hnsw_ef`` of a both-directions recall's −q probe (see ``OPPOSITE_PROBE_EF``)
+    opposite_probe_ef = OPPOSITE_PROBE_EF
 
     def __init__(
         self,
@@ -496,7 +507,7 @@ class EdgeStore(VectorStore):
                 query=qe.Query.Nearest(q.tolist(), using=lay.using),
                 filter=flt,
                 params=qe.SearchParams(
-                    hnsw_ef=params.get("hnsw_ef") or default_ef(top, full), exact=exact
+                    hnsw_ef=params.get("hnsw_ef") or self._ef(top, full, k), exact=exact
                 ),
                 with_vector=engine_vectors if full else False,
                 with_payload=full and with_payload,
@@ -518,6 +529,13 @@ class EdgeStore(VectorStore):
                 pls = [p.payload or {} for p in r] if with_payload else [{} for _ in ids]
                 out.append(self._cached_hits(ids, scores, pls, kernel, with_payload))
         return out
+
+    def _ef(self, top: int, full: bool, k: int) -> int:
+        """Default ``hnsw_ef`` of one query of a batch: the −q probe (ids only, fewer than k
+        asked) at ``opposite_probe_ef``, everything else at ``default_ef``."""
+        if not full and top < k:
+            return max(self.opposite_probe_ef, top)
+        return default_ef(top, full)
 
     def _hits(self, points: Any, kernel: bool, scored: bool = True, payloads: bool = True) -> Hits:
         """Engine points (scored or records) with vectors and payloads as one :class:`Hits`

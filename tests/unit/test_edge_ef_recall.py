@@ -76,3 +76,35 @@ def test_both_directions_at_default_ef_keep_merged_recall(hnsw_store: EdgeStore)
         exact = hnsw_store.recall(q, K, exact=True).ids
         rec.append(len(set(approx) & set(exact)) / K)
     assert np.mean(rec) >= 0.95 and min(rec) >= 0.9, rec
+
+
+def test_opposite_probe_runs_at_its_own_small_ef() -> None:
+    """Only the −q probe (ids only, fewer than k) runs at ``opposite_probe_ef``; q's top k and a
+    full −q search keep ``default_ef``."""
+    from qdrant_sift.client.stores import OPPOSITE_PROBE, default_ef
+
+    ef = EdgeStore._ef
+    assert EdgeStore.opposite_probe_ef == 16
+    assert ef(EdgeStore, OPPOSITE_PROBE, False, K) == 16  # type: ignore[arg-type]
+    assert ef(EdgeStore, K, False, K) == default_ef(K, False)  # type: ignore[arg-type]
+    assert ef(EdgeStore, K, True, K) == default_ef(K, True)  # type: ignore[arg-type]
+
+
+def test_opposite_probe_at_its_ef_settles_where_the_exact_one_would(hnsw_store: EdgeStore) -> None:
+    """The probe at ef = 16 must reach the verdict an exact −q probe reaches, both where −q adds
+    nothing (the data's own queries) and where −q is the strong side (queries pointing away
+    from a cluster: then the probe must not settle, and the full −q search runs)."""
+    from qdrant_sift.client.stores import OPPOSITE_PROBE
+    from qdrant_sift.client.stores._base import opposite_probe_settles
+
+    _, qs = _clustered(8_000, 384, 0)
+    verdicts = []
+    for q in [*qs, *(-qs[:4])]:
+        pos, neg = hnsw_store._search(
+            [q, -q], K, None, {}, False, [True, False], [K, OPPOSITE_PROBE]
+        )
+        exact = hnsw_store._search([-q], K, None, {"exact": True}, False, [False], [OPPOSITE_PROBE])
+        got = opposite_probe_settles(pos, neg, K, OPPOSITE_PROBE)
+        assert got == opposite_probe_settles(pos, exact[0], K, OPPOSITE_PROBE)
+        verdicts.append(got)
+    assert verdicts[: len(qs)] == [True] * len(qs) and verdicts[len(qs) :] == [False] * 4
