@@ -314,6 +314,7 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
 
     edge = ds.edge
     ef = max(2 * K, 64)  # the store's default for k = K (HNSW_EF_FACTOR · k)
+    probe_ef = edge.opposite_probe_ef  # the store's −q probe
     cache_s = build_cache(edge)
     cache_mib = edge._vcache.nbytes / 2**20 if edge._vcache is not None else 0.0
     _log(f"{label}: vector cache built in {cache_s:.1f} s ({cache_mib:.0f} MiB)")
@@ -356,7 +357,7 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         "sift_exact": sift_search(edge, K, exact=True),
         "engine": engine_only,
         "engine2": lambda q: engine_ids([q, -q], K, ef),
-        "engine_probe": lambda q: engine_ids([q, -q], K, ef, OPPOSITE_PROBE, 64),
+        "engine_probe": lambda q: engine_ids([q, -q], K, ef, OPPOSITE_PROBE, probe_ef),
         "engine50": lambda q: engine_ids([q], N, max(2 * N, 64)),
         "recall1": lambda q: edge.recall(q, K, both_directions=False),
         "recall2": lambda q: edge.recall(q, K),
@@ -394,8 +395,8 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     row(label, "  ↳ engine alone: top-200 ids for q and −q, one batch (HNSW)", t["engine2"],
         base_h, f"{t['engine2'] / ph:.2f}×",
         f"recall floor; SIFT search − it: {ms(t['sift_hnsw'] - t['engine2'])}")  # fmt: skip
-    row(label, f"  ↳ engine alone: top-200 ids for q, −q's best {OPPOSITE_PROBE} at ef=64 (the "
-        "recall's probe), one batch", t["engine_probe"], base_h,
+    row(label, f"  ↳ engine alone: top-200 ids for q, −q's best {OPPOSITE_PROBE} at "
+        f"ef={probe_ef} (the recall's probe), one batch", t["engine_probe"], base_h,
         f"{t['engine_probe'] / ph:.2f}×", "recall floor when the probe settles −q")  # fmt: skip
     row(label, "  ↳ recall top-200 + vectors, one direction (HNSW)", t["recall1"], base_h,
         f"{t['recall1'] / ph:.2f}×", f"fetch+convert {ms(t['recall1'] - t['engine'])}")  # fmt: skip
@@ -475,9 +476,9 @@ def bench_ef(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     row(label, f"Edge HNSW recall top-200, {base2}", t["both2k"], "-", "1.00×",
         merged_recall(hnsw_ef=ef2))  # fmt: skip
     row(label, f"Edge HNSW recall top-200, both directions, store default (q: ef={ef2}, −q: "
-        f"its best {OPPOSITE_PROBE} at ef=64, top-200 at ef={max(K, 64)} only if they cannot "
-        "settle it)", t["default"], base2, f"{t['default'] / t['both2k']:.2f}×",
-        merged_recall())  # fmt: skip
+        f"its best {OPPOSITE_PROBE} at ef={EdgeStore.opposite_probe_ef}, top-200 at "
+        f"ef={max(K, 64)} only if they cannot settle it)", t["default"], base2,
+        f"{t['default'] / t['both2k']:.2f}×", merged_recall())  # fmt: skip
 
 
 def bench_local(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
