@@ -27,11 +27,11 @@ import functools
 import json
 import logging
 import math
+import os
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -40,7 +40,7 @@ import uvicorn
 from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from qdrant_sift import errors
@@ -147,7 +147,7 @@ class HttpServer:
         self.port: int = int(self._sock.getsockname()[1])
         if (tls_cert is None) != (tls_key is None) or isinstance(tls_cert, bytes):
             raise errors.ConfigError("HTTP TLS needs --tls-cert and --tls-key as file paths")
-        cohere, tei = self._endpoint(cohere_rerank, "cohere"), self._endpoint(tei_rerank, "tei")
+        cohere, tei = _Endpoint(self, cohere_rerank, "cohere"), _Endpoint(self, tei_rerank, "tei")
         # Cohere v1 clients (cohere.Client, older LiteLLM) send the same request to /v1/rerank
         self._rerank_routes = {"/v2/rerank": cohere, "/v1/rerank": cohere, "/rerank": tei}
         routes = [Route(path, ep, methods=["POST"]) for path, ep in self._rerank_routes.items()]
@@ -219,67 +219,71 @@ class HttpServer:
         if scope["type"] == "http" and scope["method"] == "POST":
             endpoint = self._rerank_routes.get(scope["path"])
             if endpoint is not None:
-                response = await endpoint(Request(scope, receive, send))
-                await response(scope, receive, send)
+                await endpoint(scope, receive, send)
                 return
         await self._starlette(scope, receive, send)
 
     # --- probes ---------------------------------------------------------------------------------
 
-    async def _health(self, request: Request) -> Response:
+    async def _health(self, request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    async def _ready(self, request: Request) -> Response:
+    async def _ready(self, request: Request) -> JSONResponse:
         ok = self.ready and not self.refusing
         return JSONResponse({"status": "ready" if ok else "unready"}, 200 if ok else 503)
 
     # --- the shared envelope ----------------------------------------------------------------------
 
-    def _endpoint(
-        self, handler: Callable[[TextReranker, dict[str, Any], str], Any], shape: str
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await self._handle(request, handler, shape)
-
-        return endpoint
-
-    async def _handle(self, request: Request, handler: Any, shape: str) -> Response:
+    async def _handle(
+        self, scope: Any, receive: Any, handler: Any, shape: str
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """One rerank request on the raw ASGI ``scope``/``receive``: ``(status, JSON body,
+        headers)``. No Starlette ``Request``/``Response`` on this path: their header objects,
+        body stream and response machinery cost a warm call more than they give here."""
         started = time.perf_counter()
-        path: str = request.scope["path"]
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        path: str = scope["path"]
+        head: dict[bytes, str] = {}  # the first of a repeated header, as Headers.get has it
+        auth: list[tuple[str, str]] = []
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                auth.append(("authorization", value.decode("latin-1")))
+            elif name in _READ and name not in head:
+                head[name] = value.decode("latin-1")
+        rid = head.get(b"x-request-id") or os.urandom(16).hex()
         info: dict[str, Any] = {}
-        scope: CallScope | None = None
+        call: CallScope | None = None
+        headers: list[tuple[bytes, bytes]] = []
         self.metrics.in_flight.inc()
         try:
-            self._admit(request)
-            body, size = await self._body(request)
-            scope = CallScope(self._deadline(request))
+            self._admit(auth)
+            body, size = await self._body(head.get(b"content-length", ""), receive)
+            call = CallScope(self._deadline(head.get(b"x-request-timeout")))
             with self._cond:
                 if len(self._in_flight) >= self._max_concurrent:
                     raise _Refusal(
                         429, "RESOURCE_EXHAUSTED",
                         f"{self._max_concurrent} requests in flight; retry later", "Overloaded",
                     )  # fmt: skip
-                self._in_flight.add(scope)
+                self._in_flight.add(call)
             work = functools.partial(handler, self.engine, body, rid)
             payload = None
             if self._inline_ok and size <= INLINE_MAX_BODY:
-                payload = self._inline(scope, work, info)
+                payload = self._inline(call, work, info)
             if payload is None:
-                payload = await self._run(request, scope, work, info)
-            status, code, response = 200, "OK", _json(payload)
+                payload = await self._run(scope, receive, call, work, info)
+            status, code, content = 200, "OK", orjson.dumps(payload)
         except Exception as exc:
             refusal = _classify(exc, rid)
             if refusal.status == 500 and not refusal.error:
                 log.exception("http request failed", extra={"request_id": rid, "method": path})
             status, code = refusal.status, refusal.code
             info["error"] = str(refusal)
-            response = self._error(refusal, shape, rid)
+            content, headers = self._error(refusal, shape, rid)
         finally:
             self.metrics.in_flight.dec()
-            if scope is not None:
+            if call is not None:
                 with self._cond:
-                    self._in_flight.discard(scope)
+                    self._in_flight.discard(call)
                     self._cond.notify_all()
         elapsed = time.perf_counter() - started
         self.metrics.observe(path, code, elapsed)
@@ -287,11 +291,14 @@ class HttpServer:
         if code == "OK" and "strategy" in info:
             selected = self._child(self.metrics.selected, strategy=info["strategy"])
             selected.inc(info.get("picked", 0))
-        peer = f"{request.client.host}:{request.client.port}" if request.client else ""
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else ""
         log.info("http", extra={"request_id": rid, "method": path, "status": status, "code": code,
                                 "peer": peer, "ms": round(elapsed * 1e3, 3), **info})  # fmt: skip
-        response.headers["x-request-id"] = rid
-        return response
+        headers += [(b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(content)),
+                    (b"x-request-id", rid.encode("latin-1"))]  # fmt: skip
+        return status, content, headers
 
     def _child(self, metric: Any, **labels: str) -> Any:
         """``metric.labels(**labels)``, looked up once per label set (paths, statuses and
@@ -302,32 +309,33 @@ class HttpServer:
             child = self._children[key] = metric.labels(**labels)
         return child
 
-    def _admit(self, request: Request) -> None:
-        if self._token is not None:
-            auth = [("authorization", v) for v in request.headers.getlist("authorization")]
-            if not bearer_token_ok(auth, self._token):
-                raise _Refusal(
-                    401, "UNAUTHENTICATED", "missing or invalid 'Authorization: Bearer' token"
-                )
+    def _admit(self, auth: list[tuple[str, str]]) -> None:
+        if self._token is not None and not bearer_token_ok(auth, self._token):
+            raise _Refusal(
+                401, "UNAUTHENTICATED", "missing or invalid 'Authorization: Bearer' token"
+            )
         if self.refusing:
             raise _Refusal(503, "UNAVAILABLE", "server is shutting down")
 
-    async def _body(self, request: Request) -> tuple[dict[str, Any], int]:
+    async def _body(self, declared: str, receive: Any) -> tuple[dict[str, Any], int]:
         too_big = _Refusal(
             413, "RESOURCE_EXHAUSTED",
             f"request body exceeds the server limit max_message_bytes={self._max_body}",
             "ServerLimitError", "max_message_bytes",
         )  # fmt: skip
-        declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._max_body:
             raise too_big
-        chunks, size = [], 0
-        async for chunk in request.stream():
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Refusal(503, "CANCELLED", "the client hung up before sending the body")
+            chunk, more = message.get("body", b""), message.get("more_body", False)
             size += len(chunk)
             if size > self._max_body:
                 raise too_big
             chunks.append(chunk)
-        raw = b"".join(chunks)
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -341,8 +349,7 @@ class HttpServer:
             raise _Refusal(422, "INVALID_ARGUMENT", "body must be a JSON object")
         return body, size
 
-    def _deadline(self, request: Request) -> float:
-        raw = request.headers.get("x-request-timeout")
+    def _deadline(self, raw: str | None) -> float:
         if raw is None:
             return self._timeout
         try:
@@ -373,25 +380,27 @@ class HttpServer:
             return None
 
     async def _run(
-        self, request: Request, scope: CallScope, work: Callable[[], Any], info: dict[str, Any]
-    ) -> Any:
+        self, scope: Any, receive: Any, call: CallScope, work: Callable[[], Any],
+        info: dict[str, Any],
+    ) -> Any:  # fmt: skip
         """``work`` in the worker pool; while it runs, a client that hangs up (checked every
         0.1 s) stops it at its next pick or embedding chunk."""
-        guarded = functools.partial(self._guarded, scope, work, info)
+        guarded = functools.partial(self._guarded, call, work, info)
         future = asyncio.get_running_loop().run_in_executor(self._pool, guarded)
+        request = Request(scope, receive)
         try:
             while True:
                 done, _ = await asyncio.wait((future,), timeout=_WATCH_EVERY)
                 if done:
                     return future.result()
-                if not scope.cancelled.is_set() and await request.is_disconnected():
-                    scope.cancel("cancelled")
+                if not call.cancelled.is_set() and await request.is_disconnected():
+                    call.cancel("cancelled")
         except asyncio.CancelledError:  # the server stops waiting: so does the work
-            scope.cancel("cancelled")
+            call.cancel("cancelled")
             raise
 
     @staticmethod
-    def _error(refusal: _Refusal, shape: str, rid: str) -> Response:
+    def _error(refusal: _Refusal, shape: str, rid: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         message = str(refusal)
         if shape == "tei":
             kind = _TEI_TYPES.get(refusal.status, "Validation")
@@ -407,9 +416,23 @@ class HttpServer:
             headers["www-authenticate"] = "Bearer"
         if refusal.status in (429, 503):
             headers["retry-after"] = "1"
-        return _json(body, refusal.status, headers)
+        pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        return orjson.dumps(body), pairs
 
 
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A JSON response serialised by orjson (compact, like Starlette's ``JSONResponse``)."""
-    return Response(orjson.dumps(payload), status, headers, media_type="application/json")
+#: The request headers a rerank call reads besides ``authorization`` (ASGI lower-cases names).
+_READ = frozenset({b"content-length", b"x-request-id", b"x-request-timeout"})
+
+
+class _Endpoint:
+    """One rerank route as a raw ASGI app (a class, so Starlette's router, which answers the
+    other methods with 405, would call it as ASGI too)."""
+
+    def __init__(self, server: HttpServer, handler: Any, shape: str) -> None:
+        self._server, self._handler, self._shape = server, handler, shape
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        server = self._server
+        status, body, headers = await server._handle(scope, receive, self._handler, self._shape)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
