@@ -17,7 +17,7 @@ from ._factory import open_store
 from ._filters import Filter, Match, Range, as_filter
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR
 from ._names import MAX_COLLECTION_NAME, shard_path, validate_collection_name
-from ._qdrant import HNSW_EF_FACTOR, OPPOSITE_EF_FACTOR, QdrantStore, default_ef
+from ._qdrant import HNSW_EF_FACTOR, OPPOSITE_EF_FACTOR, QdrantStore, default_ef, query_ef
 
 __all__ = [
     "DISTANCES",
@@ -39,6 +39,7 @@ __all__ = [
     "as_filter",
     "default_ef",
     "open_store",
+    "query_ef",
     "shard_path",
     "validate_collection_name",
 ]

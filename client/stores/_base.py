@@ -210,7 +210,7 @@ def _pos_wins(pos: Hits, neg: Hits, k: int) -> bool:
 #: Hits of −q asked first in a both-directions recall (a probe at a small ``hnsw_ef``); more
 #: only when every one of them could still enter the merge (:func:`opposite_probe_settles`).
 OPPOSITE_PROBE = 16
-#: ``hnsw_ef`` of that probe where the store sets it (EdgeStore). The probe only has to show
+#: ``hnsw_ef`` of that probe (both stores, ``query_ef``). The probe only has to show
 #: that −q's 16th best hit scores below the least of q's K (by ~0.4 cosine on the benchmark's
 #: data, clustered and cone alike, 20 of 20 queries at ef 8 to 64); at ef = 16 it costs ~5 % of
 #: q's own top-200 search instead of ~40 % at ef = 64 (100k × 384, bench_store). A probe that

@@ -58,7 +58,7 @@ from ._integrity import (
 )
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR, Layout, read_layout
 from ._names import shard_path, validate_collection_name
-from ._qdrant import default_ef
+from ._qdrant import query_ef
 from ._vcache import VectorCache
 
 __all__ = ["EdgeStore"]
@@ -533,9 +533,7 @@ class EdgeStore(VectorStore):
     def _ef(self, top: int, full: bool, k: int) -> int:
         """Default ``hnsw_ef`` of one query of a batch: the −q probe (ids only, fewer than k
         asked) at ``opposite_probe_ef``, everything else at ``default_ef``."""
-        if not full and top < k:
-            return max(self.opposite_probe_ef, top)
-        return default_ef(top, full)
+        return query_ef(top, full, k, self.opposite_probe_ef)
 
     def _hits(self, points: Any, kernel: bool, scored: bool = True, payloads: bool = True) -> Hits:
         """Engine points (scored or records) with vectors and payloads as one :class:`Hits`

@@ -25,12 +25,12 @@ from qdrant_sift.errors import (
     StoreUnavailableError,
 )
 
-from ._base import Hits, PointId, StoredPoint, VectorStore, normalize_id
+from ._base import OPPOSITE_PROBE_EF, Hits, PointId, StoredPoint, VectorStore, normalize_id
 from ._filters import Filter, Match, Range, as_filter, to_qdrant
 from ._layout import KERNEL_VECTOR, Layout, read_layout
 from ._names import validate_collection_name
 
-__all__ = ["HNSW_EF_FACTOR", "OPPOSITE_EF_FACTOR", "QdrantStore", "default_ef"]
+__all__ = ["HNSW_EF_FACTOR", "OPPOSITE_EF_FACTOR", "QdrantStore", "default_ef", "query_ef"]
 
 #: Default ``hnsw_ef`` is this many times k, so approximate recall of K=200 stays near exact.
 HNSW_EF_FACTOR = 2
@@ -50,6 +50,14 @@ def _point_ids(ids: list[PointId]) -> list[int | str | uuid.UUID]:
 def default_ef(k: int, full: bool) -> int:
     """``hnsw_ef`` for a top-k query: q's own, or (``full`` False) the ids-only −q query."""
     return max((HNSW_EF_FACTOR if full else OPPOSITE_EF_FACTOR) * k, 64)
+
+
+def query_ef(top: int, full: bool, k: int, probe_ef: int = OPPOSITE_PROBE_EF) -> int:
+    """``hnsw_ef`` of one query of a recall batch: a both-directions recall's −q probe (ids only,
+    fewer than k asked) at ``probe_ef``, everything else at :func:`default_ef` (both stores)."""
+    if not full and top < k:
+        return max(probe_ef, top)
+    return default_ef(top, full)
 
 
 _DIST = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid", "manhattan": "Manhattan"}
@@ -307,7 +315,7 @@ class QdrantStore(VectorStore):
                 params=None
                 if self._local
                 else models.SearchParams(
-                    hnsw_ef=params.get("hnsw_ef") or default_ef(top, full), exact=exact
+                    hnsw_ef=params.get("hnsw_ef") or query_ef(top, full, k), exact=exact
                 ),
                 with_vector=with_vec if full else False,
                 with_payload=full and with_payload,

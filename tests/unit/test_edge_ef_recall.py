@@ -90,6 +90,20 @@ def test_opposite_probe_runs_at_its_own_small_ef() -> None:
     assert ef(EdgeStore, K, True, K) == default_ef(K, True)  # type: ignore[arg-type]
 
 
+def test_both_stores_take_the_probe_ef_from_one_rule() -> None:
+    """``query_ef`` is the one rule: the Qdrant server store asks it too (local mode ignores
+    ``hnsw_ef``, so the server path is covered by the rule itself)."""
+    import inspect
+
+    from qdrant_sift.client.stores import OPPOSITE_PROBE, QdrantStore, default_ef, query_ef
+
+    assert query_ef(OPPOSITE_PROBE, False, K) == 16
+    assert query_ef(K, False, K) == default_ef(K, False)
+    assert query_ef(K, True, K) == default_ef(K, True)
+    assert query_ef(OPPOSITE_PROBE, False, K, probe_ef=40) == 40
+    assert "query_ef(top, full, k)" in inspect.getsource(QdrantStore)
+
+
 def test_opposite_probe_at_its_ef_settles_where_the_exact_one_would(hnsw_store: EdgeStore) -> None:
     """The probe at ef = 16 must reach the verdict an exact −q probe reaches, both where −q adds
     nothing (the data's own queries) and where −q is the strong side (queries pointing away
