@@ -47,7 +47,6 @@ from qdrant_sift import errors
 from qdrant_sift.errors import ServerLimitError
 
 from ._cancel import CallScope, cancel_scope
-from ._http_transport import OneWriteProtocol
 from ._metrics import Metrics
 from ._server import bearer_token_ok
 from ._shapes import cohere_rerank, tei_rerank
@@ -164,7 +163,7 @@ class HttpServer:
         config = uvicorn.Config(
             self._app, interface="asgi3", log_config=None, access_log=False, lifespan="off",
             server_header=False, ssl_certfile=tls_cert, ssl_keyfile=tls_key,
-            timeout_keep_alive=75, http=OneWriteProtocol,  # a response's head and body: one write
+            timeout_keep_alive=75,
         )  # fmt: skip
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
