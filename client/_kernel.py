@@ -43,7 +43,7 @@ KERNELS: tuple[str, ...] = ("model-mean", "model-last")
 #: What ``SiftClient(kernel=…)`` and the CLI's ``--kernel`` accept: a model kernel, or ``recall``.
 KERNEL_CHOICES: tuple[str, ...] = (*KERNELS, "recall")
 #: ``SiftClient``'s kernel when neither ``kernel=`` nor ``kernel_embedder=`` is given (docs/eval:
-#: at λ = 0.1 it beat nearest neighbours at N = 5, 10, 20 on the development prompts).
+#: at λ = 0.03 it beat nearest neighbours at N = 10, 20 and 50 on 56 fresh held-out prompts).
 DEFAULT_KERNEL = "model-mean"
 #: Kernel vectors of texts kept in memory per client (about 9 MB at SmolLM2's 576 dimensions).
 KERNEL_CACHE_SIZE = 4096

@@ -53,9 +53,9 @@ def _recall_picks(store: QdrantStore) -> list[Any]:
 
 
 def test_the_defaults_are_the_swept_ones() -> None:
-    assert DEFAULTS.lam == 0.1
+    assert DEFAULTS.lam == 0.03
     params = inspect.signature(SiftClient.adapt_and_generate).parameters
-    assert params["n"].default == 20 and params["lam"].default == 0.1
+    assert params["n"].default == 20 and params["lam"].default == 0.03
     assert inspect.signature(SiftClient).parameters["kernel"].default is None
 
 
@@ -185,7 +185,7 @@ def test_cli_defaults_and_kernel_choices(capsys: pytest.CaptureFixture[str]) -> 
         with pytest.raises(SystemExit) as exc:
             _parse([*argv, "--kernel", "minilm"])
         assert exc.value.code == 2
-    assert _parse(["generate", PROMPT]).lam == 0.1
+    assert _parse(["generate", PROMPT]).lam == 0.03
     assert _parse(["search", PROMPT, "--kernel", "recall"]).kernel == "recall"
     capsys.readouterr()
 

@@ -42,7 +42,9 @@ def test_rerank_clips_like_the_rule_and_scores_with_the_gain_formula(strategy: s
                  strategy=strategy, unique=False)  # fmt: skip
     assert len(out) == SelectOptions(strategy=strategy, unique=False).clip_n(9, 5)
     if strategy != "random":  # random draws differ between calls
-        sel = select(q, x, len(out), strategy=strategy, unique=False)
+        from qdrant_sift.options import RERANK_DEFAULTS  # rerank's λ, not select's
+
+        sel = select(q, x, len(out), strategy=strategy, unique=False, lam=RERANK_DEFAULTS.lam)
         assert [r.index for r in out] == sel.indices.tolist()
     gains = relative_gains([r.uncertainty for r in out], 1.0)  # one cosine target: σ²₀ = 1
     assert [r.relevance_score for r in out] == gains
@@ -185,7 +187,7 @@ def test_every_entry_point_takes_its_defaults_from_select_options() -> None:
         got = _signature_defaults(fn)
         assert got and got == _want(DEFAULTS, got), fn
     assert _signature_defaults(rerank) == _want(RERANK_DEFAULTS, _signature_defaults(rerank))
-    assert SelectOptions(unique=True) == RERANK_DEFAULTS
+    assert SelectOptions(unique=True, lam=0.1) == RERANK_DEFAULTS
     for request in (pb.SelectRequest(), pb.RecallRequest()):
         wire = options_from_proto(request)
         assert wire == {name: getattr(DEFAULTS, name) for name in wire}
