@@ -6,8 +6,9 @@ NEW_RUN's corpus was built with another seed (``--seed 1 --prompts-per-domain 14
 its prompts of rank >= 2 (ranks 0-1 are that corpus's development prompts) are taken in rank
 order, skipping any whose document was a prompt document of an OLD_RUN, or which is a near-copy of
 an old prompt (half or more of its 13-word sequences occur in one old prompt; sharing some
-boilerplate is allowed: licence texts all do), until ``--per-domain`` are chosen. Prints the comma-separated
-``--prompt-ids`` list, then one line per domain on stderr. Fails if a domain runs short.
+boilerplate is allowed: licence texts all do), until ``--per-domain`` are chosen. Prints the
+comma-separated ``--prompt-ids`` list, then one line per domain on stderr. Fails if a domain runs
+short.
 """
 
 from __future__ import annotations
