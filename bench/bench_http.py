@@ -50,6 +50,7 @@ from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
 from qdrant_sift.client.embed import default_embedder
+from qdrant_sift.options import RERANK_DEFAULTS as RERANK  # what /v2/rerank selects with
 from qdrant_sift.reranker import Limits, LocalReranker, RemoteReranker, TextReranker
 
 VOCAB = [
@@ -187,7 +188,7 @@ def main() -> None:
         emb = default_embedder("cpu")  # the warm set's vectors, as the server embeds them
         qvec, vecs = emb.embed_query(queries[warm]), emb.embed_documents(sets[warm])
         local = LocalReranker("cpu")
-        want = local.select(qvec, vecs, args.n, unique=True).indices.tolist()
+        want = local.select(qvec, vecs, args.n, unique=True, lam=RERANK.lam).indices.tolist()
         cold_answers: dict[int, list[int]] = {}
         bodies = [
             json.dumps({"model": "sift", "query": q, "documents": s, "top_n": args.n}).encode()
@@ -228,7 +229,7 @@ def main() -> None:
             bad[0] += [p.index for p in picks] != want
 
         def select(_: int) -> None:
-            local.select(qvec, vecs, args.n, unique=True)
+            local.select(qvec, vecs, args.n, unique=True, lam=RERANK.lam)
 
         for _ in range(20):  # caches the warm set, warms connections and code paths
             http_set(warm)
@@ -247,7 +248,7 @@ def main() -> None:
         with RemoteReranker(f"grpc://127.0.0.1:{info['port']}", timeout=600) as remote:
 
             def grpc_select(_: int) -> None:
-                remote.select(qvec, vecs, args.n, unique=True)
+                remote.select(qvec, vecs, args.n, unique=True, lam=RERANK.lam)
 
             def grpc_texts(_: int) -> None:
                 picks = remote.rerank_texts(queries[warm], sets[warm], args.n).picks
