@@ -1,8 +1,9 @@
-"""The product defaults chosen from the development sweep (docs/eval): SIFT in the language
-model's own kernel (model-mean) at λ = 0.1, N = 20 picks; ``kernel="recall"`` keeps the old
-selection on the recall vectors; the *default* kernel falls back to recall (a warning, once)
-where it cannot apply, a kernel named explicitly raises. Real parts: Qdrant local mode,
-in-process SIFT, a tiny random Llama; the recall embedder is a deterministic hash."""
+"""The product defaults the evaluation chose (docs/eval: the development sweep, then the second
+confirmatory set): SIFT in the language model's own kernel (model-mean) at λ = 0.03, N = 20
+picks; ``kernel="recall"`` keeps the old selection on the recall vectors; the *default* kernel
+falls back to recall (a warning, once) where it cannot apply, a kernel named explicitly raises.
+Real parts: Qdrant local mode, in-process SIFT, a tiny random Llama; the recall embedder is a
+deterministic hash."""
 
 from __future__ import annotations
 
