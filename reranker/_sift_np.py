@@ -86,26 +86,22 @@ def _layout(k: int, m: int, steps: int) -> tuple[int, int, int, int, int, int, i
 
 def _steps_py(
     GT: Any, sqx: Any, sqq: Any, lam: float, normalize: bool, unique: bool, prior: float,
-    order: Any, buf: Any, picks: Any, i0: int, i1: int, alpha: float, has_alpha: bool,
+    order: Any, buf: Any, lay: Any, picks: Any, i0: int, i1: int, alpha: float, has_alpha: bool,
 ) -> tuple[int, bool]:  # fmt: skip
     """Picks ``i0``..``i1`` of the greedy (the numpy loop below, unrolled), state in ``buf``.
 
     One call sets up the state from the Gram block ``GT`` (when ``i0 == 0``) and runs the picks,
     so a small selection is one compiled call instead of ~20 numpy calls around it (each one
-    costs ~1 µs warm and tens of µs when the caches are cold). Returns (picks taken, stopped by
-    ``alpha``); ``order`` of length 0 means none. The σ² of pick i is ``buf[var + i]``.
+    costs ~1 µs warm and tens of µs when the caches are cold). ``lay`` is :func:`_layout`'s tuple
+    for this call (computed by the caller: a compiled function calls no Python). Returns (picks
+    taken, stopped by ``alpha``); ``order`` of length 0 means none. The σ² of pick i is
+    ``buf[var + i]``.
     """
     K = GT.shape[0]
     m = GT.shape[1] - K
     width = K + m
     steps = picks.shape[0]
-    o_dl = steps * width  # :func:`_layout`, written out (a compiled function calls no Python)
-    o_lamj = o_dl + K
-    o_pen = o_lamj + K
-    o_c = o_pen + K
-    o_ts = o_c + m * K
-    o_var = o_ts + m
-    o_tv = o_var + steps
+    o_dl, o_lamj, o_pen, o_c, o_ts, o_var, o_tv, _ = lay
     W = buf[: steps * width].reshape(steps, width)
     dl = buf[o_dl : o_dl + K]
     lamj = buf[o_lamj : o_lamj + K]
@@ -234,7 +230,8 @@ def _run_compiled(
     fails (then the caller runs the numpy loop: the inputs are untouched, the state is ``buf``)."""
     global _compiled_fn, _compiled_state
     K, width = GT.shape
-    buf = np.empty(_layout(K, width - K, steps)[-1])
+    lay = _layout(K, width - K, steps)
+    buf = np.empty(lay[-1])
     picks = np.empty(steps, np.int64)
     order_a = _NO_ORDER if order is None else np.ascontiguousarray(order, np.int64)
     # one call for a small selection (each call costs ~10 µs of argument checks); calls of a
@@ -246,7 +243,7 @@ def _run_compiled(
             stop()
         hi = min(steps, done + chunk)
         try:
-            taken, hit = fn(GT, sqx, sqq, lam, normalize, unique, prior, order_a, buf, picks,
+            taken, hit = fn(GT, sqx, sqq, lam, normalize, unique, prior, order_a, buf, lay, picks,
                             done, hi, alpha or 0.0, alpha is not None)  # fmt: skip
         except Exception:
             with _compiled_lock:
@@ -262,7 +259,7 @@ def _run_compiled(
             fn = _compiled_fn
             continue
         done = hi
-    var0 = _layout(K, width - K, steps)[5]
+    var0 = lay[5]
     return picks[:taken].copy(), buf[var0 : var0 + taken].copy(), hit
 
 
