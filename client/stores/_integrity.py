@@ -52,7 +52,9 @@ __all__ = [
     "probe_load",
 ]
 
-MANIFEST_NAME = "qdrant_sift.manifest.json"
+#: Our own files in a shard folder start with this (the fingerprint covers the engine's only).
+OWN_PREFIX = "qdrant_sift."
+MANIFEST_NAME = f"{OWN_PREFIX}manifest.json"
 #: Files up to this size are hashed at a clean close (metadata); larger ones by size only.
 HASH_LIMIT = 16 * 1024 * 1024
 #: Preallocated bulk files the engine sizes itself; damage inside them is not looked for.
@@ -105,6 +107,8 @@ class ShardManifest:
     clean: bool = False
     files: dict[str, list[Any]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    #: token of the vector cache saved by this clean close (see ``_vcache``); None: none saved
+    vcache: str | None = None
 
     @classmethod
     def read(cls, shard_dir: Path) -> ShardManifest | None:
@@ -123,6 +127,7 @@ class ShardManifest:
             clean=bool(data.get("clean", False)),
             files={str(k): list(v) for k, v in dict(data.get("files") or {}).items()},
             sources=[str(s) for s in data.get("sources") or []],
+            vcache=str(data["vcache"]) if data.get("vcache") else None,
         )
 
     def write(self, shard_dir: Path, *, durable: bool = False) -> None:
@@ -134,6 +139,7 @@ class ShardManifest:
             "clean": self.clean,
             "files": self.files,
             "sources": self.sources,
+            "vcache": self.vcache,
         }
         path = shard_dir / MANIFEST_NAME
         tmp = path.with_suffix(".tmp")
@@ -161,8 +167,8 @@ def _tracked(shard_dir: Path) -> Iterable[Path]:
         if rel_root == Path("."):
             dirs[:] = [d for d in dirs if d != "wal"]  # replayed only up to the last flush
         for name in files:
-            if rel_root == Path(".") and name.startswith(MANIFEST_NAME):
-                continue
+            if rel_root == Path(".") and name.startswith(OWN_PREFIX):
+                continue  # ours (manifest, saved vector cache), not the engine's
             yield Path(root) / name
 
 

@@ -7,21 +7,49 @@ gathers the vectors from here, one numpy take. The rows are read back from the e
 write (never computed here), so they are bit for bit what the engine stores: cosine collections
 hold unit vectors normalised by the engine.
 
-The copy lives in RAM only (rebuilt from the shard on first use after opening), costs
-n × (d + d_kernel) × 4 bytes, and is kept row for row with the shard under the store's write lock.
-A recall running while another thread writes may see a replaced point's previous vector (the
-engine is written first, then the copy); an id the copy does not hold yet is read from the engine.
+The copy is built from the shard on the first recall (one scroll, a few seconds per 100k × 384),
+costs n × (d + d_kernel) × 4 bytes, and is kept row for row with the shard under the store's
+write lock. A recall running while another thread writes may see a replaced point's previous
+vector (the engine is written first, then the copy); an id the copy does not hold yet is read
+from the engine.
+
+Persistence: a clean close saves the copy beside the shard (:meth:`VectorCache.save`, files
+``qdrant_sift.vcache.*``, fsynced before the clean manifest names their token) and the next open
+maps it back (:meth:`VectorCache.load`, ``mmap_mode="c"``: pages are read on demand and writes
+stay private until the next save), so a reopened collection pays neither the scroll nor the RAM
+up front. The files count only when the manifest was written by a clean close with their token
+and the point state they were saved with; after a crash the copy is rebuilt from the shard. Like
+the engine's own data files, bytes changed inside them without a change of size are not looked
+for beyond a spot check of a few rows against the engine (the store's ``_load_cache``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ._base import PointId
 
-__all__ = ["VectorCache"]
+__all__ = ["VCACHE_PREFIX", "VectorCache"]
+
+#: Names of the saved copy's files inside the shard folder (the manifest's fingerprint skips them).
+VCACHE_PREFIX = "qdrant_sift.vcache"
+_META = f"{VCACHE_PREFIX}.json"
+_ROWS = f"{VCACHE_PREFIX}.rows.npy"
+_KROWS = f"{VCACHE_PREFIX}.krows.npy"
+_FORMAT = 1
+
+
+def _fsync_replace(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
 
 
 class VectorCache:
@@ -34,6 +62,7 @@ class VectorCache:
         self._slot: dict[PointId, int] = {}
         self._free: list[int] = []
         self._used = 0  # slots ever handed out (the high-water mark)
+        self.changed = True  # since it was loaded or saved (a new copy has never been saved)
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -72,12 +101,14 @@ class VectorCache:
         self._rows[slots] = rows
         if self._krows is not None and krows is not None:
             self._krows[slots] = krows
+        self.changed = True
 
     def drop(self, ids: Iterable[PointId]) -> None:
         for pid in ids:
             s = self._slot.pop(pid, None)
             if s is not None:
                 self._free.append(s)
+                self.changed = True
 
     def take(self, ids: Sequence[PointId]) -> tuple[np.ndarray, np.ndarray | None] | None:
         """Rows of ``ids`` in order (fresh arrays), or None when any id is not held."""
@@ -87,3 +118,83 @@ class VectorCache:
             return None
         krows = None if self._krows is None else self._krows[slots]
         return self._rows[slots], krows
+
+    def sample(self, n: int) -> list[PointId]:
+        """Up to ``n`` held ids spread evenly over the copy (for a spot check)."""
+        ids = list(self._slot)
+        step = max(1, len(ids) // max(n, 1))
+        return ids[::step][:n]
+
+    def save(self, folder: Path, token: str, state: dict[str, Any]) -> None:
+        """Write the copy to ``folder`` (each file fsynced, then renamed into place; the meta file
+        last), tagged with ``token`` and the store's point ``state``."""
+        used = self._used
+        slot_ids: list[PointId | None] = [None] * used
+        for pid, s in self._slot.items():
+            slot_ids[s] = pid
+        arrays = [(_ROWS, self._rows[:used])]
+        if self._krows is not None:
+            arrays.append((_KROWS, self._krows[:used]))
+        for name, arr in arrays:
+            tmp = folder / f"{name}.tmp"
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+            _fsync_replace(tmp, folder / name)
+        meta = {
+            "format": _FORMAT,
+            "token": token,
+            "state": state,
+            "dim": self.dim,
+            "kernel_dim": self.kernel_dim,
+            "slots": slot_ids,
+        }
+        tmp = folder / f"{_META}.tmp"
+        tmp.write_text(json.dumps(meta, separators=(",", ":")), encoding="utf-8")
+        _fsync_replace(tmp, folder / _META)
+        self.changed = False
+
+    @classmethod
+    def load(
+        cls, folder: Path, token: str, state: dict[str, Any], dim: int, kernel_dim: int | None
+    ) -> VectorCache | None:
+        """The copy saved with ``token`` and ``state`` for these dimensions, mapped
+        copy-on-write; None when there is none or it does not match (then rebuild it)."""
+        try:
+            meta = json.loads((folder / _META).read_text(encoding="utf-8"))
+            if (
+                not isinstance(meta, dict)
+                or meta.get("format") != _FORMAT
+                or meta.get("token") != token
+                or meta.get("state") != state
+                or meta.get("dim") != dim
+                or meta.get("kernel_dim") != kernel_dim
+            ):
+                return None
+            slot_ids = list(meta["slots"])
+            rows = np.load(folder / _ROWS, mmap_mode="c", allow_pickle=False)
+            krows = None
+            if kernel_dim is not None:
+                krows = np.load(folder / _KROWS, mmap_mode="c", allow_pickle=False)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        used = len(slot_ids)
+        for arr, width in ((rows, dim), (krows, kernel_dim)):
+            if arr is not None and (arr.dtype != np.float32 or arr.shape != (used, width)):
+                return None
+        cache = cls(dim, kernel_dim)
+        cache._rows, cache._krows, cache._used = rows, krows, used
+        for s, pid in enumerate(slot_ids):
+            if pid is None:
+                cache._free.append(s)
+            else:
+                cache._slot[pid if isinstance(pid, int) else str(pid)] = s
+        cache.changed = False
+        return cache
+
+    @staticmethod
+    def discard(folder: Path) -> None:
+        """Delete a saved copy (stale after a crash: it would only be refused)."""
+        for name in (_META, _ROWS, _KROWS):
+            for path in (folder / name, folder / f"{name}.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
