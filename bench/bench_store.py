@@ -13,13 +13,19 @@ On seeded synthetic data at each size, ``--data``:
 
 The table header names the data used.
 
-* **SIFT search vs plain search.** ``store.recall(q, K=200)`` (both directions, with vectors) +
-  ``select(q, vectors, N=50)`` against plain ``store.recall(q, 50, both_directions=False)``, on
-  Qdrant Edge HNSW, Qdrant Edge exact (``exact=True`` on the same shard) and qdrant-client local
-  mode (``:memory:``, sizes ≤ ``--local-max``).
-* **Vector cache**: plain and SIFT search again with ``EdgeStore(vector_cache=True)`` (vectors
-  gathered from a float32 copy in RAM instead of converted from the binding's Python float
-  lists), on the same shard, interleaved with the rest; its size and build time are noted.
+* **SIFT search vs plain search.** ``store.recall(q, K=200, with_payload=False)`` (both
+  directions, with vectors) + ``select(q, vectors, N=50)`` + ``store.retrieve(picks,
+  with_vectors=False)`` (the picks' payloads: what a caller of SIFT search needs, and what
+  ``SiftClient.search`` reads; reading all 200 payloads is a row of its own) against two plain
+  top-50 searches: a Qdrant Edge query as its
+  users run it (``shard.query``, payloads read, no vectors, the engine's default ``ef``: the
+  strictest baseline) and our ``store.recall(q, 50, both_directions=False)`` (which also returns
+  vectors), on Qdrant Edge HNSW, Qdrant Edge exact (``exact=True`` on the same shard) and
+  qdrant-client local mode (``:memory:``, sizes ≤ ``--local-max``).
+* **Vector cache off**: plain and SIFT search again with ``EdgeStore(vector_cache=False)``
+  (vectors converted from the binding's Python float lists instead of gathered from the store's
+  float32 copy, which is on by default), on the same shard, interleaved with the rest; the
+  copy's size and how long the first recall took to map it back (or build it) are noted.
 * **Where the SIFT-search time goes** (Edge HNSW): the engine alone (top-200 ids, no vectors or
   payloads), recall top-200 one direction, both directions, and ``select`` alone.
 * **HNSW ef vs recall@K**: recall@200 (one direction, vs exact numpy top-200) and latency per
@@ -122,6 +128,7 @@ from qdrant_sift.client.stores import (  # noqa: E402
     EdgeStore,
     QdrantStore,
     VectorStore,
+    default_ef,
 )
 
 K, N = 200, 50
@@ -313,17 +320,19 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     from qdrant_sift.reranker import select
 
     edge = ds.edge
-    ef = max(2 * K, 64)  # the store's default for k = K (HNSW_EF_FACTOR · k)
-    probe_ef = edge.opposite_probe_ef  # the store's −q probe
+    ef = default_ef(K, True)  # the store's default for a recall of K
+    probe_ef = EdgeStore.opposite_probe_ef  # the store's −q probe
     cache_s = build_cache(edge)
     cache_mib = edge._vcache.nbytes / 2**20 if edge._vcache is not None else 0.0
-    _log(f"{label}: vector cache built in {cache_s:.1f} s ({cache_mib:.0f} MiB)")
-    edge._vcache_on = False
+    mapped = edge._vcache is not None and edge._vcache.mapped
+    how = "mapped back from the copy saved at the last clean close" if mapped else "built"
+    _log(f"{label}: vector cache {how} in {cache_s:.1f} s ({cache_mib:.0f} MiB)")
     cands = {id(q): edge.recall(q, K).vectors for q in qs}
+    lay = edge._load_layout()
+    shard = edge._require()
 
     def engine_ids(qs_: list[np.ndarray], k: int, ef_: int, k2: int = 0, ef2: int = 0) -> Any:
         """ids only; ``k2``/``ef2``: the second query's own (the −q probe of a recall)"""
-        lay = edge._load_layout()
         reqs = [
             qe.QueryRequest(
                 limit=k2 if i and k2 else k,
@@ -334,116 +343,116 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
             )
             for i, q in enumerate(qs_)
         ]
-        return edge._require().query_batch(qe.QueryBatchRequest(reqs))
+        return shard.query_batch(qe.QueryBatchRequest(reqs))
 
-    def engine_only(q: np.ndarray) -> Any:
-        return engine_ids([q], K, ef)
+    def user_plain(q: np.ndarray, exact: bool = False) -> Any:
+        # what a Qdrant Edge user runs for plain search: top-50 with payloads, no vectors, the
+        # engine's own default ef; and reads what came back
+        req = qe.QueryRequest(
+            limit=N, query=qe.Query.Nearest(q.tolist(), using=lay.using),
+            params=qe.SearchParams(exact=True) if exact else None,
+            with_vector=False, with_payload=True,
+        )  # fmt: skip
+        return [(p.id, p.score, p.payload) for p in shard.query(req)]
 
-    xs = np.array(ds.x, np.float32)  # an in-memory copy (not the memmap), for the what-if row
-
-    def engine_gather_select(q: np.ndarray) -> Any:
-        # what SIFT search would cost if the store handed back float32 arrays: engine ids,
-        # a numpy gather, select (no Python float lists)
-        ids = [p.id for p in engine_only(q)[0]]
-        return select(q, xs[ids], N, device="cpu")
-
-    off = {
-        "plain_hnsw": plain(edge, N),
-        "what_if": engine_gather_select,
-        "sift_hnsw": sift_search(edge, K),
-        "sift_hnsw_picks": sift_search_picks(edge, K),
-        "sift_hnsw_1dir": sift_search(edge, K, both_directions=False),
+    default = {  # the store as it comes (vector cache on)
+        "user_plain": user_plain,
+        "user_exact": lambda q: user_plain(q, exact=True),
+        "plain": plain(edge, N),
+        "sift": sift_search_picks(edge, K),
+        "sift_allpay": sift_search(edge, K),
+        "sift_1dir": sift_search_picks(edge, K, both_directions=False),
         "plain_exact": plain(edge, N, exact=True),
-        "sift_exact": sift_search(edge, K, exact=True),
-        "engine": engine_only,
+        "sift_exact": sift_search_picks(edge, K, exact=True),
+        "engine": lambda q: engine_ids([q], K, ef),
         "engine2": lambda q: engine_ids([q, -q], K, ef),
         "engine_probe": lambda q: engine_ids([q, -q], K, ef, OPPOSITE_PROBE, probe_ef),
-        "engine50": lambda q: engine_ids([q], N, max(2 * N, 64)),
+        "engine50": lambda q: engine_ids([q], N, default_ef(N, True)),
         "recall1": lambda q: edge.recall(q, K, both_directions=False),
         "recall2": lambda q: edge.recall(q, K),
         "opposite": lambda q: edge.recall(-q, K, both_directions=False),
         "select": lambda q: select(q, cands[id(q)], N, device="cpu"),
     }
-    on = {
-        "plain_cache": plain(edge, N),
-        "sift_cache": sift_search(edge, K),
-        "sift_cache_picks": sift_search_picks(edge, K),
-        "sift_cache_1dir": sift_search(edge, K, both_directions=False),
-        "recall2_cache": lambda q: edge.recall(q, K),
+    off = {  # EdgeStore(vector_cache=False): vectors converted from the binding's float lists
+        "plain_off": plain(edge, N),
+        "sift_off": sift_search_picks(edge, K),
+        "recall1_off": lambda q: edge.recall(q, K, both_directions=False),
     }
-    contenders = {name: cached(edge, False, fn) for name, fn in off.items()}
-    contenders.update({name: cached(edge, True, fn) for name, fn in on.items()})
+    contenders = {name: cached(edge, True, fn) for name, fn in default.items()}
+    contenders.update({name: cached(edge, False, fn) for name, fn in off.items()})
     t = interleaved(contenders, qs, ARGS.reps)
-    edge._vcache_on = False
-    ph, pe = t["plain_hnsw"], t["plain_exact"]
-    base_h = "plain top-50, Edge HNSW"
-    row(label, "plain top-50, Edge HNSW (`recall(q, 50, both_directions=False)`)", ph, "-", "1.00×")
-    row(label, "SIFT search, Edge HNSW (recall K=200 ×2 directions + select N=50)", t["sift_hnsw"],
-        base_h, f"{t['sift_hnsw'] / ph:.2f}×", "target ≤ 1.5× at 100k, ≤ 1.2× at 1M")  # fmt: skip
-    row(label, "SIFT search, Edge HNSW, payloads of the 50 picks only (`recall(..., "
-        "with_payload=False)` + select + `retrieve(picks, with_vectors=False)`)",
-        t["sift_hnsw_picks"], base_h, f"{t['sift_hnsw_picks'] / ph:.2f}×")  # fmt: skip
-    row(label, "SIFT search, Edge HNSW, one direction (`both_directions=False`)",
-        t["sift_hnsw_1dir"], base_h, f"{t['sift_hnsw_1dir'] / ph:.2f}×")  # fmt: skip
-    row(label, "plain top-50, Edge exact (`exact=True`)", pe, "-", "1.00×")
-    row(label, "SIFT search, Edge exact", t["sift_exact"], "plain top-50, Edge exact",
-        f"{t['sift_exact'] / pe:.2f}×")  # fmt: skip
-    row(label, "  ↳ engine alone: top-50 ids, no vectors/payloads (HNSW, ef=100)", t["engine50"],
-        base_h, f"{t['engine50'] / ph:.2f}×", "floor of plain search")  # fmt: skip
-    row(label, "  ↳ engine alone: top-200 ids, no vectors/payloads (HNSW)", t["engine"], base_h,
-        f"{t['engine'] / ph:.2f}×", "floor of one HNSW query")  # fmt: skip
+    edge._vcache_on = True
+    up, pl, pe = t["user_plain"], t["plain"], t["plain_exact"]
+    base_u = "plain top-50, Qdrant Edge query"
+    base_p = "plain top-50, our store"
+    row(label, "plain top-50, Qdrant Edge query as a user runs it (`shard.query`: ids, scores, "
+        "payloads read, no vectors, the engine's default ef)", up, "-", "1.00×",
+        "the strictest baseline")  # fmt: skip
+    row(label, "plain top-50, our store (`recall(q, 50, both_directions=False)`: + vectors)", pl,
+        base_u, f"{pl / up:.2f}×")  # fmt: skip
+    for name, what in (
+        ("sift", "SIFT search, Edge HNSW (recall K=200 ×2 directions, `with_payload=False` + "
+         "select N=50 + `retrieve(picks, with_vectors=False)` for the picks' payloads)"),
+        ("sift_allpay", "SIFT search, payloads of all 200 candidates read (`recall(q, 200)` + "
+         "select)"),
+        ("sift_1dir", "SIFT search, one direction (`both_directions=False`)"),
+    ):  # fmt: skip
+        note = "target ≤ 1.5× at 100k, ≤ 1.2× at 1M" if name == "sift" else ""
+        row(label, what, t[name], base_p, f"{t[name] / pl:.2f}×",
+            f"{t[name] / up:.2f}× the Qdrant Edge query; {note}".rstrip("; "))  # fmt: skip
+    row(label, "plain top-50, vector cache off (`EdgeStore(vector_cache=False)`)", t["plain_off"],
+        base_u, f"{t['plain_off'] / up:.2f}×")  # fmt: skip
+    row(label, "SIFT search, vector cache off", t["sift_off"], "plain top-50, vector cache off",
+        f"{t['sift_off'] / t['plain_off']:.2f}×", f"{t['sift_off'] / up:.2f}× the Qdrant Edge "
+        f"query; fetch+convert of 200 rows {ms(t['recall1_off'] - t['engine'])}")  # fmt: skip
+    row(label, "plain top-50, Qdrant Edge query, exact (`SearchParams(exact=True)`)",
+        t["user_exact"], "-", "1.00×")  # fmt: skip
+    row(label, "plain top-50, our store, exact (`exact=True`)", pe, "plain top-50, Qdrant Edge "
+        "query, exact", f"{pe / t['user_exact']:.2f}×")  # fmt: skip
+    row(label, "SIFT search, Edge exact", t["sift_exact"], "plain top-50, our store, exact",
+        f"{t['sift_exact'] / pe:.2f}×", f"{t['sift_exact'] / t['user_exact']:.2f}× the Qdrant "
+        "Edge query")  # fmt: skip
+    ef50 = default_ef(N, True)
+    row(label, f"  ↳ engine alone: top-50 ids, no vectors/payloads (HNSW, ef={ef50})",
+        t["engine50"], base_p, f"{t['engine50'] / pl:.2f}×", "floor of plain search")  # fmt: skip
+    row(label, f"  ↳ engine alone: top-200 ids, no vectors/payloads (HNSW, ef={ef})", t["engine"],
+        base_p, f"{t['engine'] / pl:.2f}×", "floor of one HNSW query")  # fmt: skip
     row(label, "  ↳ engine alone: top-200 ids for q and −q, one batch (HNSW)", t["engine2"],
-        base_h, f"{t['engine2'] / ph:.2f}×",
-        f"recall floor; SIFT search − it: {ms(t['sift_hnsw'] - t['engine2'])}")  # fmt: skip
+        base_p, f"{t['engine2'] / pl:.2f}×", "floor without the −q probe")  # fmt: skip
     row(label, f"  ↳ engine alone: top-200 ids for q, −q's best {OPPOSITE_PROBE} at "
-        f"ef={probe_ef} (the recall's probe), one batch", t["engine_probe"], base_h,
-        f"{t['engine_probe'] / ph:.2f}×", "recall floor when the probe settles −q")  # fmt: skip
-    row(label, "  ↳ recall top-200 + vectors, one direction (HNSW)", t["recall1"], base_h,
-        f"{t['recall1'] / ph:.2f}×", f"fetch+convert {ms(t['recall1'] - t['engine'])}")  # fmt: skip
-    second = ms(t["recall2"] - t["recall1"])
-    row(label, "  ↳ recall top-200 + vectors, both directions (HNSW)", t["recall2"], base_h,
-        f"{t['recall2'] / ph:.2f}×",
-        f"2nd direction {second} (−q: a probe of {OPPOSITE_PROBE} ids, its full top-200 only "
-        "when the probe cannot settle it; rows only for ids it adds)")  # fmt: skip
+        f"ef={probe_ef} (the recall's probe), one batch", t["engine_probe"], base_p,
+        f"{t['engine_probe'] / pl:.2f}×",
+        f"recall floor; SIFT search − it: {ms(t['sift'] - t['engine_probe'])}")  # fmt: skip
+    row(label, "  ↳ recall top-200 + vectors + payloads, one direction (HNSW)", t["recall1"],
+        base_p, f"{t['recall1'] / pl:.2f}×",
+        f"over the engine's ids: {ms(t['recall1'] - t['engine'])}")  # fmt: skip
+    row(label, "  ↳ recall top-200 + vectors + payloads, both directions (HNSW)", t["recall2"],
+        base_p, f"{t['recall2'] / pl:.2f}×",
+        f"2nd direction {ms(t['recall2'] - t['recall1'])} (−q: a probe of {OPPOSITE_PROBE} "
+        "ids, its full top-200 only when the probe cannot settle it; rows only for ids it "
+        "adds)")  # fmt: skip
     truth = [ds.exact_top(-q, K) for q in qs]
     got = [edge.recall(-q, K, both_directions=False).ids for q in qs]
     rec = np.mean([len(set(map(int, g)) & tr) / K for g, tr in zip(got, truth, strict=True)])
     row(label, "  ↳ opposite direction alone (−q), top-200 + vectors (HNSW)", t["opposite"],
-        base_h, f"{t['opposite'] / ph:.2f}×", f"its recall@200 {rec:.4f}")  # fmt: skip
-    row(label, f"  ↳ select alone (K=200, N=50, d={ds.d})", t["select"], base_h,
-        f"{t['select'] / ph:.2f}×", "target ≤ 0.4 ms")  # fmt: skip
-    row(label, "  ↳ what-if: engine ids (one direction) + numpy gather of vectors + select",
-        t["what_if"], base_h, f"{t['what_if'] / ph:.2f}×",
-        "a store returning float32 arrays, not Python lists")  # fmt: skip
-    pc = t["plain_cache"]
-    base_c = "plain top-50, Edge HNSW, vector cache"
-    note = f"cache: {cache_mib:.0f} MiB in RAM, built in {cache_s:.1f} s (first recall)"
-    row(label, "plain top-50, Edge HNSW, vector cache (`EdgeStore(vector_cache=True)`)", pc, "-",
-        "1.00×", note)  # fmt: skip
-    row(label, "SIFT search, Edge HNSW, vector cache", t["sift_cache"], base_c,
-        f"{t['sift_cache'] / pc:.2f}×",
-        f"vs plain without cache: {t['sift_cache'] / ph:.2f}×")  # fmt: skip
-    row(label, "SIFT search, Edge HNSW, vector cache, payloads of the 50 picks only",
-        t["sift_cache_picks"], base_c, f"{t['sift_cache_picks'] / pc:.2f}×",
-        f"vs plain without cache: {t['sift_cache_picks'] / ph:.2f}×")  # fmt: skip
-    row(label, "SIFT search, Edge HNSW, vector cache, one direction (recall K=200 "
-        "`both_directions=False` + select N=50)", t["sift_cache_1dir"], base_c,
-        f"{t['sift_cache_1dir'] / pc:.2f}×",
-        f"vs plain without cache: {t['sift_cache_1dir'] / ph:.2f}×")  # fmt: skip
-    row(label, "  ↳ recall top-200 + vectors, both directions, vector cache", t["recall2_cache"],
-        base_c, f"{t['recall2_cache'] / pc:.2f}×",
-        f"over the engine floor: {ms(t['recall2_cache'] - t['engine2'])}")  # fmt: skip
+        base_p, f"{t['opposite'] / pl:.2f}×", f"its recall@200 {rec:.4f}")  # fmt: skip
+    row(label, f"  ↳ select alone (K=200, N=50, d={ds.d})", t["select"], base_p,
+        f"{t['select'] / pl:.2f}×", "interleaved with the store calls")  # fmt: skip
+    row(label, "  ↳ vector cache", None, "-", "-",
+        f"{cache_mib:.0f} MiB, {how} in {cache_s:.2f} s at the first recall")  # fmt: skip
     SCALE.setdefault(label, {}).update(
-        plain_hnsw=ph, sift_hnsw=t["sift_hnsw"], plain_exact=pe, sift_exact=t["sift_exact"],
-        select=t["select"], engine2=t["engine2"], plain_cache=pc, sift_cache=t["sift_cache"],
-        sift_cache_1dir=t["sift_cache_1dir"],
+        user_plain=up, plain=pl, sift=t["sift"], sift_allpay=t["sift_allpay"],
+        sift_1dir=t["sift_1dir"], plain_off=t["plain_off"], sift_off=t["sift_off"],
+        plain_exact=pe, sift_exact=t["sift_exact"], select=t["select"],
+        engine_probe=t["engine_probe"],
     )  # fmt: skip
 
 
 def bench_ef(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     edge = ds.edge
     truth = [ds.exact_top(q, K) for q in qs]
-    efs = sorted({K, int(1.25 * K), max(2 * K, 64)})
+    dflt = default_ef(K, True)
+    efs = sorted({K, int(1.25 * K), 2 * K, dflt})
     t = interleaved(
         {f"ef{ef}": (lambda q, ef=ef: edge.recall(q, K, both_directions=False, hnsw_ef=ef))
          for ef in efs},
@@ -452,12 +461,12 @@ def bench_ef(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     for ef in efs:
         got = [edge.recall(q, K, both_directions=False, hnsw_ef=ef).ids for q in qs]
         rec = [len(set(map(int, g)) & tr) / K for g, tr in zip(got, truth, strict=True)]
-        default = " (store default)" if ef == max(2 * K, 64) else ""
+        default = " (store default)" if ef == dflt else ""
         row(label, f"Edge HNSW recall top-200, hnsw_ef={ef}{default}", t[f"ef{ef}"],
-            f"ef={max(2 * K, 64)}", f"{t[f'ef{ef}'] / t[f'ef{max(2 * K, 64)}']:.2f}×",
+            f"ef={dflt}", f"{t[f'ef{ef}'] / t[f'ef{dflt}']:.2f}×",
             f"recall@200 {np.mean(rec):.4f} (min {np.min(rec):.3f}), target ≥ 0.95")  # fmt: skip
-    # both directions: the store's default searches −q at ef = K (OPPOSITE_EF_FACTOR), q at 2K
-    ef2 = max(2 * K, 64)
+    # both directions: the store's default probes −q, then (if needed) searches it at ef = K
+    ef2 = 2 * K
     both: dict[str, Fn] = {
         "default": lambda q: edge.recall(q, K),
         "both2k": lambda q: edge.recall(q, K, hnsw_ef=ef2),
@@ -475,9 +484,9 @@ def bench_ef(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     base2 = f"both directions, hnsw_ef={ef2} for q and −q"
     row(label, f"Edge HNSW recall top-200, {base2}", t["both2k"], "-", "1.00×",
         merged_recall(hnsw_ef=ef2))  # fmt: skip
-    row(label, f"Edge HNSW recall top-200, both directions, store default (q: ef={ef2}, −q: "
+    row(label, f"Edge HNSW recall top-200, both directions, store default (q: ef={dflt}, −q: "
         f"its best {OPPOSITE_PROBE} at ef={EdgeStore.opposite_probe_ef}, top-200 at "
-        f"ef={max(K, 64)} only if they cannot settle it)", t["default"], base2,
+        f"ef={default_ef(K, False)} only if they cannot settle it)", t["default"], base2,
         f"{t['default'] / t['both2k']:.2f}×", merged_recall())  # fmt: skip
 
 
@@ -486,7 +495,7 @@ def bench_local(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     t0 = time.perf_counter()
     ingest(local, ds.x, 5000)
     _log(f"local-mode ingest {ds.n:,}: {time.perf_counter() - t0:.1f} s")
-    t = interleaved({"plain": plain(local, N), "sift": sift_search(local, K)}, qs, ARGS.reps)
+    t = interleaved({"plain": plain(local, N), "sift": sift_search_picks(local, K)}, qs, ARGS.reps)
     row(label, "plain top-50, local mode (`:memory:`, exact numpy)", t["plain"], "-", "1.00×")
     row(label, "SIFT search, local mode", t["sift"], "plain top-50, local mode",
         f"{t['sift'] / t['plain']:.2f}×")  # fmt: skip
@@ -531,7 +540,7 @@ def bench_faiss(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         row(label, "Edge vs FAISS IndexFlatIP / IndexHNSWFlat", None, "-", "-", faiss)
         return
     flat, hnsw = faiss_indexes(ds, faiss)
-    ef = max(2 * K, 64)
+    ef = default_ef(K, True)
     hnsw.hnsw.efSearch = ef
     xn, edge = ds.unit(), ds.edge
 
@@ -564,12 +573,14 @@ def bench_faiss(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     r_ff = rec([faiss_top(flat)(q)[0] for q in qs])
     r_fh = rec([faiss_top(hnsw)(q)[0] for q in qs])
     row(label, "FAISS IndexFlatIP top-200 + vectors", t["faiss_flat"], "-", "1.00×", r_ff)
-    row(label, "Edge exact top-200 + vectors, one direction", t["edge_exact"], "FAISS IndexFlatIP",
+    row(label, "Edge exact top-200 + vectors + payloads, one direction", t["edge_exact"],
+        "FAISS IndexFlatIP",
         f"{t['edge_exact'] / t['faiss_flat']:.2f}×", f"{r_ee}; target ≤ 1.5× at 100k")  # fmt: skip
     row(label, f"FAISS IndexHNSWFlat (M=16, efC=100, efSearch={ef}) top-200 + vectors",
         t["faiss_hnsw"], "-", "1.00×", r_fh)  # fmt: skip
-    row(label, f"Edge HNSW (hnsw_ef={ef}) top-200 + vectors, one direction", t["edge_hnsw"],
-        "FAISS IndexHNSWFlat", f"{t['edge_hnsw'] / t['faiss_hnsw']:.2f}×", r_eh)  # fmt: skip
+    row(label, f"Edge HNSW (hnsw_ef={ef}) top-200 + vectors + payloads, one direction",
+        t["edge_hnsw"], "FAISS IndexHNSWFlat", f"{t['edge_hnsw'] / t['faiss_hnsw']:.2f}×",
+        r_eh)  # fmt: skip
 
 
 def bench_k_scaling(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
@@ -579,53 +590,61 @@ def bench_k_scaling(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     sub = qs[: max(3, len(qs) // 2)]
     edge = ds.edge
     contenders: dict[str, Fn] = {
-        "plain": cached(edge, False, plain(edge, N)),
-        "plainc": cached(edge, True, plain(edge, N)),
+        "plain": cached(edge, True, plain(edge, N)),
+        "plainoff": cached(edge, False, plain(edge, N)),
     }
     for k in ks:
-        contenders[f"sift{k}"] = cached(edge, False, sift_search(edge, k))
-        contenders[f"siftc{k}"] = cached(edge, True, sift_search(edge, k))
+        contenders[f"sift{k}"] = cached(edge, True, sift_search_picks(edge, k))
+        contenders[f"siftoff{k}"] = cached(edge, False, sift_search_picks(edge, k))
         cands = {id(q): edge.recall(q, k).vectors for q in sub}
         contenders[f"select{k}"] = lambda q, c=cands, k=k: select(q, c[id(q)], min(N, k),
                                                                   device="cpu")  # fmt: skip
     t = interleaved(contenders, sub, ARGS.reps)
-    edge._vcache_on = False
+    edge._vcache_on = True
     for k in ks:
         row(label, f"K scaling: SIFT search K={k}, N={min(N, k)}, Edge HNSW", t[f"sift{k}"],
-            "plain top-50, Edge HNSW", f"{t[f'sift{k}'] / t['plain']:.2f}×",
-            f"select alone {ms(t[f'select{k}'])}; vector cache: {ms(t[f'siftc{k}'])}, "
-            f"{t[f'siftc{k}'] / t['plainc']:.2f}× its plain")  # fmt: skip
-        K_SCALE[k] = (t[f"sift{k}"], t[f"select{k}"], t["plain"], t[f"siftc{k}"], t["plainc"])
+            "plain top-50, our store", f"{t[f'sift{k}'] / t['plain']:.2f}×",
+            f"select alone {ms(t[f'select{k}'])}; vector cache off: {ms(t[f'siftoff{k}'])}, "
+            f"{t[f'siftoff{k}'] / t['plainoff']:.2f}× its plain")  # fmt: skip
+        K_SCALE[k] = (t[f"sift{k}"], t[f"select{k}"], t["plain"], t[f"siftoff{k}"],
+                      t["plainoff"])  # fmt: skip
 
 
 def print_scaling(largest: str) -> None:
     """The scaling tables: how SIFT search and its ratio to plain search grow with the work."""
-    print("\n### Scaling: collection size (K=200, N=50; plain = top-50 on the same store)\n")
-    print("| size | plain, Edge HNSW | SIFT search, Edge HNSW | ratio | plain, vector cache "
-          "| SIFT search, vector cache | ratio | SIFT search, vector cache, one direction "
-          "| ratio | engine floor (q, −q ids) | select alone "
-          "| plain, Edge exact | SIFT search, Edge exact | ratio "
-          "| plain, local mode | SIFT search, local mode | ratio |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n### Scaling: collection size (K=200, N=50; Edge HNSW unless named)\n")
+    print("| size | Qdrant Edge query top-50 | plain `recall` top-50 | SIFT search | ratio to "
+          "`recall` | ratio to the Edge query | SIFT search, payloads of all 200 | ratio "
+          "| one direction | ratio | engine floor (q + −q probe ids) | select alone "
+          "| cache off: plain | cache off: SIFT search | ratio "
+          "| exact: plain | exact: SIFT search | ratio "
+          "| local mode: plain | local mode: SIFT search | ratio |")  # fmt: skip
+    print("|" + "---|" * 21)
 
     def pair(v: dict[str, float], a: str, b: str) -> list[str]:
         if a not in v or b not in v:
             return ["-", "-", "-"]
         return [ms(v[a]), ms(v[b]), f"{v[b] / v[a]:.2f}×"]
 
+    def ratio(v: dict[str, float], a: str, b: str) -> list[str]:
+        return [ms(v[b]), f"{v[b] / v[a]:.2f}×"] if a in v and b in v else ["-", "-"]
+
     for size, v in SCALE.items():
-        cells = [size, *pair(v, "plain_hnsw", "sift_hnsw"), *pair(v, "plain_cache", "sift_cache")]
-        cells += pair(v, "plain_cache", "sift_cache_1dir")[1:]
-        cells += [ms(v["engine2"]), ms(v["select"])]
-        cells += [*pair(v, "plain_exact", "sift_exact"), *pair(v, "plain_local", "sift_local")]
+        cells = [size, ms(v["user_plain"]) if "user_plain" in v else "-"]
+        cells += pair(v, "plain", "sift")
+        cells += [f"{v['sift'] / v['user_plain']:.2f}×" if "user_plain" in v else "-"]
+        cells += ratio(v, "plain", "sift_allpay") + ratio(v, "plain", "sift_1dir")
+        cells += [ms(v["engine_probe"]), ms(v["select"])] if "select" in v else ["-", "-"]
+        cells += pair(v, "plain_off", "sift_off") + pair(v, "plain_exact", "sift_exact")
+        cells += pair(v, "plain_local", "sift_local")
         print("| " + " | ".join(cells) + " |")
-    print(f"\n### Scaling: K (N = min(50, K), Edge HNSW, {largest}; plain = top-50)\n")
+    print(f"\n### Scaling: K (N = min(50, K), Edge HNSW, {largest}; plain = `recall` top-50)\n")
     print("| K | SIFT search | select alone | plain top-50 | ratio "
-          "| SIFT search, vector cache | plain, vector cache | ratio |")  # fmt: skip
+          "| cache off: SIFT search | cache off: plain | ratio |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
-    for k, (sift, sel, pl, siftc, plc) in K_SCALE.items():
+    for k, (sift, sel, pl, siftoff, ploff) in K_SCALE.items():
         print(f"| {k:,} | {ms(sift)} | {ms(sel)} | {ms(pl)} | {sift / pl:.2f}× "
-              f"| {ms(siftc)} | {ms(plc)} | {siftc / plc:.2f}× |")  # fmt: skip
+              f"| {ms(siftoff)} | {ms(ploff)} | {siftoff / ploff:.2f}× |")  # fmt: skip
 
 
 def main() -> int:

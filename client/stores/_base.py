@@ -120,7 +120,8 @@ def as_matrix(vectors: Any, name: str = "vectors") -> np.ndarray:
 
 def prepare_query(query: Any, dim: int | None) -> np.ndarray:
     """A (d,) query; a multi-vector prompt (m, d) recalls by its mean, like the reference."""
-    q: np.ndarray = as_float32_matrix(query, "query", allow_vector=True).mean(axis=0)
+    rows = as_float32_matrix(query, "query", allow_vector=True)
+    q: np.ndarray = rows[0].copy() if rows.shape[0] == 1 else rows.mean(axis=0)
     if dim is not None and q.shape[0] != dim:
         raise DimensionMismatchError(f"query has dimension {q.shape[0]}, collection has {dim}")
     if not np.any(q):

@@ -536,7 +536,9 @@ class EdgeStore(VectorStore):
             if full and cache is None:
                 out.append(self._hits(r, kernel, payloads=with_payload))
                 continue
-            ids = [normalize_id(p.id) for p in r]
+            ids = [p.id for p in r]
+            if not all(type(i) is int for i in ids):  # the engine's ints need no normalising
+                ids = [normalize_id(i) for i in ids]
             scores = np.asarray([p.score for p in r], np.float32)
             if not full:
                 out.append(Hits(ids, scores, None, []))

@@ -54,11 +54,12 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
     rows = _table(stdout)
     assert "load average" in stdout
     what = [r[1] for r in rows]
-    for needed in ("plain top-50, Edge HNSW", "SIFT search, Edge HNSW", "plain top-50, Edge exact",
+    for needed in ("plain top-50, Qdrant Edge query as a user runs it", "plain top-50, our store",
+                   "SIFT search, Edge HNSW", "plain top-50, our store, exact",
                    "SIFT search, Edge exact", "plain top-50, local mode", "SIFT search, local mode",
-                   "select alone", "hnsw_ef=400 (store default)", "K scaling",
-                   "SIFT search, Edge HNSW, vector cache",
-                   "SIFT search, Edge HNSW, vector cache, one direction"):  # fmt: skip
+                   "select alone", "(store default)", "K scaling", "SIFT search, vector cache off",
+                   "plain top-50, vector cache off", "SIFT search, one direction",
+                   "payloads of all 200 candidates read"):  # fmt: skip
         assert any(needed in w for w in what), (needed, what)
     for r in rows:
         size, _, median, base, ratio, _note = r
@@ -73,10 +74,12 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
         assert any("IndexFlatIP" in r[1] for r in faiss) and any("HNSW" in r[1] for r in faiss)
     # the scaling tables: by collection size (with local mode here), then by K
     _, by_size, by_k = _tables(stdout)
-    assert [r[0] for r in by_size] == ["3k"] and all(r[3].endswith("×") for r in by_size)
-    assert by_size[0][6].endswith("×")  # with the vector cache
-    assert by_size[0][8].endswith("×")  # with the vector cache, one direction
-    assert by_size[0][14] != "-" and by_size[0][16].endswith("×")  # local mode timed
+    assert [r[0] for r in by_size] == ["3k"] and all(r[4].endswith("×") for r in by_size)
+    size_row = by_size[0]
+    assert len(size_row) == 21 and size_row[5].endswith("×")  # ratio to the Edge query
+    assert size_row[7].endswith("×") and size_row[9].endswith("×")  # all payloads, one direction
+    assert size_row[14].endswith("×")  # vector cache off
+    assert size_row[18] != "-" and size_row[20].endswith("×")  # local mode timed
     assert "data: clustered (symmetric" in stdout
     assert [r[0] for r in by_k] == ["50", "200", "1,000"] and all(r[4].endswith("×") for r in by_k)
     script = str(ROOT / "bench" / "bench_store.py")
@@ -99,7 +102,7 @@ def test_cone_data_is_its_own_collection_and_named(tmp_path: Path) -> None:
     assert "(cone)" in log and (tmp_path / "cache" / "cone-3000x384-s0-v1" / "edge.ready").exists()
     assert not (tmp_path / "cache" / "clustered-3000x384-s0-v1").exists()
     rows = _table(stdout)
-    assert any("vector cache, one direction" in r[1] and r[4].endswith("×") for r in rows)
+    assert any("SIFT search, one direction" in r[1] and r[4].endswith("×") for r in rows)
 
 
 def test_cone_data_sits_in_a_cone() -> None:

@@ -57,7 +57,7 @@ def test_saved_at_clean_close_and_mapped_back_bit_for_bit(tmp_path: Path) -> Non
         cand = store.recall(x[5], 50)
         cache = store._vcache
         assert cache is not None and not cache.changed
-        assert isinstance(cache._rows, np.memmap)  # mapped back, not rebuilt by a scroll
+        assert cache.mapped  # mapped back, not rebuilt by a scroll
         np.testing.assert_array_equal(cand.vectors, _engine_rows(store, cand.ids))
     assert _manifest(tmp_path)["vcache"] == token  # unchanged copy: files kept as they are
 
@@ -71,7 +71,7 @@ def test_reopen_without_recall_keeps_the_saved_copy(tmp_path: Path) -> None:
     assert _manifest(tmp_path)["vcache"] == token
     with EdgeStore(tmp_path, "c") as store:
         store.recall(x[1], 5)
-        assert isinstance(store._vcache._rows, np.memmap)
+        assert store._vcache.mapped
 
 
 def test_a_write_before_the_first_recall_refuses_the_saved_copy(tmp_path: Path) -> None:
@@ -83,10 +83,10 @@ def test_a_write_before_the_first_recall_refuses_the_saved_copy(tmp_path: Path) 
         cand = store.recall(-x[7], 5, both_directions=False)
         assert cand.ids[0] == 7
         np.testing.assert_array_equal(cand.vectors, _engine_rows(store, cand.ids))
-        assert not isinstance(store._vcache._rows, np.memmap)  # rebuilt from the shard
+        assert not store._vcache.mapped  # rebuilt from the shard
     with EdgeStore(tmp_path, "c") as store:  # and the new copy is what was saved
         cand = store.recall(-x[7], 5, both_directions=False)
-        assert cand.ids[0] == 7 and isinstance(store._vcache._rows, np.memmap)
+        assert cand.ids[0] == 7 and store._vcache.mapped
         np.testing.assert_array_equal(cand.vectors, _engine_rows(store, cand.ids))
 
 
@@ -139,7 +139,7 @@ def test_tampered_rows_are_refused_by_the_spot_check(tmp_path: Path) -> None:
     del rows
     with EdgeStore(tmp_path, "c") as store:
         cand = store.recall(x[2], 40)
-        assert not isinstance(store._vcache._rows, np.memmap)
+        assert not store._vcache.mapped
         np.testing.assert_array_equal(cand.vectors, _engine_rows(store, cand.ids))
 
 
@@ -159,7 +159,7 @@ def test_a_mismatching_copy_is_rebuilt(tmp_path: Path, damage: str) -> None:
         (folder / META).write_text("{not json")
     with EdgeStore(tmp_path, "c") as store:
         cand = store.recall(x[2], 40)
-        assert not isinstance(store._vcache._rows, np.memmap)
+        assert not store._vcache.mapped
         np.testing.assert_array_equal(cand.vectors, _engine_rows(store, cand.ids))
 
 
@@ -174,7 +174,7 @@ def test_uuid_ids_and_kernel_rows_round_trip(tmp_path: Path) -> None:
         first = store.recall(x[0], 20, with_kernel=True)
     with EdgeStore(tmp_path, "c") as store:
         again = store.recall(x[0], 20, with_kernel=True)
-        assert isinstance(store._vcache._krows, np.memmap)
+        assert store._vcache.mapped
         assert again.ids == first.ids
         np.testing.assert_array_equal(again.vectors, first.vectors)
         np.testing.assert_array_equal(again.kernel_vectors, first.kernel_vectors)
