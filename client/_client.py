@@ -383,9 +383,13 @@ class SiftClient:
         started = time.perf_counter()
         try:
             stored = self._kernel is not None and self._kernel.stored(self.store)
+            # payloads (texts) of all K only when the kernel is computed from them; otherwise
+            # only the picks' are read, after the selection (Edge: ~0.5 ms less per 200)
+            texts_needed = self._kernel is not None and not stored
             candidates = self.store.recall(
-                query, k, both_directions=both_directions, filter=filter, with_kernel=stored
-            )
+                query, k, both_directions=both_directions, filter=filter, with_kernel=stored,
+                with_payload=texts_needed,
+            )  # fmt: skip
         except CollectionNotFoundError as exc:
             raise EmptyCollectionError(
                 f"collection {self.collection!r} does not exist yet: add texts first "
@@ -411,11 +415,17 @@ class SiftClient:
         selection = self.reranker.select(kernel_query, kernel_rows, n_pick, options=opts)
         select_s = time.perf_counter() - started
 
+        picked = selection.indices.tolist()
+        if texts_needed:
+            payloads = {candidates.ids[i]: candidates.payloads[i] for i in picked}
+        else:  # a pick deleted since the recall has no payload left: it is left out
+            fetched = self.store.retrieve([candidates.ids[i] for i in picked], with_vectors=False)
+            payloads = {p.id: p.payload for p in fetched}
         documents = []
-        for rank, (index, variance) in enumerate(
-            zip(selection.indices.tolist(), selection.variances.tolist(), strict=True)
-        ):
-            payload = dict(candidates.payloads[index] or {})
+        for index, variance in zip(picked, selection.variances.tolist(), strict=True):
+            if candidates.ids[index] not in payloads:
+                continue
+            payload = dict(payloads[candidates.ids[index]] or {})
             text = str(payload.pop(self.text_key, ""))
             documents.append(
                 Document(
@@ -423,7 +433,7 @@ class SiftClient:
                     text=text,
                     score=float(candidates.scores[index]),
                     uncertainty=float(variance),
-                    rank=rank,
+                    rank=len(documents),
                     metadata=payload,
                 )
             )

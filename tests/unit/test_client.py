@@ -212,3 +212,25 @@ def test_one_direction_recalls_only_similar_chunks() -> None:
         one = client.search(PROMPT, n=20, k=20, strategy="nearest", both_directions=False)
     assert all(d.score > 0 for d in one)
     assert any(d.score < 0 for d in both)  # |cosine| recall brings anti-correlated chunks too
+
+
+def test_search_reads_payloads_of_the_picks_only(store: Any) -> None:
+    """With the recall kernel no candidate text is needed to select: recall reads no payloads,
+    and one retrieve reads the picks'; a pick deleted in between is left out, ranks stay dense."""
+    client = _client(store)
+    calls: list[tuple[str, Any]] = []
+    recall, retrieve = store.recall, store.retrieve
+
+    def spy_recall(*args: Any, **kw: Any) -> Any:
+        calls.append(("recall", kw.get("with_payload", True)))
+        return recall(*args, **kw)
+
+    def spy_retrieve(ids: Any, with_vectors: bool = True) -> Any:
+        calls.append(("retrieve", len(ids)))
+        return retrieve(ids, with_vectors=with_vectors)[1:]  # the first pick "was deleted"
+
+    store.recall, store.retrieve = spy_recall, spy_retrieve
+    docs = client.search(PROMPT, n=8, k=30, unique=True)
+    assert calls == [("recall", False), ("retrieve", 8)]
+    assert len(docs) == 7 and [d.rank for d in docs] == list(range(7))
+    assert all(d.text in TEXTS and d.metadata["source"].startswith("doc") for d in docs)
