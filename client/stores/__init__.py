@@ -17,11 +17,19 @@ from ._factory import open_store
 from ._filters import Filter, Match, Range, as_filter
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR
 from ._names import MAX_COLLECTION_NAME, shard_path, validate_collection_name
-from ._qdrant import HNSW_EF_FACTOR, OPPOSITE_EF_FACTOR, QdrantStore, default_ef, query_ef
+from ._qdrant import (
+    HNSW_EF_FACTOR,
+    HNSW_EF_MIN,
+    OPPOSITE_EF_FACTOR,
+    QdrantStore,
+    default_ef,
+    query_ef,
+)
 
 __all__ = [
     "DISTANCES",
     "HNSW_EF_FACTOR",
+    "HNSW_EF_MIN",
     "KERNEL_VECTOR",
     "MAX_COLLECTION_NAME",
     "OPPOSITE_EF_FACTOR",

@@ -1,10 +1,11 @@
 """EdgeStore: Qdrant Edge, the real Qdrant engine embedded in this process, in a folder.
 
 Search is exact brute force until :meth:`EdgeStore.optimize` builds HNSW (an explicit, blocking
-call); after that recall uses ``hnsw_ef = max(HNSW_EF_FACTOR·k, 64)`` unless told otherwise
-(a both-directions recall first probes −q's best 16 at ``hnsw_ef = 16`` in the same batch, and
-searches −q's top k at ``max(k, 64)``, ``OPPOSITE_EF_FACTOR``, only when the probe cannot rule
-out more −q hits; see ``opposite_probe_settles``).
+call); after that recall uses ``hnsw_ef = max(HNSW_EF_FACTOR·k, HNSW_EF_MIN)`` (Qdrant's own
+rule) unless told otherwise (a both-directions recall first probes −q's best 16 at
+``hnsw_ef = 16`` in the same batch, and searches −q's top k at ``max(k, 64)``,
+``OPPOSITE_EF_FACTOR``, only when the probe cannot rule out more −q hits; see
+``opposite_probe_settles``).
 One process owns a folder at a time: a second one gets :class:`StoreLockedError`.
 
 Every shard carries a manifest (point count, id-set digest, file fingerprints at a clean close;

@@ -30,10 +30,22 @@ from ._filters import Filter, Match, Range, as_filter, to_qdrant
 from ._layout import KERNEL_VECTOR, Layout, read_layout
 from ._names import validate_collection_name
 
-__all__ = ["HNSW_EF_FACTOR", "OPPOSITE_EF_FACTOR", "QdrantStore", "default_ef", "query_ef"]
+__all__ = [
+    "HNSW_EF_FACTOR",
+    "HNSW_EF_MIN",
+    "OPPOSITE_EF_FACTOR",
+    "QdrantStore",
+    "default_ef",
+    "query_ef",
+]
 
-#: Default ``hnsw_ef`` is this many times k, so approximate recall of K=200 stays near exact.
-HNSW_EF_FACTOR = 2
+#: Default ``hnsw_ef`` is this many times k, at least ``HNSW_EF_MIN`` — Qdrant's own default
+#: (``ef = max(limit, ef_construct)``). ef = K kept recall@200 ≥ 0.99 on 100k × 384 (clustered
+#: and cone data) and ≥ 0.95 at 1M (bench/bench_store.py's ef rows; tests/unit/
+#: test_edge_ef_recall.py guards it); 2K bought ~0.005 of recall for ~0.2 ms per query.
+HNSW_EF_FACTOR = 1
+#: Lower bound of the default ``hnsw_ef`` of a full query (Qdrant's default ``ef_construct``).
+HNSW_EF_MIN = 100
 #: ``hnsw_ef`` factor of the opposite direction (−q) of a both-directions recall, whose hits count
 #: only where they beat q's K-th |score|: HNSW around −q is the slow search when nothing lies
 #: there (100k × 384 clustered: 2.1 ms at ef=400, 1.3 ms at ef=200, q itself 1.3 ms at 400),
@@ -49,7 +61,9 @@ def _point_ids(ids: list[PointId]) -> list[int | str | uuid.UUID]:
 
 def default_ef(k: int, full: bool) -> int:
     """``hnsw_ef`` for a top-k query: q's own, or (``full`` False) the ids-only −q query."""
-    return max((HNSW_EF_FACTOR if full else OPPOSITE_EF_FACTOR) * k, 64)
+    if full:
+        return max(HNSW_EF_FACTOR * k, HNSW_EF_MIN)
+    return max(OPPOSITE_EF_FACTOR * k, 64)
 
 
 def query_ef(top: int, full: bool, k: int, probe_ef: int = OPPOSITE_PROBE_EF) -> int:
