@@ -421,7 +421,7 @@ class SiftClient:
         else:  # a pick deleted since the recall has no payload left: it is left out
             fetched = self.store.retrieve([candidates.ids[i] for i in picked], with_vectors=False)
             payloads = {p.id: p.payload for p in fetched}
-        documents = []
+        documents: list[Document] = []
         for index, variance in zip(picked, selection.variances.tolist(), strict=True):
             if candidates.ids[index] not in payloads:
                 continue
