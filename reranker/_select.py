@@ -9,25 +9,32 @@ baselines compute their order on the CPU (a sort or an n-step scan); SIFT's post
 of their picks come, for a single CPU prompt, from one n×n Cholesky factor of the picks
 (:func:`._baselines.replay_variances`, O(n²·d + n³), so ``nearest`` costs what a top-n costs:
 O(K·d) for the relevance plus the factor) and, in batches, from replaying the order through the
-batched engine.
+batched engine. Such a CPU batch runs its prompts on a few threads (:mod:`._parallel`).
+
+The common call (one CPU prompt, numpy float32 input, default options) is checked as fully as
+any other but cheaply: its checked options are reused per n, conversion is a no-op, the norms'
+finiteness is one reduction, and the engine's fresh arrays are frozen, not copied
+(:mod:`._selection`); only the accepting path is shortened, so bad input meets the same checks
+and the same typed errors.
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from qdrant_sift.errors import ConfigError, DimensionMismatchError, InvalidInputError, RerankerError
-from qdrant_sift.options import DEFAULTS, SelectOptions, merge_options
+from qdrant_sift.options import DEFAULTS, SelectOptions
 
 from ._baselines import REPLAY_MAX_N, baseline_order, replay_variances
 from ._blas import single_thread_blas
 from ._checks import batch_dims_message, is_per_prompt
+from ._parallel import check_threads, run_indexed
 from ._protocol import Reranker
+from ._selection import Selection, finish, prior_of
 from ._sift_batch import BatchInput, greedy_batch
 from ._sift_np import GRAM_MAX_K, compiled_available, greedy_numpy, use_gram
 from ._validate import (
@@ -35,7 +42,7 @@ from ._validate import (
     Options,
     as_numpy_matrix,
     as_torch_matrix,
-    check_options,
+    checked_options,
     compute_dtype,
     resolve_device,
     row_sqnorms_numpy,
@@ -43,53 +50,6 @@ from ._validate import (
 )
 
 __all__ = ["STRATEGIES", "LocalReranker", "Reranker", "Selection", "select", "select_batch"]
-
-
-@dataclass(frozen=True, eq=False)
-class Selection:
-    """The outcome of one selection, in pick order.
-
-    ``variances[i]`` is σ²ᵢ₊₁, the targets' total posterior variance after the first i+1 picks
-    (for every strategy, so strategies compare on SIFT's objective); ``prior_variance`` is σ²₀.
-    ``stopped_early`` says adaptive stopping (``alpha``) cut the picks short.
-    """
-
-    indices: np.ndarray
-    variances: np.ndarray
-    prior_variance: float
-    stopped_early: bool
-    strategy: str
-
-    def __post_init__(self) -> None:
-        idx = np.array(self.indices, dtype=np.int64).reshape(-1)
-        var = np.array(self.variances, dtype=np.float64).reshape(-1)
-        if idx.shape != var.shape:
-            raise InvalidInputError(
-                f"indices ({idx.size}) and variances ({var.size}) must have the same length"
-            )
-        idx.flags.writeable = False
-        var.flags.writeable = False
-        object.__setattr__(self, "indices", idx)
-        object.__setattr__(self, "variances", var)
-        object.__setattr__(self, "prior_variance", float(self.prior_variance))
-        object.__setattr__(self, "stopped_early", bool(self.stopped_early))
-
-    def __len__(self) -> int:
-        return int(self.indices.size)
-
-    @property
-    def gains(self) -> np.ndarray:
-        """Variance reduction of each pick, σ²ᵢ₋₁ − σ²ᵢ (SIFT's greedy criterion)."""
-        return -np.diff(self.variances, prepend=self.prior_variance)
-
-
-def _cut(variances: np.ndarray, alpha: float | None) -> int:
-    """Length of the prefix kept by adaptive stopping: pick i stays while α·i·σᵢ ≤ 1."""
-    if alpha is None or variances.size == 0:
-        return int(variances.size)
-    steps = np.arange(1, variances.size + 1)
-    bad = alpha * steps * np.sqrt(np.maximum(variances, 0.0)) > 1.0
-    return int(np.argmax(bad)) if bad.any() else int(variances.size)
 
 
 def _check_sizes(k: int, d_q: int, d_x: int, opts: Options, where: str = "") -> None:
@@ -105,23 +65,6 @@ def _check_sizes(k: int, d_q: int, d_x: int, opts: Options, where: str = "") -> 
             f"{where}cannot pick n={opts.n} distinct candidates out of K={k} ({why} never "
             f"repeats); pass n=min(n, K) or use strategy='sift' with repeats"
         )
-
-
-def _finish(
-    idx: np.ndarray, var: np.ndarray, prior: float, opts: Options, stopped: bool = False
-) -> Selection:
-    keep = _cut(var, opts.alpha)
-    return Selection(
-        indices=idx[:keep],
-        variances=var[:keep],
-        prior_variance=prior,
-        stopped_early=stopped or keep < var.size,
-        strategy=opts.strategy,
-    )
-
-
-def _prior(sqq: np.ndarray, normalize: bool) -> float:
-    return float(sqq.size) if normalize else float(sqq.sum())
 
 
 def _select_cpu(query: Any, candidates: Any, opts: Options, dtype: torch.dtype) -> Selection:
@@ -150,7 +93,7 @@ def _select_cpu(query: Any, candidates: Any, opts: Options, dtype: torch.dtype) 
             # a baseline's fixed order: its variances in O(n²·d + n³), not the greedy's n·K·d
             var = replay_variances(X, sqx, Q, sqq, order, lam=opts.lam, normalize=opts.normalize)
             if var is not None:
-                return _finish(order, var, _prior(sqq, opts.normalize), opts)
+                return finish(order, var, prior_of(sqq, opts.normalize), opts)
         idx, var, prior, stopped = greedy_numpy(
             X,
             sqx,
@@ -163,7 +106,7 @@ def _select_cpu(query: Any, candidates: Any, opts: Options, dtype: torch.dtype) 
             alpha=opts.alpha,
             order=order,
         )
-    return _finish(idx, var, prior, opts, stopped)
+    return finish(idx, var, prior, opts, stopped)
 
 
 def _as_input(
@@ -237,34 +180,37 @@ def _compiled_each(prompts: list[BatchInput], shared: BatchInput | None, n: int)
 
 
 def _greedy_each(
-    prompts: list[BatchInput], opts: Options, orders: np.ndarray | None
+    prompts: list[BatchInput], opts: Options, orders: np.ndarray | None, threads: int = 1
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`greedy_numpy` per prompt (the single-prompt engine, so the very same picks)."""
-    out = []
+    """:func:`greedy_numpy` per prompt (the single-prompt engine, so the very same picks), on
+    up to ``threads`` threads (:mod:`._parallel`), BLAS capped once around them all."""
+
+    def one(b: int) -> tuple[np.ndarray, np.ndarray]:
+        p = prompts[b]
+        idx, var, _, _ = greedy_numpy(
+            p.X,
+            p.sqx,
+            p.Q,
+            p.sqq,
+            n=opts.n,
+            lam=opts.lam,
+            normalize=opts.normalize,
+            unique=opts.unique,
+            order=None if orders is None else orders[b],
+        )
+        return idx, var
+
     with single_thread_blas():
-        for b, p in enumerate(prompts):
-            idx, var, _, _ = greedy_numpy(
-                p.X,
-                p.sqx,
-                p.Q,
-                p.sqq,
-                n=opts.n,
-                lam=opts.lam,
-                normalize=opts.normalize,
-                unique=opts.unique,
-                order=None if orders is None else orders[b],
-            )
-            out.append((idx, var))
-    return out
+        return run_indexed(one, len(prompts), threads)
 
 
 def _run_batch(
-    prompts: list[BatchInput], shared: BatchInput | None, opts: Options
+    prompts: list[BatchInput], shared: BatchInput | None, opts: Options, threads: int = 1
 ) -> list[Selection]:
     cands = [shared] * len(prompts) if shared is not None else prompts
     orders = _baseline_orders(prompts, cands, opts) if opts.strategy != "sift" else None
     if _compiled_each(prompts, shared, opts.n):
-        out = _greedy_each(prompts, opts, orders)
+        out = _greedy_each(prompts, opts, orders, threads)
     else:
         out = greedy_batch(
             prompts,
@@ -276,7 +222,7 @@ def _run_batch(
             orders=orders,
         )
     return [
-        _finish(idx, var, _prior(_numpy(p.sqq), opts.normalize), opts)
+        finish(idx, var, prior_of(_numpy(p.sqq), opts.normalize), opts)
         for (idx, var), p in zip(out, prompts, strict=True)
     ]
 
@@ -311,8 +257,7 @@ def select(
     :class:`~qdrant_sift.options.SelectOptions` instead of the option keywords.
     Bad input raises a :class:`~qdrant_sift.errors.InvalidInputError` subclass.
     """
-    given = dict(strategy=strategy, lam=lam, alpha=alpha, unique=unique, normalize=normalize)
-    opts = check_options(n, **merge_options(options, diversity=diversity, seed=seed, **given))
+    opts = checked_options(n, options, strategy, lam, alpha, unique, normalize, diversity, seed)
     dev = resolve_device(device)
     tdt = compute_dtype(dtype)
     if dev.type == "cpu":
@@ -338,16 +283,22 @@ def select_batch(
     diversity: float = DEFAULTS.diversity,
     seed: int | None = DEFAULTS.seed,
     options: SelectOptions | None = None,
+    threads: int | None = None,
 ) -> list[Selection]:
     """:func:`select` for many prompts at once; results in input order.
 
     ``queries`` is a sequence of (d,) / (m, d) queries (a 2-D array is read as B single-target
     prompts). ``candidates`` is either one (K, d) matrix shared by every prompt or one (Kᵢ, d)
     matrix per prompt (a sequence, or a (B, K, d) array); ragged K and m are padded and masked,
-    and the whole batch runs as one tensor program on ``device``.
+    and the whole batch runs as one tensor program on ``device``, except that on the CPU,
+    per-prompt candidates at small K run one compiled selection per prompt, on up to
+    ``threads`` threads at once (default None: the CPUs this process may use, its affinity mask
+    capped by a cgroup quota; 1: serial). ``threads`` is an execution detail, not a
+    :class:`~qdrant_sift.options.SelectOptions` field: the selections are the same for every
+    value (see :mod:`._parallel`); it must be an int ≥ 1 or None (else :class:`ConfigError`).
     """
-    given = dict(strategy=strategy, lam=lam, alpha=alpha, unique=unique, normalize=normalize)
-    opts = check_options(n, **merge_options(options, diversity=diversity, seed=seed, **given))
+    nthreads = check_threads(threads)
+    opts = checked_options(n, options, strategy, lam, alpha, unique, normalize, diversity, seed)
     dev = resolve_device(device)
     tdt = compute_dtype(dtype)
     if isinstance(queries, (str, bytes)) or not hasattr(queries, "__len__"):
@@ -383,18 +334,23 @@ def select_batch(
         if prompts and p.Q.shape[1] != prompts[0].Q.shape[1]:
             raise DimensionMismatchError(batch_dims_message(b, p.Q.shape[1], prompts[0].Q.shape[1]))
         prompts.append(p)
-    return _run_batch(prompts, shared, opts)
+    return _run_batch(prompts, shared, opts, nthreads)
 
 
 class LocalReranker:
     """In-process reranker: :func:`select` / :func:`select_batch` bound to a device and dtype.
 
     The twin of the gRPC ``RemoteReranker``, so callers can swap one for the other.
+    ``threads``: how many threads a CPU :meth:`select_batch` may use (see :func:`select_batch`;
+    None: the CPUs this process may use).
     """
 
-    def __init__(self, device: Any = None, dtype: Any = torch.float32) -> None:
+    def __init__(
+        self, device: Any = None, dtype: Any = torch.float32, threads: int | None = None
+    ) -> None:
         self.device = resolve_device(device)
         self.dtype = compute_dtype(dtype)
+        self.threads = check_threads(threads)
         self._closed = False
 
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -410,6 +366,7 @@ class LocalReranker:
 
     def select_batch(self, queries: Any, candidates: Any, n: int, **kwargs: Any) -> list[Selection]:
         """:func:`select_batch` on this reranker's device and dtype."""
+        kwargs.setdefault("threads", self.threads)
         return select_batch(queries, candidates, n, **self._kwargs(kwargs))
 
     def close(self) -> None:
@@ -423,4 +380,7 @@ class LocalReranker:
         self.close()
 
     def __repr__(self) -> str:
-        return f"LocalReranker(device={str(self.device)!r}, dtype={self.dtype})"
+        return (
+            f"LocalReranker(device={str(self.device)!r}, dtype={self.dtype}, "
+            f"threads={self.threads})"
+        )

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _scratch as scratch
 from ._cancel import current_check
 
 __all__ = ["GRAM_MAX_K", "GreedyResult", "compiled_available", "greedy_numpy", "use_gram"]
@@ -68,6 +69,7 @@ _COMPILED_CHUNK_WORK = 1 << 22  # multiply-adds of one call's rank-n corrections
 _compiled_lock = threading.Lock()
 _compiled_fn: Any = None
 _compiled_state = "unknown"  # "unknown" | "ready" | "uncached" | "off"
+_F64 = np.dtype(np.float64)
 _NO_ORDER = np.zeros(0, np.int64)  # "no given order" for the compiled loop (never written)
 
 
@@ -224,14 +226,15 @@ def _compiled_steps() -> Any:
 def _run_compiled(
     fn: Any, GT: np.ndarray, sqx: np.ndarray, sqq: np.ndarray, lam: float, normalize: bool,
     unique: bool, prior: float, steps: int, order: np.ndarray | None, alpha: float | None,
-    stop: Any,
+    stop: Any, lay: tuple[int, ...] | None = None, buf: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool] | None:  # fmt: skip
     """The whole greedy after the Gram block, compiled, in chunks; None if the compiled call
-    fails (then the caller runs the numpy loop: the inputs are untouched, the state is ``buf``)."""
+    fails (then the caller runs the numpy loop: the inputs are untouched, the state is ``buf``,
+    :func:`_layout`'s size of float64 scratch, allocated here unless given)."""
     global _compiled_fn, _compiled_state
     K, width = GT.shape
-    lay = _layout(K, width - K, steps)
-    buf = np.empty(lay[-1])
+    lay = _layout(K, width - K, steps) if lay is None else lay
+    buf = np.empty(lay[-1]) if buf is None else buf
     picks = np.empty(steps, np.int64)
     order_a = _NO_ORDER if order is None else np.ascontiguousarray(order, np.int64)
     # one call for a small selection (each call costs ~10 µs of argument checks); calls of a
@@ -260,7 +263,7 @@ def _run_compiled(
             continue
         done = hi
     var0 = lay[5]
-    return picks[:taken].copy(), buf[var0 : var0 + taken].copy(), hit
+    return picks[:taken], buf[var0 : var0 + taken].copy(), hit  # picks: this call's own array
 
 
 def _empty(prior: float) -> GreedyResult:
@@ -303,15 +306,27 @@ def greedy_numpy(
     # path: syrk into the left block, no float64 copy; rows are cast as they are read) or per pick.
     GT = None
     if gram:
-        GT = np.empty((K, K + m), X.dtype)
-        np.matmul(X, X.T, out=GT[:, :K])
-        np.matmul(X, Q.T, out=GT[:, K:])
         fn = _compiled_steps() if compiled is not False else None
-        if fn is not None:
-            got = _run_compiled(fn, GT, sqx, sqq, lam, normalize, unique, prior, steps, order,
-                                alpha, stop)  # fmt: skip
-            if got is not None:
-                return got[0], got[1], prior, got[2]
+        lay = _layout(K, m, steps)
+        gt_bytes = -(-K * (K + m) * X.dtype.itemsize // 64) * 64
+        region = scratch.take(gt_bytes + 8 * lay[-1])  # reused, fork-proof memory (_scratch)
+        try:
+            if region is None:
+                GT = np.empty((K, K + m), X.dtype)
+            else:
+                GT = region.array(0, X.dtype, K, K + m)
+            np.matmul(X, X.T, out=GT[:, :K])
+            np.matmul(X, Q.T, out=GT[:, K:])
+            if fn is not None:
+                buf = None if region is None else region.array(gt_bytes, _F64, 1, lay[-1])[0]
+                got = _run_compiled(fn, GT, sqx, sqq, lam, normalize, unique, prior, steps,
+                                    order, alpha, stop, lay, buf)  # fmt: skip
+                if got is not None:
+                    return got[0], got[1], prior, got[2]
+            if region is not None:  # the numpy loop below reads GT after the region goes back
+                GT = GT.copy()
+        finally:
+            scratch.give(region)
     # raw candidates, noise λ_j (module docstring); targets' weights rq² (1 without normalize)
     lamj = sqx * lam if normalize else np.full(K, lam)
     rq2 = 1.0 / sqq if normalize else np.ones(m)

@@ -4,6 +4,9 @@ Every way to misuse :func:`qdrant_sift.reranker.select` ends here with a typed e
 :mod:`qdrant_sift.errors` *before* any work starts, so a bad request never yields a silently wrong
 selection. Conversion avoids copies: a float32 C-contiguous numpy array (or CPU tensor) in the
 compute dtype is used as is, which keeps peak memory near the size of the candidate matrix.
+The checks that accept the common case (default options, float32 arrays, finite norms) take
+the shortest route; whatever they do not accept at once goes through the full checks, so each
+kind of bad input still gets its one typed error and message.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from qdrant_sift.errors import (
     InvalidInputError,
     NonFiniteError,
 )
-from qdrant_sift.options import STRATEGIES, check_options
+from qdrant_sift.options import DEFAULTS, STRATEGIES, SelectOptions, check_options, merge_options
 from qdrant_sift.options import CheckedOptions as Options
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "as_numpy_matrix",
     "as_torch_matrix",
     "check_options",
+    "checked_options",
     "compute_dtype",
     "resolve_device",
     "row_sqnorms_numpy",
@@ -37,12 +41,18 @@ __all__ = [
 ]
 
 _F32_MAX = float(np.finfo(np.float32).max)
+_F32_SUM_MAX = 1e300 / _F32_MAX  # this many float32 squares cannot overflow a float64 sum
+_CPU = torch.device("cpu")
 
 
 def resolve_device(device: Any) -> torch.device:
     """``None`` → CUDA when available, else CPU; strings and devices are checked."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, torch.device) and device.type == "cpu":
+        return device  # what torch.device(device) would return, without making one
+    if device.__class__ is str and device == "cpu":
+        return _CPU
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -72,7 +82,10 @@ def as_numpy_matrix(
     x: Any, name: str, np_dtype: type[np.floating], *, allow_vector: bool
 ) -> np.ndarray:
     """Convert to a 2-D numpy array in the compute dtype (no copy when already right)."""
-    if isinstance(x, torch.Tensor):
+    if type(x) is np.ndarray and x.dtype.type is np_dtype and x.dtype.isnative:  # as is
+        _shape_checked(x.shape, name, allow_vector=allow_vector)
+        arr = x
+    elif isinstance(x, torch.Tensor):
         _check_kind_torch(x, name)
         _shape_checked(tuple(x.shape), name, allow_vector=allow_vector)
         tdt = torch.float32 if np_dtype is np.float32 else torch.float64
@@ -133,8 +146,18 @@ def row_sqnorms_numpy(arr: np.ndarray, name: str, normalize: bool) -> np.ndarray
     A finite float32 sum of squares bounds every dot product of two rows, so once it passes,
     the float32 kernel cannot overflow either.
     """
-    sq = np.einsum("ij,ij->i", arr, arr).astype(np.float64)
+    sq: np.ndarray = np.einsum("ij,ij->i", arr, arr).astype(np.float64)
     is_f32 = arr.dtype == np.float32
+    # fast accept in two reductions: squares are ≥ 0 or NaN/inf, so a finite float64 sum means
+    # every row is finite (float32 squares cannot overflow it); anything else takes the checks
+    # below, which find the cause and raise
+    if (
+        is_f32
+        and sq.size < _F32_SUM_MAX
+        and math.isfinite(np.add.reduce(sq))
+        and (not normalize or sq.size == 0 or np.minimum.reduce(sq) > 0.0)
+    ):
+        return sq
 
     def recheck() -> np.ndarray:
         return np.flatnonzero(~np.isfinite(arr).all(axis=1))
@@ -156,3 +179,41 @@ def row_sqnorms_torch(t: torch.Tensor, name: str, normalize: bool) -> torch.Tens
     _finish_sqnorms(sq_np, name, normalize, recheck, is_f32)
     out: torch.Tensor = sq
     return out
+
+
+_DEFAULT_OPTS: dict[int, Options] = {}  # check_options(n, defaults...) by n: the common call
+
+
+def checked_options(
+    n: Any,
+    options: SelectOptions | None,
+    strategy: Any,
+    lam: Any,
+    alpha: Any,
+    unique: Any,
+    normalize: Any,
+    diversity: Any,
+    seed: Any,
+) -> Options:
+    """:func:`check_options` of a call's options. A call that leaves every option at its
+    default (the same objects as :data:`DEFAULTS`'s, so nothing to check) with an int ``n`` ≥ 0
+    reuses the checked options made for that ``n`` by the first such call."""
+    plain = (
+        options is None
+        and type(n) is int
+        and n >= 0
+        and strategy is DEFAULTS.strategy
+        and lam is DEFAULTS.lam
+        and alpha is None
+        and unique is DEFAULTS.unique
+        and normalize is DEFAULTS.normalize
+        and diversity is DEFAULTS.diversity
+        and seed is None
+    )
+    if plain and n in _DEFAULT_OPTS:
+        return _DEFAULT_OPTS[n]
+    given = dict(strategy=strategy, lam=lam, alpha=alpha, unique=unique, normalize=normalize)
+    opts = check_options(n, **merge_options(options, diversity=diversity, seed=seed, **given))
+    if plain and len(_DEFAULT_OPTS) < 1024:
+        _DEFAULT_OPTS[n] = opts
+    return opts
