@@ -10,7 +10,12 @@ import threading
 import numpy as np
 import pytest
 
-from qdrant_sift.errors import ConfigError, SelectionCancelledError
+from qdrant_sift.errors import (
+    ConfigError,
+    DimensionMismatchError,
+    NonFiniteError,
+    SelectionCancelledError,
+)
 from qdrant_sift.reranker import LocalReranker, _parallel, _select, select, select_batch
 from qdrant_sift.reranker._cancel import CallScope, cancel_scope, current_check
 from qdrant_sift.reranker._sift_np import compiled_available
@@ -210,4 +215,29 @@ def test_local_reranker_passes_its_threads(monkeypatch: pytest.MonkeyPatch) -> N
     rr = LocalReranker(device="cpu", threads=3)
     rr.select_batch(qs, cands, 4)
     rr.select_batch(qs, cands, 4, threads=1)
-    assert seen == [3, 1]
+    assert seen == [3, 3, 1, 1]  # the checks, then the selections
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_bad_prompts_raise_as_a_serial_pass_would_before_any_work(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prompts are checked on the batch's threads, but the error is the one a serial pass meets
+    first (the lowest bad prompt, its own checks before the batch-dimension rule), and no
+    selection starts."""
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(_select, "greedy_numpy", never)
+    for bad_dim, bad_nan, err, where in ((3, 9, DimensionMismatchError, "queries[3]"),
+                                         (6, 2, NonFiniteError, "queries[2]")):  # fmt: skip
+        qs, cands = _batch(11, 12, 8, 4, max_m=1)
+        qs = [q.reshape(-1) for q in qs]
+        qs[bad_dim] = np.ones(5, np.float32)
+        cands[bad_dim] = np.ones((7, 5), np.float32)  # consistent itself, but d = 5, not 8
+        cands[bad_nan] = cands[bad_nan].copy()
+        cands[bad_nan][1, 1] = np.nan
+        with pytest.raises(err) as info:
+            select_batch(qs, cands, 4, device="cpu", threads=threads)
+        assert str(info.value).startswith(where), info.value
