@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["POOL_MAX", "REGION_MAX", "Region", "give", "take"]
+__all__ = ["POOL_MAX", "REGION_MAX", "Region", "arrays", "give", "take"]
 
 POOL_MAX = 8  # regions kept: one per thread selecting at once, up to this many
 REGION_MAX = 4 << 20  # larger scratch is allocated per call, as before (K up to ~700 fits)
 _GRAIN = 64 << 10  # sizes round up to this, so nearby sizes share a region
 _DONTFORK = getattr(mmap, "MADV_DONTFORK", None)
+_F64 = np.dtype(np.float64)
 
 _pool: list[Region] = []
 _forked_away: list[Region] = []  # regions a child inherited the objects of, never freed there
@@ -51,11 +52,15 @@ class Region:
         self._map: mmap.mmap | None = None
         if _DONTFORK is not None:
             m = mmap.mmap(-1, nbytes)
-            m.madvise(_DONTFORK)
-            self._map = m
-            self.mem = np.frombuffer(m, np.uint8)
-        else:
-            self.mem = np.empty(nbytes, np.uint8)
+            try:
+                m.madvise(_DONTFORK)
+            except OSError:  # refused (an old or restricted kernel): plain memory then
+                m.close()
+            else:
+                self._map = m
+                self.mem = np.frombuffer(m, np.uint8)
+                return
+        self.mem = np.empty(nbytes, np.uint8)
 
     def array(self, offset: int, dtype: np.dtype[Any], rows: int, cols: int) -> np.ndarray:
         """A C-contiguous ``dtype`` (rows, cols) view at byte ``offset`` (a multiple of 64)."""
@@ -73,8 +78,21 @@ def take(nbytes: int) -> Region | None:
     except IndexError:
         region = None
     if region is None or region.mem.size < nbytes:
-        region = Region(-(-nbytes // _GRAIN) * _GRAIN)  # a too-small one is freed here
+        region = Region(max(1, -(-nbytes // _GRAIN)) * _GRAIN)  # a too-small one is freed
     return region
+
+
+def arrays(
+    dtype: np.dtype[Any], rows: int, cols: int, n_f64: int
+) -> tuple[Region | None, np.ndarray, np.ndarray | None]:
+    """A (rows, cols) ``dtype`` block and, if ``n_f64``, a float64 vector of that length: views
+    of one pooled region (hand it to :func:`give` when done), or, when ``n_f64`` is 0 or the
+    two are too big to pool, a fresh block, no vector and no region."""
+    head = -(-rows * cols * dtype.itemsize // 64) * 64
+    region = take(head + 8 * n_f64) if n_f64 else None
+    if region is None:
+        return None, np.empty((rows, cols), dtype), None
+    return region, region.array(0, dtype, rows, cols), region.array(head, _F64, 1, n_f64)[0]
 
 
 def give(region: Region | None) -> None:

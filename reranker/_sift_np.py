@@ -69,7 +69,6 @@ _COMPILED_CHUNK_WORK = 1 << 22  # multiply-adds of one call's rank-n corrections
 _compiled_lock = threading.Lock()
 _compiled_fn: Any = None
 _compiled_state = "unknown"  # "unknown" | "ready" | "uncached" | "off"
-_F64 = np.dtype(np.float64)
 _NO_ORDER = np.zeros(0, np.int64)  # "no given order" for the compiled loop (never written)
 
 
@@ -318,23 +317,17 @@ def greedy_numpy(
     if gram:
         fn = _compiled_steps() if compiled is not False else None
         lay = _layout(K, m, steps)
-        gt_bytes = -(-K * (K + m) * X.dtype.itemsize // 64) * 64
-        region = scratch.take(gt_bytes + 8 * lay[-1])  # reused, fork-proof memory (_scratch)
+        # the compiled loop's Gram block and state: reused, fork-proof memory (_scratch)
+        region, GT, buf = scratch.arrays(X.dtype, K, K + m, 0 if fn is None else lay[-1])
         try:
-            if region is None:
-                GT = np.empty((K, K + m), X.dtype)
-            else:
-                GT = region.array(0, X.dtype, K, K + m)
             np.matmul(X, X.T, out=GT[:, :K])
             np.matmul(X, Q.T, out=GT[:, K:])
             if fn is not None:
-                buf = None if region is None else region.array(gt_bytes, _F64, 1, lay[-1])[0]
                 got = _run_compiled(fn, GT, sqx, sqq, lam, normalize, unique, prior, steps,
                                     order, alpha, stop, lay, buf)  # fmt: skip
                 if got is not None:
                     return got[0], got[1], prior, got[2]
-            if region is not None:  # the numpy loop below reads GT after the region goes back
-                GT = GT.copy()
+            GT = GT if region is None else GT.copy()  # the numpy loop outlives the region
         finally:
             scratch.give(region)
     # raw candidates, noise λ_j (module docstring); targets' weights rq² (1 without normalize)

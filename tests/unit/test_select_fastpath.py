@@ -132,13 +132,17 @@ def test_a_region_from_before_a_fork_is_kept_alive_not_pooled(
 
 @pytest.mark.skipif(not hasattr(os, "fork") or sys.platform != "linux", reason="needs fork")
 def test_a_forked_child_selects_without_the_parents_regions() -> None:
-    ref = select(Q, X, 50, device="cpu")  # the parent holds a pooled region now
+    ref = select(Q, X, 50, device="cpu")
+    _scratch.give(_scratch.take(1000))  # the parent holds a pooled region now
     assert _scratch._pool
     pid = os.fork()
     if pid == 0:  # the child: the parent's regions are not mapped here (MADV_DONTFORK)
         code = 1
         try:
             ok = not _scratch._pool and _scratch._forked_away
+            fresh = _scratch.take(1000)  # a new region, mapped in this process
+            assert fresh is not None
+            fresh.mem[:] = 7  # would crash on an unmapped (inherited) region
             got = select(Q, X, 50, device="cpu")
             same = got.variances.tobytes() == ref.variances.tobytes()
             code = 0 if ok and same else 2
