@@ -319,32 +319,23 @@ def select_batch(
         )
         shared = BatchInput(X=X, sqx=sqx, Q=X[:0], sqq=sqx[:0])
 
-    def prepare(b: int, d0: int | None) -> BatchInput:
+    prompts: list[BatchInput] = []
+    for b, q in enumerate(qs):  # every prompt is checked before any selection starts
+        # (serially: the checks hold the GIL, so threads would only take turns at them)
         where = f"queries[{b}]: "
         if per_prompt:
-            p = _prepare(qs[b], candidates[b], dev, tdt, opts.normalize, where)
+            p = _prepare(q, candidates[b], dev, tdt, opts.normalize, where)
         else:
             assert shared is not None
             Q, sqq = _as_input(
-                qs[b], f"{where}query", dev, tdt, allow_vector=True, normalize=opts.normalize
+                q, f"{where}query", dev, tdt, allow_vector=True, normalize=opts.normalize
             )
             p = BatchInput(X=shared.X, sqx=shared.sqx, Q=Q, sqq=sqq)
-        _check_sizes(p.X.shape[0], p.Q.shape[1], p.X.shape[1], opts, where)
-        if d0 is not None and p.Q.shape[1] != d0:
-            raise DimensionMismatchError(batch_dims_message(b, p.Q.shape[1], d0))
-        return p
-
-    # every prompt is checked before any selection starts; per-prompt CPU candidates (reading
-    # each K×d matrix for its norms) on the batch's threads. Prompt 0 first, for the dimension
-    # the others must have: the lowest failing prompt raises, as in a serial pass.
-    first = prepare(0, None)
-    d0 = first.Q.shape[1]
-    rest = run_indexed(
-        lambda i: prepare(i + 1, d0),
-        len(qs) - 1,
-        nthreads if per_prompt and dev.type == "cpu" else 1,
-    )
-    prompts = [first, *rest]
+        k = p.X.shape[0]
+        _check_sizes(k, p.Q.shape[1], p.X.shape[1], opts, where)
+        if prompts and p.Q.shape[1] != prompts[0].Q.shape[1]:
+            raise DimensionMismatchError(batch_dims_message(b, p.Q.shape[1], prompts[0].Q.shape[1]))
+        prompts.append(p)
     return _run_batch(prompts, shared, opts, nthreads)
 
 
