@@ -132,7 +132,7 @@ def _faults_after(before: Callable[[], Any] | None, fn: Callable[[], Any]) -> fl
     ``Retriever.search`` forks a torch DataLoader worker per call; after a fork every page the
     parent writes first takes a copy-on-write fault, in numpy's BLAS packing buffers and the
     interpreter's objects as much as in ours. This shows how much of the interleaved time that
-    is (each fault costs about a microsecond here)."""
+    is (each fault costs one to two microseconds here)."""
     import resource
 
     total = 0
