@@ -21,46 +21,16 @@ competing CPU job, per policy.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import threading
-from pathlib import Path
+
+from qdrant_sift.cpus import usable_cpus
 
 __all__ = ["apply_thread_policy", "usable_cpus"]
 
 _lock = threading.Lock()
 _applied: int | None = None
-
-
-def _cgroup_quota() -> float | None:
-    """CPUs allowed by a cgroup v2 ``cpu.max`` or v1 CFS quota; None when unlimited/unknown."""
-    try:
-        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if text and text[0] != "max":
-            return int(text[0]) / int(text[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        if quota > 0 and period > 0:
-            return quota / period
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on: the affinity mask, capped by a cgroup CPU quota."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    quota = _cgroup_quota()
-    if quota is not None:
-        n = min(n, max(1, math.ceil(quota)))
-    return max(1, n)
 
 
 def _requested() -> int | None:

@@ -6,8 +6,8 @@ test-time fine-tuning) and ``qdrant_sift.client`` (stores, ``SiftClient``, CLI).
 
 Shared by all of them: the error tree (:mod:`qdrant_sift.errors`, re-exported here), the selection
 options (:class:`SelectOptions`, :data:`DEFAULTS`, :data:`RERANK_DEFAULTS` from
-:mod:`qdrant_sift.options`), the array rule (:mod:`qdrant_sift.arrays`) and file locations
-(:mod:`qdrant_sift.paths`).
+:mod:`qdrant_sift.options`), the array rule (:mod:`qdrant_sift.arrays`), file locations
+(:mod:`qdrant_sift.paths`) and the CPUs this process may use (:mod:`qdrant_sift.cpus`).
 """
 
 from __future__ import annotations

@@ -31,16 +31,15 @@ from __future__ import annotations
 
 import contextvars
 import itertools
-import math
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from qdrant_sift import cpus
 from qdrant_sift.errors import ConfigError
 
 __all__ = ["MAX_HELPERS", "check_threads", "run_indexed", "usable_cpus"]
@@ -54,37 +53,12 @@ _pool: ThreadPoolExecutor | None = None
 _cpus: int | None = None
 
 
-def _cgroup_quota() -> float | None:
-    """CPUs allowed by a cgroup v2 ``cpu.max`` or v1 CFS quota; None when unlimited/unknown."""
-    try:
-        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if text and text[0] != "max":
-            return int(text[0]) / int(text[1])
-    except (OSError, ValueError, IndexError, ZeroDivisionError):
-        pass
-    try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        if quota > 0 and period > 0:
-            return quota / period
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 def usable_cpus() -> int:
-    """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota (read once
-    per process: the default ``threads`` of a CPU batch)."""
+    """CPUs this process may use (:func:`qdrant_sift.cpus.usable_cpus`), read once per process:
+    the default ``threads`` of a CPU batch."""
     global _cpus
     if _cpus is None:
-        try:
-            n = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            n = os.cpu_count() or 1
-        quota = _cgroup_quota()
-        if quota is not None:
-            n = min(n, max(1, math.ceil(quota)))
-        _cpus = max(1, n)
+        _cpus = cpus.usable_cpus()
     return _cpus
 
 

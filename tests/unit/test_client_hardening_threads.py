@@ -69,7 +69,10 @@ def test_thread_count_override_and_affinity() -> None:
 
 
 def test_cgroup_quota_caps_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_threads, "_cgroup_quota", lambda: 0.5)
+    from qdrant_sift import cpus
+
+    assert _threads.usable_cpus is cpus.usable_cpus  # one rule for torch and SIFT batches
+    monkeypatch.setattr(cpus, "cgroup_quota", lambda: 0.5)
     assert _threads.usable_cpus() == 1
-    monkeypatch.setattr(_threads, "_cgroup_quota", lambda: None)
+    monkeypatch.setattr(cpus, "cgroup_quota", lambda: None)
     assert _threads.usable_cpus() == len(os.sched_getaffinity(0))

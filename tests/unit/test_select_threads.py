@@ -190,12 +190,14 @@ def test_bad_thread_counts_raise_before_any_work(
 
 
 def test_default_threads_are_the_usable_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qdrant_sift import cpus
+
     monkeypatch.setattr(_parallel, "_cpus", None)
     monkeypatch.setattr(_parallel.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
-    monkeypatch.setattr(_parallel, "_cgroup_quota", lambda: 2.5)  # a quota of 2.5 CPUs
+    monkeypatch.setattr(cpus, "cgroup_quota", lambda: 2.5)  # a quota of 2.5 CPUs
     assert _parallel.usable_cpus() == 3
     monkeypatch.setattr(_parallel, "_cpus", None)
-    monkeypatch.setattr(_parallel, "_cgroup_quota", lambda: None)
+    monkeypatch.setattr(cpus, "cgroup_quota", lambda: None)
     assert _parallel.check_threads(None) == 6
     assert LocalReranker(device="cpu").threads == 6
     assert LocalReranker(device="cpu", threads=np.int64(2)).threads == 2
