@@ -172,14 +172,18 @@ def test_engine_abort_on_garbage_costs_a_probe_not_the_process(tmp_path: Path) -
             print("CORRUPTED", exc)
         """
     )
+    # longer than the probe's own 120 s limit: an engine that hangs on the garbage (seen once
+    # in a full CI run) must be reported by the probe's timeout, not by this test's
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "CORRUPTED" in proc.stdout
     # The engine usually aborts (SIGABRT) on this garbage, under load it has also died with
-    # another signal; either way only the probe died and the caller got a typed error.
-    assert "engine died with SIG" in proc.stdout or "cannot load" in proc.stdout
+    # another signal or hung; either way only the probe paid and the caller got a typed error.
+    assert any(
+        why in proc.stdout for why in ("engine died with SIG", "cannot load", "did not finish")
+    ), proc.stdout
 
 
 def test_without_the_probe_a_changed_file_is_refused_before_the_engine_sees_it(
