@@ -148,6 +148,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="BLAS threads per call (default 1: concurrent calls are the parallelism; "
         "0 keeps the library default)",
     )
+    p.add_argument(
+        "--batch-threads",
+        type=int,
+        default=1,
+        help="threads of one SelectBatch on the CPU (default 1: concurrent calls are the "
+        "parallelism; 0: the CPUs this process may use)",
+    )
     limits = p.add_argument_group("limits (violations answer INVALID_ARGUMENT naming the limit)")
     limits.add_argument("--max-k", type=int, default=50_000, help="candidates per request")
     limits.add_argument("--max-d", type=int, default=8_192, help="vector dimension")
@@ -264,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
             embed_cache_size=args.embed_cache_size,
             http_timeout=args.http_timeout,
             rerank_collection=args.rerank_collection,
+            batch_threads=args.batch_threads or None,
         )
     except (ConfigError, OSError) as exc:
         print(f"qdrant-sift serve: {exc}", file=sys.stderr)

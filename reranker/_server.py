@@ -343,6 +343,7 @@ def build_server(
     embed_cache_size: int = 50_000,
     http_timeout: float = 60.0,
     rerank_collection: str | None = None,
+    batch_threads: int | None = 1,
 ) -> ServerHandle:
     """Build (not start) the server; ``port=0`` binds a free port, read it from ``.port``.
 
@@ -360,6 +361,8 @@ def build_server(
     a thunk; default the offline MiniLM on ``device``), cached by content hash
     (``embed_cache_size`` rows), and looked up first among the stored vectors of
     ``rerank_collection`` when given. ``http_timeout`` is the HTTP deadline in seconds.
+    ``batch_threads``: threads of one CPU ``SelectBatch`` (default 1: concurrent calls are the
+    parallelism, as with BLAS; None: the CPUs this process may use).
     """
     limits = limits or Limits()
     if (tls_cert is None) != (tls_key is None):
@@ -369,7 +372,7 @@ def build_server(
     if selector is None:
         from qdrant_sift.reranker import LocalReranker
 
-        selector = LocalReranker(device=device)
+        selector = LocalReranker(device=device, threads=batch_threads)
     if store_factory is None:
         store_factory = _default_store_factory(qdrant_url, qdrant_api_key, edge_path)
     metrics = Metrics()

@@ -242,3 +242,25 @@ def test_bad_prompts_raise_as_a_serial_pass_would_before_any_work(
         with pytest.raises(err) as info:
             select_batch(qs, cands, 4, device="cpu", threads=threads)
         assert str(info.value).startswith(where), info.value
+
+
+def test_the_server_runs_a_batch_on_one_thread_unless_told() -> None:
+    """A server's concurrent calls are its parallelism (like its BLAS cap): SelectBatch runs
+    serially by default; ``--batch-threads 0`` means the CPUs this process may use."""
+    import argparse
+
+    from qdrant_sift.reranker._cmd_serve import add_arguments
+    from qdrant_sift.reranker._server import build_server
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert p.parse_args([]).batch_threads == 1
+    assert p.parse_args(["--batch-threads", "0"]).batch_threads == 0
+    for given, want in ((1, 1), (None, _parallel.usable_cpus()), (3, 3)):
+        handle = build_server(port=0, device="cpu", max_workers=1, batch_threads=given)
+        try:
+            assert handle.servicer._selector.threads == want
+        finally:
+            handle.stop(0)
+    with pytest.raises(ConfigError, match="threads"):
+        build_server(port=0, device="cpu", max_workers=1, batch_threads=-1)
