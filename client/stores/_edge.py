@@ -644,12 +644,7 @@ class EdgeStore(VectorStore):
             return None
         ids = cache.sample(self._SPOT_CHECK)
         if ids:
-            with self._engine("retrieve"):
-                recs = self._shard.retrieve(
-                    [_edge_id(i) for i in ids], with_payload=False,
-                    with_vector=lay.with_vector(lay.kernel_dim is not None),
-                )  # fmt: skip
-            got_ids, rows, krows = self._rows_of(recs)
+            got_ids, rows, krows = self._engine_rows(ids)
             held = cache.take(got_ids)
             if (
                 got_ids != ids
@@ -690,17 +685,24 @@ class EdgeStore(VectorStore):
             if offset is None:
                 return cache
 
+    def _engine_rows(
+        self, ids: Sequence[PointId]
+    ) -> tuple[list[PointId], np.ndarray, np.ndarray | None]:
+        """The engine's stored rows (recall and, if any, kernel) of ``ids``, as the cache holds
+        them; ids the shard does not hold are left out."""
+        lay = self._load_layout()
+        with self._engine("retrieve"):
+            recs = self._shard.retrieve(
+                [_edge_id(i) for i in dict.fromkeys(ids)], with_payload=False,
+                with_vector=lay.with_vector(lay.kernel_dim is not None),
+            )  # fmt: skip
+        return self._rows_of(recs)
+
     def _cache_read_back(self, ids: list[PointId]) -> None:
         """Rows of just-written ids as the engine stores them (never computed here); if that
         read fails the cache is dropped (rebuilt from the shard on the next recall)."""
-        lay = self._load_layout()
         try:
-            with self._engine("retrieve"):
-                recs = self._shard.retrieve(
-                    [_edge_id(i) for i in dict.fromkeys(ids)], with_payload=False,
-                    with_vector=lay.with_vector(lay.kernel_dim is not None),
-                )  # fmt: skip
-            got = self._rows_of(recs)
+            got = self._engine_rows(ids)
         except Exception:
             self._vcache = None
             raise

@@ -20,7 +20,7 @@ stay private until the next save), so a reopened collection pays neither the scr
 up front. The files count only when the manifest was written by a clean close with their token
 and the point state they were saved with; after a crash the copy is rebuilt from the shard. Like
 the engine's own data files, bytes changed inside them without a change of size are not looked
-for beyond a spot check of a few rows against the engine (the store's ``_load_cache``).
+for beyond a spot check of a few rows against the engine (the store's ``_saved_cache``).
 """
 
 from __future__ import annotations
