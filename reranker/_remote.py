@@ -107,6 +107,14 @@ def _check_batch_dims(queries: list[Any], candidates: Any) -> None:
 _SERVER_TOO_LARGE = "SERVER: Received message larger than max"
 
 
+def _request_options(n: Any, options: SelectOptions | None, **given: Any) -> dict[str, Any]:
+    """A request's option fields: the keywords merged with ``options`` and checked as
+    ``select`` checks them, before anything is sent (one place for all three RPCs)."""
+    merged = merge_options(options, **given)
+    check_options(n, **merged)
+    return options_to_proto(**merged)
+
+
 def _sift_class(name: str) -> type[errors.QdrantSiftError] | None:
     """The public error class the server named in ``x-sift-error`` (None if it names none)."""
     cls = getattr(errors, name, None) if name in errors.__all__ else None
@@ -223,10 +231,9 @@ class RemoteReranker:
         options: SelectOptions | None = None,
     ) -> Any:
         """Pick ``n`` of ``candidates`` (K, d) for ``query`` (d,) or (m, d); see ``select``."""
-        given = dict(strategy=strategy, lam=lam, alpha=alpha, unique=unique, normalize=normalize)
-        o = merge_options(options, diversity=diversity, seed=seed, **given)
-        check_options(n, **o)
-        opts = options_to_proto(**o)
+        opts = _request_options(n, options, strategy=strategy, lam=lam, alpha=alpha,
+                                unique=unique, normalize=normalize, diversity=diversity,
+                                seed=seed)  # fmt: skip
         request = pb.SelectRequest(
             query=to_matrix(query, "query"),
             candidates=to_matrix(candidates, "candidates", allow_vector=False),
@@ -252,10 +259,9 @@ class RemoteReranker:
         options: SelectOptions | None = None,
     ) -> list[Any]:
         """One selection per query, in input order; ``candidates`` is shared (K, d) or a list."""
-        given = dict(strategy=strategy, lam=lam, alpha=alpha, unique=unique, normalize=normalize)
-        o = merge_options(options, diversity=diversity, seed=seed, **given)
-        check_options(n, **o)
-        opts = options_to_proto(**o)
+        opts = _request_options(n, options, strategy=strategy, lam=lam, alpha=alpha,
+                                unique=unique, normalize=normalize, diversity=diversity,
+                                seed=seed)  # fmt: skip
         qs = self._queries(queries)
         per_query = is_per_prompt(candidates)
         if per_query and len(candidates) != len(qs):
@@ -326,10 +332,9 @@ class RemoteReranker:
         """The server recalls ``k`` points of ``collection`` for ``query`` and picks ``n`` (the
         ``Recall`` RPC): the picks, like ``SiftClient.search``, not a store's ``recall``
         candidates."""
-        given = dict(strategy=strategy, lam=lam, alpha=alpha, unique=unique, normalize=normalize)
-        o = merge_options(options, diversity=diversity, seed=seed, **given)
-        check_options(n, **o)
-        opts = options_to_proto(**o)
+        opts = _request_options(n, options, strategy=strategy, lam=lam, alpha=alpha,
+                                unique=unique, normalize=normalize, diversity=diversity,
+                                seed=seed)  # fmt: skip
         request = pb.RecallRequest(
             collection=collection,
             query=to_matrix(query, "query"),
