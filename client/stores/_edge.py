@@ -12,18 +12,17 @@ Every shard carries a manifest (point count, id-set digest, file fingerprints at
 see :mod:`._integrity` for what that does and does not protect). A shard that does not match it
 raises :class:`StoreCorruptedError` on every use except :meth:`EdgeStore.drop`, which is the
 repair (then re-ingest). Every engine exception reaches the caller as a ``StoreError``.
+
+This module holds the store's reads and writes; the shard's lock, opening and manifest are
+:mod:`._edge_shard`, the vector cache's upkeep :mod:`._edge_vcache` (bases of :class:`EdgeStore`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
-import re
 import shutil
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,10 @@ from typing import Any
 import numpy as np
 
 from qdrant_sift.errors import (
-    CollectionNotFoundError,
     ConfigError,
     InvalidInputError,
-    QdrantSiftError,
     StoreCorruptedError,
     StoreError,
-    StoreLockedError,
 )
 
 from ._base import (
@@ -46,18 +42,17 @@ from ._base import (
     PointId,
     StoredPoint,
     VectorStore,
-    _rows,
     normalize_id,
 )
+from ._edge_shard import MAX_SOURCES, edge_id
+from ._edge_vcache import EdgeCacheBase
 from ._filters import Filter, Match, Range, as_filter, to_edge
 from ._integrity import (
     IdState,
     ShardManifest,
     fingerprint,
-    fingerprint_mismatch,
-    probe_load,
 )
-from ._layout import KERNEL_VECTOR, RECALL_VECTOR, Layout, read_layout
+from ._layout import KERNEL_VECTOR, RECALL_VECTOR, Layout
 from ._names import shard_path, validate_collection_name
 from ._qdrant import query_ef
 from ._vcache import VectorCache
@@ -72,16 +67,7 @@ _CLUSTER_ONLY = frozenset(
 )  # fmt: skip
 
 
-#: Sources kept in the manifest for an exact repair; beyond this the list says it is partial.
-_MAX_SOURCES = 10_000
-_JSONL_LINE = re.compile(r"^(.+\.jsonl):\d+$")
-
-
-def _edge_id(pid: PointId) -> Any:
-    return pid if isinstance(pid, int) else uuid.UUID(pid)
-
-
-class EdgeStore(VectorStore):
+class EdgeStore(EdgeCacheBase, VectorStore):
     """A collection as an Edge shard in ``path/collection`` (created on :meth:`create`).
 
     ``probe``: load a shard that was not closed cleanly (or has no manifest) in a subprocess
@@ -144,211 +130,12 @@ class EdgeStore(VectorStore):
             self._unlock()
             raise
 
-    # --- locking and opening -----------------------------------------------------------------
-
-    def _lock(self) -> None:
-        """An advisory lock beside the shard: Edge's own WAL lock gives an unhelpful message."""
-        lock_path = self.root / f".{self.collection}.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            raise StoreLockedError(
-                f"{self.shard_dir} is open in another process (or another EdgeStore here); "
-                "close it there, or serve the collection from a Qdrant server for shared access"
-            ) from exc
-        self._lock_fd = fd
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    @contextlib.contextmanager
-    def _engine(self, what: str) -> Iterator[None]:
-        """Every engine exception becomes a ``StoreError`` naming the shard, chained."""
-        try:
-            yield
-        except QdrantSiftError:
-            raise
-        except Exception as exc:
-            if "WouldBlock" in str(exc):
-                raise StoreLockedError(f"{self.shard_dir} is open in another process") from exc
-            raise StoreError(f"Edge {what} failed on {self.shard_dir}: {exc}") from exc
-
-    def _damaged(self, what: str, cause: BaseException | None = None) -> None:
-        """Record that the shard is damaged; every use but drop/close raises it from now on."""
-        self._vcache = None
-        self._vcache_saved = self._vcache_token = None
-        if self._shard is not None:
-            with contextlib.suppress(Exception):
-                self._shard.close()
-            self._shard = None
-        sources = tuple(self._sources)
-        if sources:
-            shown = " ".join(sources[:5]) + (" …" if len(sources) > 5 else "")
-            command = (
-                f"qdrant-sift ingest {shown} --collection {self.collection} --path {self.root} "
-                "--recreate"
-            )
-            extra = "" if len(sources) <= 5 else f" (all {len(sources)} sources: see the manifest)"
-            repair = f"{command}{extra}"
-        else:
-            repair = (
-                f"qdrant-sift ingest SOURCES --collection {self.collection} --path {self.root} "
-                "--recreate"
-            )
-        err = StoreCorruptedError(
-            f"Edge shard {self.shard_dir} is damaged: {what}. Its points cannot be trusted. "
-            f"Repair: drop it and re-ingest (chunk ids are deterministic, so the same points "
-            f"come back): {repair}",
-            shard=str(self.shard_dir),
-            repair=repair,
-            sources=sources,
-        )
-        if cause is not None:
-            err.__cause__ = cause
-        self._damage = err
-
-    def _open(self) -> None:
-        import qdrant_edge as qe
-
-        try:
-            manifest = ShardManifest.read(self.shard_dir)
-        except (ValueError, KeyError, TypeError, OSError) as exc:
-            self._damaged(f"its manifest cannot be read ({exc})", exc)
-            return
-        if manifest is not None:
-            self._sources = list(manifest.sources)
-        # After a clean close the files must be as fingerprinted then: then only the count is
-        # checked. Otherwise (a crash, a changed file, no manifest) the shard is first loaded in
-        # a subprocess, so an engine abort cannot take this process down, and then verified in
-        # full: a write-ahead log replay may legitimately repair a changed file.
-        suspect = None
-        if manifest is not None and manifest.clean and manifest.files:
-            try:
-                suspect = fingerprint_mismatch(self.shard_dir, manifest.files)
-            except OSError as exc:
-                suspect = f"its files cannot be read ({exc})"
-        fast = manifest is not None and manifest.clean and bool(manifest.files) and not suspect
-        if not fast:
-            if self._probe:
-                died = probe_load(self.shard_dir)
-                if died:
-                    self._damaged(died + (f"; {suspect}" if suspect else ""))
-                    return
-            elif suspect:  # no probe: refuse rather than risk an engine abort in-process
-                self._damaged(suspect)
-                return
-        try:
-            self._shard = qe.EdgeShard.load(str(self.shard_dir))
-        except Exception as exc:
-            if "WouldBlock" in str(exc):
-                raise StoreLockedError(f"{self.shard_dir} is open in another process") from exc
-            self._damaged(f"the engine cannot load it ({exc})", exc)
-            return
-        try:
-            if manifest is None:  # written before manifests existed: adopt it as it is
-                self._state = self._scan()
-            elif fast:
-                count = self._count()
-                if count != manifest.state.points:
-                    self._damaged(f"it holds {count} points, {manifest.state.points} were written")
-                    return
-                self._state = manifest.state
-            else:
-                actual = self._scan()
-                allowed = [manifest.state] + ([manifest.pending] if manifest.pending else [])
-                if actual not in allowed:
-                    what = (
-                        f"it holds {actual.points} points, {manifest.state.points} were written"
-                        if actual.points != manifest.state.points
-                        else f"it holds {actual.points} points as written, but not the same ids"
-                    )
-                    self._damaged(what + (f"; {suspect}" if suspect else ""))
-                    return
-                self._state = actual
-            if fast and manifest is not None and manifest.vcache:
-                self._vcache_saved = manifest.vcache
-            else:  # a copy saved before a crash (or by no clean close) would only be refused
-                VectorCache.discard(self.shard_dir)
-            self._write_manifest()  # open: dirty until a clean close
-        except StoreError as exc:
-            self._damaged(f"reading it failed ({exc})", exc)
-
-    def _scan(self) -> IdState:
-        """The id state of the open shard, read from the engine (a scroll over ids only)."""
-        import qdrant_edge as qe
-
-        shard = self._shard
-        ids: list[PointId] = []
-        offset: Any = None
-        with self._engine("scan"):
-            while True:
-                recs, offset = shard.scroll(
-                    qe.ScrollRequest(
-                        offset=offset, limit=10_000, with_payload=False, with_vector=False
-                    )
-                )
-                ids.extend(normalize_id(r.id) for r in recs)
-                if offset is None:
-                    break
-        return IdState.of(ids)
-
-    def _count(self) -> int:
-        import qdrant_edge as qe
-
-        with self._engine("count"):
-            return int(self._shard.count(qe.CountRequest(exact=True)))
-
-    def _write_manifest(
-        self,
-        pending: IdState | None = None,
-        *,
-        clean: bool = False,
-        files: Any = None,
-        vcache: str | None = None,
-    ) -> None:
-        ShardManifest(
-            state=self._state,
-            pending=pending,
-            clean=clean,
-            files=files or {},
-            sources=self._sources,
-            vcache=vcache,
-        ).write(self.shard_dir, durable=clean)
-
-    def _require(self) -> Any:
-        if self._lock_fd is None:
-            raise StoreError(f"{self!r} is closed")
-        if self._damage is not None:
-            raise self._damage
-        if self._shard is None:
-            raise CollectionNotFoundError(
-                f"no collection {self.collection!r} in {self.root}; create it or ingest first"
-            )
-        return self._shard
-
     # --- metadata ----------------------------------------------------------------------------
 
     def exists(self) -> bool:
         if self._damage is not None:
             raise self._damage
         return self._shard is not None
-
-    def _load_layout(self) -> Layout:
-        if self._layout is None:
-            self._require()
-            try:
-                cfg = json.loads((self.shard_dir / "edge_config.json").read_text())
-                vecs = {n: (int(v["size"]), str(v["distance"])) for n, v in cfg["vectors"].items()}
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise StoreError(f"cannot read {self.shard_dir}/edge_config.json: {exc}") from exc
-            self._layout = read_layout(self.collection, vecs, None)
-        return self._layout
 
     @property
     def dim(self) -> int:
@@ -394,38 +181,13 @@ class EdgeStore(VectorStore):
         self._state, self._sources = IdState(), []
         self._write_manifest()
 
-    def _known(self, ids: list[PointId]) -> set[PointId]:
-        """Which of ``ids`` the shard holds (ids only, no payloads or vectors)."""
-        with self._engine("retrieve"):
-            recs = self._shard.retrieve(
-                [_edge_id(i) for i in ids], with_payload=False, with_vector=False
-            )
-        return {normalize_id(r.id) for r in recs}
-
-    def _new_sources(self, payloads: list[dict[str, Any]]) -> list[str]:
-        if len(self._sources) >= _MAX_SOURCES:
-            return []
-        have = set(self._sources)
-        out: list[str] = []
-        for p in payloads:
-            src = p.get("source")
-            # ingest's source ids are relative (see note_sources); absolute ones are legacy
-            if not isinstance(src, str) or not os.path.isabs(src):
-                continue
-            m = _JSONL_LINE.match(src)
-            src = m.group(1) if m else src
-            if src not in have:
-                have.add(src)
-                out.append(src)
-        return out[: _MAX_SOURCES - len(self._sources)]
-
     def note_sources(self, paths: Sequence[str]) -> None:
         self._require()
         have = set(self._sources)
         new = [p for p in dict.fromkeys(paths) if p not in have]
-        if new and len(self._sources) < _MAX_SOURCES:
+        if new and len(self._sources) < MAX_SOURCES:
             with self._write_lock:
-                self._sources.extend(new[: _MAX_SOURCES - len(self._sources)])
+                self._sources.extend(new[: MAX_SOURCES - len(self._sources)])
                 self._manifest_or_error()
 
     def _upsert(
@@ -439,7 +201,7 @@ class EdgeStore(VectorStore):
 
         self._require()
         rows = self._load_layout().point_vectors(vectors, kernels)
-        points = [qe.Point(_edge_id(i), v, p) for i, v, p in zip(ids, rows, payloads, strict=True)]
+        points = [qe.Point(edge_id(i), v, p) for i, v, p in zip(ids, rows, payloads, strict=True)]
         with self._write_lock:
             self._vcache_saved = None  # a saved copy no longer matches (a live one follows below)
             known = self._known(ids)
@@ -449,34 +211,6 @@ class EdgeStore(VectorStore):
             self._apply(qe.UpdateOperation.upsert_points(points), after, "upsert", sources)
             if self._vcache is not None:
                 self._cache_read_back(ids)
-
-    def _apply(self, operation: Any, after: IdState, what: str, sources: list[str]) -> None:
-        """Record ``after`` as pending, apply ``operation``, then record ``after`` as written.
-
-        A crash between the two manifest writes leaves both states acceptable on the next open;
-        a crash after the second makes a lost write (a deleted log, say) detectable.
-        """
-        changed = after != self._state or bool(sources)
-        if changed:
-            self._manifest_or_error(pending=after)
-        try:
-            with self._engine(what):
-                self._shard.update(operation)
-        except StoreError:
-            self._vcache = None  # rebuilt from the shard on the next recall
-            with contextlib.suppress(StoreError, OSError):
-                self._state = self._scan()  # whatever part of the write the engine kept
-                self._write_manifest()
-            raise
-        self._state = after
-        if changed:
-            self._manifest_or_error()
-
-    def _manifest_or_error(self, pending: IdState | None = None) -> None:
-        try:
-            self._write_manifest(pending=pending)
-        except OSError as exc:
-            raise StoreError(f"cannot write the manifest of {self.shard_dir}: {exc}") from exc
 
     def _native_filter(self, filter: Any) -> Any:
         if filter is None:
@@ -592,7 +326,7 @@ class EdgeStore(VectorStore):
         shard = self._require()
         with self._engine("retrieve"):
             recs = shard.retrieve(
-                [_edge_id(i) for i in ids], with_payload=with_payload, with_vector=False
+                [edge_id(i) for i in ids], with_payload=with_payload, with_vector=False
             )
         by_id = {normalize_id(r.id): r for r in recs}
         held = [i for i in ids if i in by_id]
@@ -607,109 +341,11 @@ class EdgeStore(VectorStore):
         lay = self._load_layout()
         with self._engine("retrieve"):
             recs = shard.retrieve(
-                [_edge_id(i) for i in ids], with_payload=with_payload,
+                [edge_id(i) for i in ids], with_payload=with_payload,
                 with_vector=lay.with_vector(with_kernel),
             )  # fmt: skip
         by_id = {normalize_id(r.id): r for r in recs}
         return self._hits([by_id[i] for i in ids if i in by_id], with_kernel, scored=False)
-
-    # --- the vector cache (vector_cache=True) ------------------------------------------------
-
-    def _cache(self) -> VectorCache | None:
-        """The vector cache, built from the shard on first use; None when it is off."""
-        if not self._vcache_on:
-            return None
-        cache = self._vcache
-        if cache is None:
-            with self._write_lock:  # no write in between: the scan is the shard's state
-                if self._vcache is None:
-                    self._vcache = self._saved_cache() or self._build_cache()
-                cache = self._vcache
-        return cache
-
-    #: Rows of a saved copy compared with the engine's when it is mapped back
-    _SPOT_CHECK = 8
-
-    def _saved_cache(self) -> VectorCache | None:
-        """The copy saved at the last clean close, if it still matches the shard: its token and
-        point state, its shape, and a few rows read back from the engine bit for bit."""
-        token, self._vcache_saved = self._vcache_saved, None
-        if token is None:
-            return None
-        lay = self._load_layout()
-        cache = VectorCache.load(
-            self.shard_dir, token, self._state.to_json(), lay.dim, lay.kernel_dim
-        )
-        if cache is None:
-            return None
-        ids = cache.sample(self._SPOT_CHECK)
-        if ids:
-            got_ids, rows, krows = self._engine_rows(ids)
-            held = cache.take(got_ids)
-            if (
-                got_ids != ids
-                or held is None
-                or not np.array_equal(held[0], rows)
-                or (krows is not None and (held[1] is None or not np.array_equal(held[1], krows)))
-            ):
-                return None
-        cache.changed = False
-        self._vcache_token = token
-        return cache
-
-    def _rows_of(self, recs: Any) -> tuple[list[PointId], np.ndarray, np.ndarray | None]:
-        lay = self._load_layout()
-        ids = [normalize_id(r.id) for r in recs]
-        rows = _rows([lay.recall_of(r.vector) for r in recs], lay.dim)
-        krows = None
-        if lay.kernel_dim is not None:
-            krows = _rows([lay.kernel_of(r.vector, r.id) for r in recs], lay.kernel_dim)
-        return ids, rows, krows
-
-    def _build_cache(self) -> VectorCache:
-        import qdrant_edge as qe
-
-        shard = self._require()
-        lay = self._load_layout()
-        cache = VectorCache(lay.dim, lay.kernel_dim)
-        want = lay.with_vector(lay.kernel_dim is not None)
-        offset: Any = None
-        while True:
-            with self._engine("scroll"):
-                recs, offset = shard.scroll(
-                    qe.ScrollRequest(offset=offset, limit=4096, with_payload=False,
-                                     with_vector=want)
-                )  # fmt: skip
-            if recs:
-                cache.put(*self._rows_of(recs))
-            if offset is None:
-                return cache
-
-    def _engine_rows(
-        self, ids: Sequence[PointId]
-    ) -> tuple[list[PointId], np.ndarray, np.ndarray | None]:
-        """The engine's stored rows (recall and, if any, kernel) of ``ids``, as the cache holds
-        them; ids the shard does not hold are left out."""
-        lay = self._load_layout()
-        with self._engine("retrieve"):
-            recs = self._shard.retrieve(
-                [_edge_id(i) for i in dict.fromkeys(ids)], with_payload=False,
-                with_vector=lay.with_vector(lay.kernel_dim is not None),
-            )  # fmt: skip
-        return self._rows_of(recs)
-
-    def _cache_read_back(self, ids: list[PointId]) -> None:
-        """Rows of just-written ids as the engine stores them (never computed here); if that
-        read fails the cache is dropped (rebuilt from the shard on the next recall)."""
-        try:
-            got = self._engine_rows(ids)
-        except Exception:
-            self._vcache = None
-            raise
-        cache = self._vcache
-        if cache is not None:
-            with self._vcache_lock:
-                cache.put(*got)
 
     def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
         shard = self._require()
@@ -719,7 +355,7 @@ class EdgeStore(VectorStore):
         lay = self._load_layout() if with_vectors else None
         with self._engine("retrieve"):
             recs = shard.retrieve(
-                [_edge_id(i) for i in norm], with_payload=True,
+                [edge_id(i) for i in norm], with_payload=True,
                 with_vector=lay.with_vector(False) if lay else False,
             )  # fmt: skip
         by_id = {normalize_id(r.id): r for r in recs}
@@ -744,7 +380,7 @@ class EdgeStore(VectorStore):
             self._vcache_saved = None
             known = self._known(norm)
             after = self._state.remove(i for i in norm if i in known)
-            op = qe.UpdateOperation.delete_points([_edge_id(i) for i in norm])
+            op = qe.UpdateOperation.delete_points([edge_id(i) for i in norm])
             self._apply(op, after, "delete", [])
             if self._vcache is not None:
                 with self._vcache_lock:
@@ -866,25 +502,6 @@ class EdgeStore(VectorStore):
                 f"closing {self.shard_dir} failed: {error}; acknowledged writes are in the "
                 "write-ahead log and are replayed (and verified) on the next open"
             ) from error
-
-    def _save_cache(self, cache: VectorCache | None, saved: str | None) -> str | None:
-        """Save the vector cache for the next open (at a clean close); its token, or None.
-
-        ``saved``: the token of files that still match (an unchanged copy mapped back from them,
-        or a valid copy never used since the open): they stay as they are. A copy that cannot
-        be written is not an error of the close: the next open rebuilds it.
-        """
-        if cache is None or not cache.changed:
-            if saved is None:
-                VectorCache.discard(self.shard_dir)
-            return saved
-        token = uuid.uuid4().hex
-        try:
-            cache.save(self.shard_dir, token, self._state.to_json())
-        except OSError:
-            VectorCache.discard(self.shard_dir)
-            return None
-        return token
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
