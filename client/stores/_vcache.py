@@ -47,6 +47,22 @@ _KROWS = f"{VCACHE_PREFIX}.krows.npy"
 _FORMAT = 1
 
 
+def _dense_limit(held: int) -> int:
+    """Largest int id + 1 the dense index takes for ``held`` ids: a few int32 per held id."""
+    return 4 * held + (1 << 16)
+
+
+def _int_keys(ids: Sequence[PointId]) -> np.ndarray | None:
+    """``ids`` as an int64 array when every one is an int (else None: numpy would also read a
+    string of digits or a float as one)."""
+    if not all(type(i) is int for i in ids):
+        return None
+    try:
+        return np.fromiter(ids, np.int64, len(ids))
+    except OverflowError:  # beyond int64: not a small id
+        return None
+
+
 def _fsync_replace(tmp: Path, final: Path) -> None:
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
@@ -61,6 +77,10 @@ class VectorCache:
         self._rows = np.empty((0, dim), np.float32)
         self._krows = None if kernel_dim is None else np.empty((0, kernel_dim), np.float32)
         self._slot: dict[PointId, int] = {}
+        # slot by int id (-1: not held) while every held id is a small unsigned int: the lookup
+        # of K ids is then one numpy gather instead of K dict probes (each a few cache misses
+        # in a dict of n entries: ~0.06 ms of K = 200 at 100k points); None once any id is not
+        self._dense: np.ndarray | None = np.full(0, -1, np.int32)
         self._free: list[int] = []
         self._used = 0  # slots ever handed out (the high-water mark)
         self.changed = True  # since it was loaded or saved (a new copy has never been saved)
@@ -103,7 +123,23 @@ class VectorCache:
         self._rows[slots] = rows
         if self._krows is not None and krows is not None:
             self._krows[slots] = krows
+        self._index(ids, slots)
         self.changed = True
+
+    def _index(self, ids: Sequence[PointId], slots: np.ndarray) -> None:
+        """Record ``ids`` → ``slots`` in the dense index, or give the index up for good."""
+        if self._dense is None or not len(ids):
+            return
+        keys = _int_keys(ids)
+        top = -1 if keys is None else int(keys.max())
+        if keys is None or keys.min() < 0 or top >= _dense_limit(len(self._slot)):
+            self._dense = None  # ids the index cannot hold: the dict serves every lookup
+            return
+        if top >= self._dense.size:
+            grown = np.full(max(top + 1, 2 * self._dense.size, 1024), -1, np.int32)
+            grown[: self._dense.size] = self._dense
+            self._dense = grown
+        self._dense[keys] = slots
 
     def drop(self, ids: Iterable[PointId]) -> None:
         for pid in ids:
@@ -111,9 +147,31 @@ class VectorCache:
             if s is not None:
                 self._free.append(s)
                 self.changed = True
+                if self._dense is not None:
+                    self._dense[pid] = -1  # held, so a small unsigned int
 
     def take(self, ids: Sequence[PointId]) -> tuple[np.ndarray, np.ndarray | None] | None:
         """Rows of ``ids`` in order (fresh arrays), or None when any id is not held."""
+        slots = self._dense_slots(ids)
+        if slots is None:
+            slots = self._dict_slots(ids)
+        if slots is None:
+            return None
+        krows = None if self._krows is None else self._krows[slots]
+        return self._rows[slots], krows
+
+    def _dense_slots(self, ids: Sequence[PointId]) -> np.ndarray | None:
+        """Slots of ``ids`` from the dense index; None when it cannot answer (then the dict)."""
+        dense = self._dense
+        if dense is None or not len(ids):
+            return None
+        keys = _int_keys(ids)
+        if keys is None or keys.min() < 0 or keys.max() >= dense.size:
+            return None
+        slots = dense[keys]
+        return None if slots.min() < 0 else slots
+
+    def _dict_slots(self, ids: Sequence[PointId]) -> np.ndarray | None:
         try:  # one C-level lookup of every id (a Python loop costs ~4× as much at K = 200)
             got = (
                 operator.itemgetter(*ids)(self._slot)
@@ -122,9 +180,7 @@ class VectorCache:
             )
         except KeyError:
             return None
-        slots = np.fromiter(got, np.intp, len(ids))
-        krows = None if self._krows is None else self._krows[slots]
-        return self._rows[slots], krows
+        return np.fromiter(got, np.intp, len(ids))
 
     def sample(self, n: int) -> list[PointId]:
         """Up to ``n`` held ids spread evenly over the copy (for a spot check)."""
@@ -198,6 +254,8 @@ class VectorCache:
                 cache._free.append(s)
             else:
                 cache._slot[pid if isinstance(pid, int) else str(pid)] = s
+        held = list(cache._slot.items())
+        cache._index([pid for pid, _ in held], np.fromiter((s for _, s in held), np.int32))
         cache.changed = False
         return cache
 

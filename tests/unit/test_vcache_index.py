@@ -1,0 +1,93 @@
+"""The vector cache's dense int-id index (client/stores/_vcache.py): every lookup it answers is
+the dict's answer, and it steps aside for ids it cannot hold (issue 15: recall glue at K = 200)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qdrant_sift.client.stores._vcache import VectorCache
+
+D = 8
+
+
+def _rows(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, D)).astype(np.float32)
+
+
+def _cache(ids: list[int | str], seed: int = 0) -> tuple[VectorCache, dict[int | str, np.ndarray]]:
+    cache = VectorCache(D, None)
+    rows = _rows(len(ids), seed)
+    cache.put(ids, rows, None)
+    return cache, {pid: rows[r] for r, pid in enumerate(ids)}
+
+
+def _check(cache: VectorCache, truth: dict[int | str, np.ndarray], ids: list[int | str]) -> None:
+    got = cache.take(ids)
+    assert got is not None
+    np.testing.assert_array_equal(got[0], np.stack([truth[i] for i in ids]))
+
+
+def test_int_ids_are_served_by_the_index_with_the_dicts_answer() -> None:
+    ids: list[int | str] = list(range(0, 3000, 3))
+    cache, truth = _cache(ids)
+    assert cache._dense is not None
+    pick: list[int | str] = [ids[i] for i in np.random.default_rng(1).permutation(len(ids))[:200]]
+    dense, by_dict = cache._dense_slots(pick), cache._dict_slots(pick)
+    assert dense is not None and by_dict is not None
+    np.testing.assert_array_equal(dense, by_dict)
+    _check(cache, truth, pick)
+
+
+def test_ids_not_held_are_refused_by_the_index_too() -> None:
+    cache, _ = _cache(list(range(100)))
+    assert cache.take([1, 2, 100]) is None  # inside the index's range, never put
+    assert cache.take([1, 10**6]) is None  # beyond the index's size
+    assert cache.take([1, "1"]) is None  # a string of digits is not the int id
+    assert cache.take([1, str(uuid.uuid4())]) is None
+
+
+def test_drop_and_reuse_of_slots_keep_the_index_right() -> None:
+    cache, truth = _cache(list(range(50)))
+    cache.drop([3, 7])
+    assert cache.take([3]) is None and cache.take([0, 7]) is None
+    new = _rows(2, seed=5)
+    cache.put([1000, 3], new, None)  # 1000 takes a freed slot; 3 comes back
+    truth[1000], truth[3] = new[0], new[1]
+    _check(cache, truth, [1000, 3, 0, 49])
+    assert cache.take([7]) is None
+
+
+@pytest.mark.parametrize("odd", [str(uuid.uuid4()), 2**40, 2**70])
+def test_an_id_the_index_cannot_hold_hands_every_lookup_to_the_dict(odd: int | str) -> None:
+    cache, truth = _cache(list(range(20)))
+    extra = _rows(1, seed=9)
+    cache.put([odd], extra, None)
+    truth[odd] = extra[0]
+    assert cache._dense is None
+    _check(cache, truth, [odd, 0, 19])
+    assert cache.take([20]) is None
+
+
+def test_saved_copy_maps_back_with_its_index(tmp_path: Path) -> None:
+    cache, truth = _cache(list(range(0, 400, 2)))
+    cache.drop([10])
+    cache.save(tmp_path, "tok", {"points": 199})
+    back = VectorCache.load(tmp_path, "tok", {"points": 199}, D, None)
+    assert back is not None and back._dense is not None
+    _check(back, truth, [0, 398, 12])
+    assert back.take([10]) is None
+
+
+def test_uuid_ids_keep_the_dict_path(tmp_path: Path) -> None:
+    ids: list[int | str] = [str(uuid.uuid4()) for _ in range(30)]
+    cache, truth = _cache(ids)
+    assert cache._dense is None
+    _check(cache, truth, ids[::-1])
+    cache.save(tmp_path, "t", {})
+    back = VectorCache.load(tmp_path, "t", {}, D, None)
+    assert back is not None and back._dense is None
+    _check(back, truth, ids[:5])
