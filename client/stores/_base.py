@@ -94,8 +94,10 @@ class StoredPoint:
 
 def normalize_id(pid: Any) -> PointId:
     """Qdrant accepts unsigned ints and UUIDs; return ints as int and UUIDs as canonical str."""
-    if type(pid) is int and pid >= 0:  # the engines' own ids: the common case, checked first
+    if type(pid) is int and pid >= 0:  # the engines' own ids: the common cases, checked first
         return pid
+    if type(pid) is uuid.UUID:  # Qdrant Edge hands UUID ids out as uuid.UUID
+        return str(pid)
     if isinstance(pid, bool):
         raise InvalidInputError(f"point id must be an unsigned int or a UUID, got {pid!r}")
     if isinstance(pid, (int, np.integer)):
