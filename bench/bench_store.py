@@ -67,10 +67,12 @@ exact commands for the idle-machine run (2 CPUs, nothing else running; `uptime` 
 
   # benchmark-only baselines, once (FAISS; also serves bench_select.py's activeft rows):
   pip install --no-deps --target /tmp/t15_bench activeft==0.1.1 faiss-cpu
-  # build and cache the collections once (10k, 100k: ~2 min; 1M: about half an hour, ~3 GB on disk):
+  # build and cache the collections once (10k, 100k: ~1 min; 1M: ~10 min, ~3 GB on disk):
   .venv/bin/python bench/bench_store.py --build-only --sizes 10k,100k,1m --faiss-path /tmp/t15_bench
   # the tables (ratios, where the time goes, hnsw_ef vs recall@200, FAISS, scaling):
   .venv/bin/python bench/bench_store.py --sizes 10k,100k,1m --faiss-path /tmp/t15_bench
+  # SIFT search vs plain search with tighter medians (64 queries × 5 repetitions; a few minutes):
+  .venv/bin/python bench/bench_store.py --sizes 10k,100k,1m --sections edge --queries 64 --reps 5
   # a shorter pass (10k and 100k, K sweep to 1000):
   .venv/bin/python bench/bench_store.py --quick --faiss-path /tmp/t15_bench
   # the same on sentence-embedding-like data (cosines mostly positive; built once, ~2 min):
@@ -329,6 +331,11 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     how = "mapped back from the copy saved at the last clean close" if mapped else "built"
     _log(f"{label}: vector cache {how} in {cache_s:.1f} s ({cache_mib:.0f} MiB)")
     cands = {id(q): edge.recall(q, K).vectors for q in qs}
+    recalled = {id(q): edge.recall(q, K, with_payload=False).ids for q in qs}
+    picks = {
+        id(q): [recalled[id(q)][i] for i in select(q, cands[id(q)], N, device="cpu").indices]
+        for q in qs
+    }
     lay = edge._load_layout()
     shard = edge._require()
 
@@ -373,6 +380,7 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         "recall2": lambda q: edge.recall(q, K),
         "opposite": lambda q: edge.recall(-q, K, both_directions=False),
         "select": lambda q: select(q, cands[id(q)], N, device="cpu"),
+        "payloads": lambda q: edge.retrieve(picks[id(q)], with_vectors=False),
     }
     off = {  # EdgeStore(vector_cache=False): vectors converted from the binding's float lists
         "plain_off": plain(edge, N),
@@ -440,13 +448,20 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         base_p, f"{t['opposite'] / pl:.2f}×", f"its recall@200 {rec:.4f}")  # fmt: skip
     row(label, f"  ↳ select alone (K=200, N=50, d={ds.d})", t["select"], base_p,
         f"{t['select'] / pl:.2f}×", "interleaved with the store calls")  # fmt: skip
+    row(label, "  ↳ payloads of the picks alone (`retrieve(picks, with_vectors=False)`)",
+        t["payloads"], base_p, f"{t['payloads'] / pl:.2f}×")  # fmt: skip
+    floor = t["engine_probe"] + t["select"] + t["payloads"]
+    row(label, "  ↳ floor of a SIFT search here: engine ids (q + −q probe) + select alone + "
+        "payloads of the picks alone, each timed on its own", floor, base_p,
+        f"{floor / pl:.2f}×", f"{floor / up:.2f}× the Qdrant Edge query; the rest of a SIFT "
+        f"search is glue: {ms(t['sift'] - floor)}")  # fmt: skip
     row(label, "  ↳ vector cache", None, "-", "-",
         f"{cache_mib:.0f} MiB, {how} in {cache_s:.2f} s at the first recall")  # fmt: skip
     SCALE.setdefault(label, {}).update(
         user_plain=up, plain=pl, sift=t["sift"], sift_allpay=t["sift_allpay"],
         sift_1dir=t["sift_1dir"], plain_off=t["plain_off"], sift_off=t["sift_off"],
         plain_exact=pe, sift_exact=t["sift_exact"], select=t["select"],
-        engine_probe=t["engine_probe"],
+        engine_probe=t["engine_probe"], floor=floor,
     )  # fmt: skip
 
 
@@ -618,10 +633,11 @@ def print_scaling(largest: str) -> None:
     print("| size | Qdrant Edge query top-50 | plain `recall` top-50 | SIFT search | ratio to "
           "`recall` | ratio to the Edge query | SIFT search, payloads of all 200 | ratio "
           "| one direction | ratio | engine floor (q + −q probe ids) | select alone "
+          "| floor (engine + select + picks' payloads) | its ratio to `recall` "
           "| cache off: plain | cache off: SIFT search | ratio to `recall` "
           "| exact: plain | exact: SIFT search | ratio "
           "| local mode: plain | local mode: SIFT search | ratio |")  # fmt: skip
-    print("|" + "---|" * 21)
+    print("|" + "---|" * 23)
 
     def pair(v: dict[str, float], a: str, b: str) -> list[str]:
         if a not in v or b not in v:
@@ -637,6 +653,7 @@ def print_scaling(largest: str) -> None:
         cells += [f"{v['sift'] / v['user_plain']:.2f}×" if "user_plain" in v else "-"]
         cells += ratio(v, "plain", "sift_allpay") + ratio(v, "plain", "sift_1dir")
         cells += [ms(v["engine_probe"]), ms(v["select"])] if "select" in v else ["-", "-"]
+        cells += ratio(v, "plain", "floor")
         cells += [ms(v["plain_off"]) if "plain_off" in v else "-", *ratio(v, "plain", "sift_off")]
         cells += pair(v, "plain_exact", "sift_exact")
         cells += pair(v, "plain_local", "sift_local")
