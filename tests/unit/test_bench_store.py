@@ -59,7 +59,8 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
                    "SIFT search, Edge exact", "plain top-50, local mode", "SIFT search, local mode",
                    "select alone", "(store default)", "K scaling", "SIFT search, vector cache off",
                    "plain top-50, vector cache off", "SIFT search, one direction",
-                   "payloads of all 200 candidates read"):  # fmt: skip
+                   "payloads of all 200 candidates read", "floor of a SIFT search",
+                   "payloads of the picks alone"):  # fmt: skip
         assert any(needed in w for w in what), (needed, what)
     for r in rows:
         size, _, median, base, ratio, _note = r
@@ -76,10 +77,11 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
     _, by_size, by_k = _tables(stdout)
     assert [r[0] for r in by_size] == ["3k"] and all(r[4].endswith("×") for r in by_size)
     size_row = by_size[0]
-    assert len(size_row) == 21 and size_row[5].endswith("×")  # ratio to the Edge query
+    assert len(size_row) == 23 and size_row[5].endswith("×")  # ratio to the Edge query
     assert size_row[7].endswith("×") and size_row[9].endswith("×")  # all payloads, one direction
-    assert size_row[14].endswith("×")  # vector cache off
-    assert size_row[18] != "-" and size_row[20].endswith("×")  # local mode timed
+    assert size_row[12] != "-" and size_row[13].endswith("×")  # the floor and its ratio
+    assert size_row[16].endswith("×")  # vector cache off
+    assert size_row[20] != "-" and size_row[22].endswith("×")  # local mode timed
     assert "data: clustered (symmetric" in stdout
     assert [r[0] for r in by_k] == ["50", "200", "1,000"] and all(r[4].endswith("×") for r in by_k)
     script = str(ROOT / "bench" / "bench_store.py")
