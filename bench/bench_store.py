@@ -43,6 +43,7 @@ under ``--cache`` (default ``$QDRANT_SIFT_HOME/bench``); later runs only time se
     python bench/bench_store.py                    # 10k and 100k, 20 queries × 3 repetitions
     python bench/bench_store.py --sizes 1m         # 1M × 384 (first build: ~1.5 GB, many minutes)
     python bench/bench_store.py --quick --data cone  # sentence-embedding-like geometry
+    python bench/bench_store.py --quick --ids uuid   # UUID point ids, as our ingest writes them
 
 The first 100k build (ingest + HNSW) takes a few minutes on 2 cores; run it once with
 ``--build-only``. ``--threads`` (default 1) caps BLAS/OpenMP/FAISS threads for every contender.
@@ -58,6 +59,7 @@ import shutil
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,9 @@ exact commands for the idle-machine run (2 CPUs, nothing else running; `uptime` 
   .venv/bin/python bench/bench_store.py --quick --faiss-path /tmp/t15_bench
   # the same on sentence-embedding-like data (cosines mostly positive; built once, ~2 min):
   .venv/bin/python bench/bench_store.py --quick --data cone --sizes 100k --sections edge,ef
+  # the same collections with UUID point ids, as `qdrant-sift ingest` writes them (own shards):
+  .venv/bin/python bench/bench_store.py --sizes 10k,100k,1m --sections edge --queries 64 \\
+      --reps 5 --ids uuid
 """
 
 
@@ -94,6 +99,13 @@ def _args() -> argparse.Namespace:
         choices=["clustered", "cone"],
         help="clustered: symmetric random centres; cone: plus a shared mean direction (default "
         "clustered)",
+    )
+    ap.add_argument(
+        "--ids",
+        default="int",
+        choices=["int", "uuid"],
+        help="point ids: int (0..n-1) or UUID strings, as `qdrant-sift ingest` writes them "
+        "(default int)",
     )
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions per query")
@@ -136,6 +148,10 @@ from qdrant_sift.client.stores import (  # noqa: E402
 K, N = 200, 50
 GEN_VERSION = 1  # bump when clustered() changes: cached collections are rebuilt
 CONE_SHIFT = 0.74  # |shared direction| / √d: cosine ~0.25 between unrelated points
+IDS_NOTE = {
+    "int": "ints 0..n-1",
+    "uuid": "UUID strings, as `qdrant-sift ingest` writes them (`--ids uuid`)",
+}
 DATA_NOTE = {
     "clustered": "clustered (symmetric random centres: −q has as many near neighbours as q)",
     "cone": "cone (clusters plus a shared mean direction: cosines ~0.25 between unrelated "
@@ -188,8 +204,11 @@ def load_avg() -> str:
 class Dataset:
     """Vectors, queries and an HNSW-built Edge shard for one size, cached on disk."""
 
-    def __init__(self, root: Path, n: int, d: int, seed: int, data: str = "clustered") -> None:
-        self.n, self.d = n, d
+    def __init__(
+        self, root: Path, n: int, d: int, seed: int, data: str = "clustered", ids: str = "int"
+    ) -> None:
+        self.n, self.d, self.ids = n, d, ids
+        self._row: dict[Any, int] | None = None
         self.dir = root / f"{data}-{n}x{d}-s{seed}-v{GEN_VERSION}"
         self.dir.mkdir(parents=True, exist_ok=True)
         xf, qf = self.dir / "x.npy", self.dir / "q.npy"
@@ -201,16 +220,17 @@ class Dataset:
         self.x = np.load(xf, mmap_mode="r")
         self.q = np.load(qf)
         self.xn: np.ndarray | None = None
-        marker = self.dir / "edge.ready"
+        self.shard = self.dir / ("edge" if ids == "int" else f"edge-{ids}")
+        marker = self.dir / f"{self.shard.name}.ready"
         if not marker.exists():
-            shutil.rmtree(self.dir / "edge", ignore_errors=True)
+            shutil.rmtree(self.shard, ignore_errors=True)
             self._build_edge(marker)
-        self.edge = EdgeStore(self.dir / "edge", "bench")
+        self.edge = EdgeStore(self.shard, "bench")
 
     def _build_edge(self, marker: Path) -> None:
-        store = EdgeStore(self.dir / "edge", "bench")
+        store = EdgeStore(self.shard, "bench")
         t = time.perf_counter()
-        ingest(store, self.x, 2000)
+        ingest(store, self.x, 2000, self.ids)
         ingest_s = time.perf_counter() - t
         _log(f"Edge ingest {self.n:,}: {ingest_s:.1f} s; building HNSW")
         t = time.perf_counter()
@@ -223,7 +243,7 @@ class Dataset:
 
     @property
     def build_info(self) -> dict[str, Any]:
-        return dict(json.loads((self.dir / "edge.ready").read_text()))
+        return dict(json.loads((self.dir / f"{self.shard.name}.ready").read_text()))
 
     def unit(self) -> np.ndarray:
         """Row-normalised copy of the vectors (cosine = inner product), made once."""
@@ -232,16 +252,33 @@ class Dataset:
             self.xn = x / np.linalg.norm(x, axis=1, keepdims=True)
         return self.xn
 
+    def rows(self, ids: list[Any]) -> set[int]:
+        """The rows of ``x`` that point ids stand for (to score recall against exact search)."""
+        if self.ids == "int":
+            return set(map(int, ids))
+        if self._row is None:
+            self._row = {pid: r for r, pid in enumerate(point_ids(0, self.n, self.ids))}
+        return {self._row[pid] for pid in ids}
+
     def exact_top(self, q: np.ndarray, k: int) -> set[int]:
         s = self.unit() @ (q / np.linalg.norm(q))
         return set(np.argpartition(-s, k - 1)[:k].tolist())
 
 
-def ingest(store: VectorStore, x: np.ndarray, batch: int) -> None:
+def point_ids(a: int, b: int, kind: str) -> list[Any]:
+    """Ids of rows a..b-1: the rows' numbers, or UUID strings derived from them (uuid5, as
+    ``qdrant-sift ingest`` derives its ids from the chunks)."""
+    if kind == "int":
+        return list(range(a, b))
+    return [str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-row-{i}")) for i in range(a, b)]
+
+
+def ingest(store: VectorStore, x: np.ndarray, batch: int, ids_kind: str = "int") -> None:
     store.create(x.shape[1])
     for a in range(0, len(x), batch):
-        ids = list(range(a, min(a + batch, len(x))))
-        store.upsert(ids, np.asarray(x[a : a + batch]), [{"i": i} for i in ids])
+        b = min(a + batch, len(x))
+        payloads = [{"i": i} for i in range(a, b)]
+        store.upsert(point_ids(a, b, ids_kind), np.asarray(x[a:b]), payloads)
 
 
 def interleaved(
@@ -443,7 +480,7 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         "adds)")  # fmt: skip
     truth = [ds.exact_top(-q, K) for q in qs]
     got = [edge.recall(-q, K, both_directions=False).ids for q in qs]
-    rec = np.mean([len(set(map(int, g)) & tr) / K for g, tr in zip(got, truth, strict=True)])
+    rec = np.mean([len(ds.rows(g) & tr) / K for g, tr in zip(got, truth, strict=True)])
     row(label, "  ↳ opposite direction alone (−q), top-200 + vectors (HNSW)", t["opposite"],
         base_p, f"{t['opposite'] / pl:.2f}×", f"its recall@200 {rec:.4f}")  # fmt: skip
     row(label, f"  ↳ select alone (K=200, N=50, d={ds.d})", t["select"], base_p,
@@ -477,7 +514,7 @@ def bench_ef(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     )  # fmt: skip
     for ef in efs:
         got = [edge.recall(q, K, both_directions=False, hnsw_ef=ef).ids for q in qs]
-        rec = [len(set(map(int, g)) & tr) / K for g, tr in zip(got, truth, strict=True)]
+        rec = [len(ds.rows(g) & tr) / K for g, tr in zip(got, truth, strict=True)]
         default = " (store default)" if ef == dflt else ""
         row(label, f"Edge HNSW recall top-200, hnsw_ef={ef}{default}", t[f"ef{ef}"],
             f"ef={dflt}", f"{t[f'ef{ef}'] / t[f'ef{dflt}']:.2f}×",
@@ -495,7 +532,7 @@ def bench_ef(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         for q in qs:
             s = np.abs(ds.unit() @ (q / np.linalg.norm(q)))
             exact = set(np.argpartition(-s, K - 1)[:K].tolist())
-            r.append(len(set(map(int, edge.recall(q, K, **params).ids)) & exact) / K)
+            r.append(len(ds.rows(edge.recall(q, K, **params).ids) & exact) / K)
         return f"merged recall@200 (top K by absolute score) {np.mean(r):.4f} (min {np.min(r):.3f})"
 
     base2 = f"both directions, hnsw_ef={ef2} for q and −q"
@@ -510,7 +547,7 @@ def bench_ef(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
 def bench_local(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     local = QdrantStore("bench", location=":memory:")
     t0 = time.perf_counter()
-    ingest(local, ds.x, 5000)
+    ingest(local, ds.x, 5000, ds.ids)
     _log(f"local-mode ingest {ds.n:,}: {time.perf_counter() - t0:.1f} s")
     t = interleaved({"plain": plain(local, N), "sift": sift_search_picks(local, K)}, qs, ARGS.reps)
     row(label, "plain top-50, local mode (`:memory:`, exact numpy)", t["plain"], "-", "1.00×")
@@ -581,14 +618,14 @@ def bench_faiss(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
     )
     truth = [ds.exact_top(q, K) for q in qs]
 
-    def rec(ids: list[Any]) -> str:
-        r = [len(set(map(int, g)) & tr) / K for g, tr in zip(ids, truth, strict=True)]
+    def rec(rows: list[set[int]]) -> str:
+        r = [len(g & tr) / K for g, tr in zip(rows, truth, strict=True)]
         return f"recall@200 {np.mean(r):.4f}"
 
-    r_ee = rec([edge.recall(q, K, both_directions=False, exact=True).ids for q in qs])
-    r_eh = rec([edge.recall(q, K, both_directions=False).ids for q in qs])
-    r_ff = rec([faiss_top(flat)(q)[0] for q in qs])
-    r_fh = rec([faiss_top(hnsw)(q)[0] for q in qs])
+    r_ee = rec([ds.rows(edge.recall(q, K, both_directions=False, exact=True).ids) for q in qs])
+    r_eh = rec([ds.rows(edge.recall(q, K, both_directions=False).ids) for q in qs])
+    r_ff = rec([set(map(int, faiss_top(flat)(q)[0])) for q in qs])
+    r_fh = rec([set(map(int, faiss_top(hnsw)(q)[0])) for q in qs])
     row(label, "FAISS IndexFlatIP top-200 + vectors", t["faiss_flat"], "-", "1.00×", r_ff)
     row(label, "Edge exact top-200 + vectors + payloads, one direction", t["edge_exact"],
         "FAISS IndexFlatIP",
@@ -679,7 +716,7 @@ def main() -> int:
         torch.set_num_threads(ARGS.threads)
     build: list[str] = []
     for n in sizes:
-        ds = Dataset(root, n, ARGS.dim, ARGS.seed, ARGS.data)
+        ds = Dataset(root, n, ARGS.dim, ARGS.seed, ARGS.data, ARGS.ids)
         info = ds.build_info
         build.append(f"{n:,}: ingest {info['ingest_s']:.1f} s, HNSW {info['hnsw_s']:.1f} s "
                      f"(load {info['load']})")  # fmt: skip
@@ -717,7 +754,7 @@ def main() -> int:
         f"\n### Store benchmark: d={ARGS.dim}, K={K}, N={N}, median of {len(qs)} queries × "
         f"{ARGS.reps} interleaved repetitions, threads={ARGS.threads or 'default'}, "
         f"SIFT pick loop {loop}, load average {load_avg()} (1/5/15 min) on "
-        f"{os.cpu_count()} CPUs; data: {DATA_NOTE[ARGS.data]}\n"
+        f"{os.cpu_count()} CPUs; data: {DATA_NOTE[ARGS.data]}; ids: {IDS_NOTE[ARGS.ids]}\n"
     )
     print("| size | what is timed | median | baseline (same run) | ratio | note |")
     print("|---|---|---|---|---|---|")

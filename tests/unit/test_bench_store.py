@@ -89,6 +89,7 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
         [sys.executable, script, "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT
     ).stdout
     assert "idle-machine run" in helptext and "--sizes 10k,100k,1m" in helptext
+    assert "ids: ints 0..n-1" in stdout
     # the collection is cached: a second run rebuilds nothing
     again, log = _run(tmp_path, "--local-max", "0", "--no-faiss")
     assert "Edge ingest" not in log and "generating" not in log
@@ -133,3 +134,17 @@ def test_cone_data_sits_in_a_cone() -> None:
             assert float((-s).max()) < float(np.sort(s, axis=1)[:, -200].min())
         else:
             assert 0.4 < positive < 0.6
+
+
+@pytest.mark.timeout(900)
+def test_uuid_point_ids_get_their_own_shard_and_the_same_rows(tmp_path: Path) -> None:
+    stdout, log = _run(tmp_path, "--ids", "uuid", "--sections", "edge,ef", "--no-faiss")
+    assert "ids: UUID strings" in stdout and "Edge ingest" in log
+    rows = _table(stdout)
+    what = [r[1] for r in rows]
+    for needed in ("SIFT search, Edge HNSW", "plain top-50, our store", "(store default)"):
+        assert any(needed in w for w in what), (needed, what)
+    recall = [r[5] for r in rows if "(store default)" in r[1]]
+    assert recall and recall[0].startswith(("recall@200 0.9", "recall@200 1.0")), recall
+    shards = sorted(p.name for p in (tmp_path / "cache").glob("*/edge*") if p.is_dir())
+    assert shards == ["edge-uuid"], shards
