@@ -12,6 +12,7 @@ different embeddings; :mod:`._layout` describes how the vectors are named.
 from __future__ import annotations
 
 import functools
+import re
 import struct
 import uuid
 from abc import ABC, abstractmethod
@@ -92,12 +93,18 @@ class StoredPoint:
     payload: dict[str, Any]
 
 
+#: A UUID in canonical form (what ``str(uuid.UUID(…))`` gives): normalised as it is.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def normalize_id(pid: Any) -> PointId:
     """Qdrant accepts unsigned ints and UUIDs; return ints as int and UUIDs as canonical str."""
     if type(pid) is int and pid >= 0:  # the engines' own ids: the common cases, checked first
         return pid
     if type(pid) is uuid.UUID:  # Qdrant Edge hands UUID ids out as uuid.UUID
         return str(pid)
+    if type(pid) is str and len(pid) == 36 and _CANONICAL_UUID.fullmatch(pid):
+        return pid  # already canonical (our own ids): no parse and format (~1.5 µs an id)
     if isinstance(pid, bool):
         raise InvalidInputError(f"point id must be an unsigned int or a UUID, got {pid!r}")
     if isinstance(pid, (int, np.integer)):
