@@ -23,6 +23,7 @@ import contextlib
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -272,9 +273,15 @@ class EdgeStore(EdgeCacheBase, VectorStore):
                 out.append(self._hits(r, kernel, payloads=with_payload))
                 continue
             ids = [p.id for p in r]
+            scores = np.asarray([p.score for p in r], np.float32)
+            if full and ids and type(ids[0]) is uuid.UUID:
+                pls = [p.payload or {} for p in r] if with_payload else [{} for _ in ids]
+                hits = self._cached_uuid_hits(ids, scores, pls, kernel)
+                if hits is not None:
+                    out.append(hits)
+                    continue
             if not all(type(i) is int for i in ids):  # the engine's ints need no normalising
                 ids = [normalize_id(i) for i in ids]
-            scores = np.asarray([p.score for p in r], np.float32)
             if not full:
                 out.append(Hits(ids, scores, None, []))
             else:
@@ -298,6 +305,25 @@ class EdgeStore(EdgeCacheBase, VectorStore):
                           lay.dim,
                           [lay.kernel_of(p.vector, p.id) for p in points] if kernel else None,
                           lay.kernel_dim)  # fmt: skip
+
+    def _cached_uuid_hits(
+        self, uuids: list[Any], scores: np.ndarray, payloads: list[dict[str, Any]], kernel: bool
+    ) -> Hits | None:
+        """Hits of engine UUIDs straight from the vector cache (canonical ids included, nothing
+        formatted); None when an id is not a UUID or not held (then the general path)."""
+        cache = self._vcache
+        if cache is None:
+            return None
+        try:
+            keys = [u.int for u in uuids]
+        except AttributeError:  # an int id among them: a collection of both kinds
+            return None
+        with self._vcache_lock:
+            got = cache.take_uuids(keys)
+        if got is None:
+            return None
+        ids, rows, krows = got
+        return Hits(ids, scores, rows, payloads, krows if kernel else None)
 
     def _cached_hits(
         self,

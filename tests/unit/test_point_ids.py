@@ -6,13 +6,16 @@ strings: ``client/stores/_edge_shard.edge_id``)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from qdrant_sift.client.stores import EdgeStore
 from qdrant_sift.client.stores._base import normalize_id
+from qdrant_sift.client.stores._vcache import VectorCache
 from qdrant_sift.errors import InvalidInputError
 
 U = uuid.UUID("3ad528fd-9605-5448-acac-83171e953f05")
@@ -48,3 +51,41 @@ def test_uuid_ids_round_trip_through_an_edge_shard(tmp_path: Path) -> None:
         assert cand.ids[0] == ids[5] and all(i in ids for i in cand.ids)
         store.delete([ids[5]])
         assert store.count() == 39 and store.retrieve([ids[5]]) == []
+
+
+def test_recall_on_uuid_and_mixed_collections_matches_the_engines_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served: list[int] = []
+    take = VectorCache.take_uuids
+
+    def counted(self: VectorCache, keys: Sequence[int]) -> Any:
+        got = take(self, keys)
+        served.append(0 if got is None else len(keys))
+        return got
+
+    monkeypatch.setattr(VectorCache, "take_uuids", counted)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((60, 8)).astype(np.float32)
+    uuids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"m{i}")) for i in range(40)]
+    with EdgeStore(tmp_path, "m") as store:
+        store.create(8)
+        store.upsert(uuids, x[:40], [{"i": i} for i in range(40)])
+        cached = store.recall(x[2], 20, both_directions=False)  # the cache's UUID path
+        assert cached.ids[0] == uuids[2] and cached.payloads[0] == {"i": 2}
+        assert served == [20]  # served by the cache's UUID index, nothing formatted
+        store.delete([uuids[7]])  # a held id gone: the general path must not return it
+        after = store.recall(x[7], 20, both_directions=False)
+        assert uuids[7] not in after.ids
+        store.upsert(list(range(20)), x[40:], [{"i": 40 + i} for i in range(20)])  # ints too
+        mixed = store.recall(x[45], 60, both_directions=False)
+        assert 5 in mixed.ids and uuids[2] in mixed.ids
+        with EdgeStore(tmp_path / "plain", "m", vector_cache=False) as ref:
+            ref.create(8)
+            ref.upsert(uuids, x[:40], [{"i": i} for i in range(40)])
+            ref.delete([uuids[7]])
+            ref.upsert(list(range(20)), x[40:], [{"i": 40 + i} for i in range(20)])
+            for q in (x[2], x[45], -x[9]):
+                a, b = store.recall(q, 30), ref.recall(q, 30)
+                assert a.ids == b.ids and a.payloads == b.payloads
+                np.testing.assert_array_equal(a.vectors, b.vectors)

@@ -91,3 +91,25 @@ def test_uuid_ids_keep_the_dict_path(tmp_path: Path) -> None:
     back = VectorCache.load(tmp_path, "t", {}, D, None)
     assert back is not None and back._dense is None
     _check(back, truth, ids[:5])
+
+
+def test_uuid_keys_give_canonical_ids_and_rows(tmp_path: Path) -> None:
+    ids: list[int | str] = [str(uuid.uuid4()) for _ in range(50)]
+    cache, truth = _cache(ids)
+    cache.drop([ids[4]])
+    cache.put([ids[4]], _rows(1, seed=3), None)  # back, in a reused slot
+    truth[ids[4]] = _rows(1, seed=3)[0]
+    order = [ids[i] for i in (4, 0, 49, 17)]
+    got = cache.take_uuids([uuid.UUID(str(i)).int for i in order])
+    assert got is not None
+    assert got[0] == order
+    np.testing.assert_array_equal(got[1], np.stack([truth[i] for i in order]))
+    cache.drop([ids[17]])
+    assert cache.take_uuids([uuid.UUID(str(i)).int for i in order]) is None
+    cache.save(tmp_path, "t", {})
+    back = VectorCache.load(tmp_path, "t", {}, D, None)
+    assert back is not None
+    keys = [uuid.UUID(str(i)).int for i in order[:3]]
+    again = back.take_uuids(keys)
+    assert again is not None and again[0] == order[:3]
+    np.testing.assert_array_equal(again[1], np.stack([truth[i] for i in order[:3]]))
