@@ -32,7 +32,6 @@ import numpy as np
 
 from qdrant_sift.errors import (
     ConfigError,
-    InvalidInputError,
     StoreCorruptedError,
     StoreError,
 )
@@ -47,7 +46,7 @@ from ._base import (
 )
 from ._edge_shard import MAX_SOURCES, edge_id
 from ._edge_vcache import EdgeCacheBase
-from ._filters import Filter, Match, Range, as_filter, to_edge
+from ._filters import native_filter, to_edge
 from ._integrity import (
     IdState,
     ShardManifest,
@@ -214,19 +213,9 @@ class EdgeStore(EdgeCacheBase, VectorStore):
                 self._cache_read_back(ids)
 
     def _native_filter(self, filter: Any) -> Any:
-        if filter is None:
-            return None
-        if isinstance(filter, (Filter, Match, Range, dict)):
-            ours = as_filter(filter)
-            assert ours is not None  # filter is not None here
-            return to_edge(ours)
         import qdrant_edge as qe
 
-        if isinstance(filter, qe.Filter):
-            return filter
-        raise InvalidInputError(
-            f"EdgeStore takes our Filter, a dict or qdrant_edge.Filter, not {type(filter).__name__}"
-        )
+        return native_filter(filter, to_edge, qe.Filter, "EdgeStore", "qdrant_edge.Filter")
 
     def _search(
         self,

@@ -6,13 +6,22 @@ plain dict) and each store translates it. Native filters of a backend pass throu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union, cast
 
 from qdrant_sift.errors import InvalidInputError
 
-__all__ = ["Condition", "Filter", "Match", "Range", "as_filter", "to_edge", "to_qdrant"]
+__all__ = [
+    "Condition",
+    "Filter",
+    "Match",
+    "Range",
+    "as_filter",
+    "native_filter",
+    "to_edge",
+    "to_qdrant",
+]
 
 Scalar = str | int | bool
 _RANGE_KEYS = ("gte", "gt", "lte", "lt")
@@ -102,6 +111,25 @@ def as_filter(spec: Any) -> Filter | None:
         return Filter.from_dict(spec)
     raise InvalidInputError(
         f"unsupported filter {type(spec).__name__}: use Filter, Match, Range or dict"
+    )
+
+
+def native_filter(
+    spec: Any, to_native: Callable[[Filter], Any], native_type: type, who: str, native_name: str
+) -> Any:
+    """``spec`` as an engine's filter: None stays None; ours (:class:`Filter`, a condition, a
+    dict) goes through ``to_native``; the engine's own ``native_type`` passes as it is; anything
+    else is an :class:`InvalidInputError` naming ``who`` (the store) and ``native_name``."""
+    if spec is None:
+        return None
+    if isinstance(spec, (Filter, Match, Range, dict)):
+        ours = as_filter(spec)
+        assert ours is not None  # spec is not None here
+        return to_native(ours)
+    if isinstance(spec, native_type):
+        return spec
+    raise InvalidInputError(
+        f"{who} takes our Filter, a dict or {native_name}, not {type(spec).__name__}"
     )
 
 

@@ -18,7 +18,6 @@ import numpy as np
 from qdrant_sift.errors import (
     CollectionNotFoundError,
     ConfigError,
-    InvalidInputError,
     QdrantSiftError,
     StoreError,
     StoreLockedError,
@@ -26,7 +25,7 @@ from qdrant_sift.errors import (
 )
 
 from ._base import OPPOSITE_PROBE_EF, Hits, PointId, StoredPoint, VectorStore, normalize_id
-from ._filters import Filter, Match, Range, as_filter, to_qdrant
+from ._filters import native_filter, to_qdrant
 from ._layout import KERNEL_VECTOR, Layout, read_layout
 from ._names import validate_collection_name
 
@@ -275,19 +274,10 @@ class QdrantStore(VectorStore):
             )
 
     def _native_filter(self, filter: Any) -> Any:
-        if filter is None:
-            return None
-        if isinstance(filter, (Filter, Match, Range, dict)):
-            ours = as_filter(filter)
-            assert ours is not None  # filter is not None here
-            return to_qdrant(ours)
         from qdrant_client import models
 
-        if isinstance(filter, models.Filter):
-            return filter
-        raise InvalidInputError(
-            f"QdrantStore takes our Filter, a dict or qdrant_client.models.Filter, not "
-            f"{type(filter).__name__}"
+        return native_filter(
+            filter, to_qdrant, models.Filter, "QdrantStore", "qdrant_client.models.Filter"
         )
 
     def _with_vectors(self, wanted: bool, kernel: bool = False) -> Any:
