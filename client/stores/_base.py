@@ -97,6 +97,10 @@ class StoredPoint:
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+#: The search parameters ``recall`` passes to a store (checked there, once for every store).
+SEARCH_PARAMS = frozenset({"hnsw_ef", "exact"})
+
+
 def normalize_id(pid: Any) -> PointId:
     """Qdrant accepts unsigned ints and UUIDs; return ints as int and UUIDs as canonical str."""
     if type(pid) is int and pid >= 0:  # the engines' own ids: the common cases, checked first
@@ -508,6 +512,9 @@ class VectorStore(ABC):
             )
         if with_kernel and self.kernel_dim is None:
             raise no_kernel_error(self.collection)
+        unknown = set(search_params) - SEARCH_PARAMS
+        if unknown:
+            raise ConfigError(f"unknown search parameters {sorted(unknown)} (use hnsw_ef, exact)")
         kern = bool(with_kernel)
         pay = bool(with_payload)
         k = int(k)

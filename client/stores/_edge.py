@@ -232,9 +232,6 @@ class EdgeStore(EdgeCacheBase, VectorStore):
 
         shard = self._require()
         lay = self._load_layout()
-        unknown = set(params) - {"hnsw_ef", "exact"}
-        if unknown:
-            raise ConfigError(f"unknown search parameters {sorted(unknown)} (use hnsw_ef, exact)")
         exact = bool(params.get("exact", False))
         flt = self._native_filter(filter)
         rows = [True] * len(queries) if vectors is None else list(vectors)

@@ -300,9 +300,6 @@ class QdrantStore(VectorStore):
     ) -> list[Hits]:
         from qdrant_client import models
 
-        unknown = set(params) - {"hnsw_ef", "exact"}
-        if unknown:
-            raise ConfigError(f"unknown search parameters {sorted(unknown)} (use hnsw_ef, exact)")
         exact = bool(params.get("exact", False))
         flt = self._native_filter(filter)
         lay = self._load_layout()
