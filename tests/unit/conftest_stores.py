@@ -26,6 +26,7 @@ from qdrant_sift.client.ingest import ingest
 from qdrant_sift.client.stores import Filter, Match, Range, VectorStore
 from qdrant_sift.errors import (
     CollectionNotFoundError,
+    ConfigError,
     DimensionMismatchError,
     EmptyCollectionError,
     InvalidInputError,
@@ -244,6 +245,14 @@ class StoreContract(KernelContract):
                 must=[models.FieldCondition(key="tag", match=models.MatchValue(value="blue"))]
             )
         self._check_filter(store, vecs, payloads, native, lambda p: p["tag"] == "blue")
+
+    def test_foreign_filters_and_unknown_search_params_are_typed_errors(self, filled) -> None:
+        store, *_ = filled
+        with pytest.raises(InvalidInputError, match="takes our Filter, a dict or"):
+            store.recall(np.ones(DIM), 5, filter=42)
+        with pytest.raises(ConfigError, match=r"unknown search parameters \['ef_search'\]"):
+            store.recall(np.ones(DIM), 5, ef_search=64)
+        assert len(store.recall(np.ones(DIM), 5, hnsw_ef=64, exact=False)) == 5
 
     def test_filter_excluding_everything_gives_empty_candidates(self, filled) -> None:
         store, *_ = filled
