@@ -33,6 +33,7 @@ from qdrant_sift.errors import (
 )
 
 from ._layout import (
+    Layout,
     check_kernel_dim,
     check_kernel_vectors,
     no_kernel_error,
@@ -301,20 +302,25 @@ class VectorStore(ABC):
     def exists(self) -> bool:
         """Whether the collection has been created."""
 
-    @property
     @abstractmethod
+    def _load_layout(self) -> Layout:
+        """The collection's named vectors (:class:`~._layout.Layout`), read once;
+        CollectionNotFoundError when the collection does not exist."""
+
+    @property
     def dim(self) -> int:
         """Vector dimension; CollectionNotFoundError when the collection does not exist."""
+        return self._load_layout().dim
 
     @property
-    @abstractmethod
     def distance(self) -> str:
         """One of :data:`DISTANCES`."""
+        return self._load_layout().distance
 
     @property
-    @abstractmethod
     def kernel_dim(self) -> int | None:
         """Dimension of the stored kernel vectors (``sift-kernel``); None when absent."""
+        return self._load_layout().kernel_dim
 
     @abstractmethod
     def _create(

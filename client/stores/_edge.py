@@ -138,18 +138,6 @@ class EdgeStore(EdgeCacheBase, VectorStore):
         return self._shard is not None
 
     @property
-    def dim(self) -> int:
-        return self._load_layout().dim
-
-    @property
-    def distance(self) -> str:
-        return self._load_layout().distance
-
-    @property
-    def kernel_dim(self) -> int | None:
-        return self._load_layout().kernel_dim
-
-    @property
     def indexed(self) -> bool:
         """Whether an HNSW index exists (after :meth:`optimize` on enough data)."""
         shard = self._require()

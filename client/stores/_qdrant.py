@@ -218,18 +218,6 @@ class QdrantStore(VectorStore):
             )
         return self._layout
 
-    @property
-    def dim(self) -> int:
-        return self._load_layout().dim
-
-    @property
-    def distance(self) -> str:
-        return self._load_layout().distance
-
-    @property
-    def kernel_dim(self) -> int | None:
-        return self._load_layout().kernel_dim
-
     # --- primitives --------------------------------------------------------------------------
 
     def _create(
