@@ -283,18 +283,23 @@ class VectorCache:
         cache._rows = rows.view(np.ndarray)
         cache._krows = None if krows is None else krows.view(np.ndarray)
         cache._used, cache.mapped = used, True
-        for s, pid in enumerate(slot_ids):
-            if pid is None:
-                cache._free.append(s)
-                cache._slot_ids.append(None)
-                continue
-            pid = pid if isinstance(pid, int) else str(pid)
-            cache._slot[pid] = s
-            cache._slot_ids.append(pid)
-            if type(pid) is str:
-                cache._uslot[_uuid_int(pid)] = s
-        held = list(cache._slot.items())
-        cache._index([pid for pid, _ in held], np.fromiter((s for _, s in held), np.int32))
+        kinds = {type(pid) for pid in slot_ids}
+        if not kinds <= {int, str, type(None)}:
+            return None  # not a copy this module wrote: rebuild
+        cache._slot_ids = slot_ids
+        cache._slot = {pid: s for s, pid in enumerate(slot_ids) if pid is not None}
+        cache._free = [s for s, pid in enumerate(slot_ids) if pid is None]
+        if len(cache._slot) + len(cache._free) != used:
+            return None  # an id in two slots
+        if str in kinds:
+            try:
+                cache._uslot = {
+                    _uuid_int(pid): s for s, pid in enumerate(slot_ids) if type(pid) is str
+                }
+            except ValueError:  # a string that is not a canonical UUID
+                return None
+        held = len(cache._slot)
+        cache._index(list(cache._slot), np.fromiter(cache._slot.values(), np.int32, held))
         cache.changed = False
         return cache
 

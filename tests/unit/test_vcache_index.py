@@ -113,3 +113,20 @@ def test_uuid_keys_give_canonical_ids_and_rows(tmp_path: Path) -> None:
     again = back.take_uuids(keys)
     assert again is not None and again[0] == order[:3]
     np.testing.assert_array_equal(again[1], np.stack([truth[i] for i in order[:3]]))
+
+
+@pytest.mark.parametrize("bad", [[1.5], ["not-a-uuid"], "duplicate"])
+def test_a_saved_copy_with_ids_this_module_never_writes_is_refused(
+    tmp_path: Path, bad: object
+) -> None:
+    import json
+
+    from qdrant_sift.client.stores._vcache import VCACHE_PREFIX
+
+    cache, _ = _cache([str(uuid.uuid4()) for _ in range(4)])
+    cache.save(tmp_path, "t", {})
+    meta_path = tmp_path / f"{VCACHE_PREFIX}.json"
+    meta = json.loads(meta_path.read_text())
+    meta["slots"][1] = meta["slots"][0] if bad == "duplicate" else bad[0]  # type: ignore[index]
+    meta_path.write_text(json.dumps(meta))
+    assert VectorCache.load(tmp_path, "t", {}, D, None) is None
