@@ -12,9 +12,9 @@ costs n × (d + d_kernel) × 4 bytes, and is kept row for row with the shard und
 write lock. Its id indexes: a dict by id; a dense int32 array by id while every id is a small
 unsigned int; for UUID ids a dict by the UUID's int, so the engine's ``uuid.UUID`` objects are
 looked up without being formatted (about 0.1 µs instead of 0.5 µs an id; the index costs ~90
-bytes an id; a 1M-point copy maps back in ~0.9 s with it). A recall running while another thread writes may
-see a replaced point's previous vector (the engine is written first, then the copy); an id the
-copy does not hold yet is read from the engine.
+bytes an id; a 1M-point copy maps back in ~0.9 s with it). A recall running while another
+thread writes may see a replaced point's previous vector (the engine is written first, then the
+copy); an id the copy does not hold yet is read from the engine.
 
 Persistence: a clean close saves the copy beside the shard (:meth:`VectorCache.save`, files
 ``qdrant_sift.vcache.*``, fsynced before the clean manifest names their token) and the next open
