@@ -11,10 +11,11 @@ with_vectors=False)``).
 
 from __future__ import annotations
 
-from ._base import DISTANCES, OPPOSITE_PROBE, Candidates, PointId, StoredPoint, VectorStore
+from ._base import DISTANCES, Candidates, PointId, StoredPoint, VectorStore
 from ._edge import EdgeStore
 from ._factory import open_store
 from ._filters import Filter, Match, Range, as_filter
+from ._hits import OPPOSITE_PROBE
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR
 from ._names import MAX_COLLECTION_NAME, shard_path, validate_collection_name
 from ._qdrant import (

@@ -36,17 +36,11 @@ from qdrant_sift.errors import (
     StoreError,
 )
 
-from ._base import (
-    OPPOSITE_PROBE_EF,
-    Hits,
-    PointId,
-    StoredPoint,
-    VectorStore,
-    normalize_id,
-)
+from ._base import StoredPoint, VectorStore, normalize_id
 from ._edge_shard import MAX_SOURCES, edge_id
 from ._edge_vcache import EdgeCacheBase
 from ._filters import native_filter, to_edge
+from ._hits import OPPOSITE_PROBE_EF, Hits, PointId
 from ._integrity import (
     IdState,
     ShardManifest,

@@ -27,7 +27,8 @@ from qdrant_sift.errors import (
     StoreLockedError,
 )
 
-from ._base import PointId, normalize_id
+from ._base import normalize_id
+from ._hits import PointId
 from ._integrity import IdState, ShardManifest, fingerprint_mismatch, probe_load
 from ._layout import Layout, read_layout
 from ._vcache import VectorCache

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ._base import PointId, _rows, normalize_id
+from ._base import normalize_id
 from ._edge_shard import EdgeShardBase, edge_id
+from ._hits import PointId, _rows
 from ._vcache import VectorCache
 
 __all__ = ["EdgeCacheBase"]

@@ -24,8 +24,9 @@ from qdrant_sift.errors import (
     StoreUnavailableError,
 )
 
-from ._base import OPPOSITE_PROBE_EF, Hits, PointId, StoredPoint, VectorStore, normalize_id
+from ._base import StoredPoint, VectorStore, normalize_id
 from ._filters import native_filter, to_qdrant
+from ._hits import OPPOSITE_PROBE_EF, Hits, PointId
 from ._layout import KERNEL_VECTOR, Layout, read_layout
 from ._names import validate_collection_name
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import PointId
+from ._hits import PointId
 
 __all__ = ["VCACHE_PREFIX", "VectorCache"]
 

@@ -110,7 +110,7 @@ def test_opposite_probe_at_its_ef_settles_where_the_exact_one_would(hnsw_store: 
     nothing (the data's own queries) and where −q is the strong side (queries pointing away
     from a cluster: then the probe must not settle, and the full −q search runs)."""
     from qdrant_sift.client.stores import OPPOSITE_PROBE
-    from qdrant_sift.client.stores._base import opposite_probe_settles
+    from qdrant_sift.client.stores._hits import opposite_probe_settles
 
     _, qs = _clustered(8_000, 384, 0)
     verdicts = []

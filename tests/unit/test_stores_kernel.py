@@ -12,7 +12,7 @@ import pytest
 from conftest_stores_kernel import KDIM, RDIM, kernel_points, stored_layout, unit
 
 from qdrant_sift.client.stores import KERNEL_VECTOR, EdgeStore, QdrantStore
-from qdrant_sift.client.stores._base import Hits, merge_directions
+from qdrant_sift.client.stores._hits import Hits, merge_directions
 from qdrant_sift.errors import ConfigError
 
 

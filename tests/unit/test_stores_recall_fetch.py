@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qdrant_sift.client.stores import EdgeStore, QdrantStore, VectorStore
-from qdrant_sift.client.stores._base import (
+from qdrant_sift.client.stores._hits import (
     OPPOSITE_PROBE,
     Hits,
     merge_directions,
