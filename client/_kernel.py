@@ -25,6 +25,8 @@ import numpy as np
 from qdrant_sift.arrays import as_float32_matrix
 from qdrant_sift.errors import ConfigError, DimensionMismatchError
 
+from .stores._layout import check_kernel_id
+
 __all__ = [
     "DEFAULT_KERNEL",
     "KERNELS",
@@ -34,6 +36,7 @@ __all__ = [
     "SelectionKernel",
     "check_kernel_embedder",
     "check_kernel_name",
+    "kernel_id_of",
     "model_kernel",
     "resolve_kernel",
 ]
@@ -49,6 +52,13 @@ DEFAULT_KERNEL = "model-mean"
 KERNEL_CACHE_SIZE = 4096
 
 _log = logging.getLogger(__name__)
+
+
+def kernel_id_of(embedder: Any) -> str | None:
+    """An embedder's ``kernel_id`` (what its vectors are, e.g. ``ModelEmbedder``'s pooling and
+    weights fingerprint), or None when it does not say: then nothing is recorded or compared."""
+    kid = getattr(embedder, "kernel_id", None)
+    return kid if isinstance(kid, str) and kid else None
 
 
 def check_kernel_name(kernel: Any) -> str:
@@ -179,12 +189,18 @@ class SelectionKernel:
                 f"collection {store.collection!r} stores {have}-d kernel vectors; the kernel "
                 f"embedder gives {self.embedder.dim}-d ones (use the kernel it was ingested with)"
             )
+        check_kernel_id(store.collection, store.kernel_id, kernel_id_of(self.embedder))
         return True
 
     def for_writing(self, store: Any) -> Any:
-        """The embedder to store kernel vectors with: for a new collection or one holding them."""
+        """The embedder to store kernel vectors with: for a new collection or one holding them
+        (of this kernel: another recorded kernel id is a ``ConfigError``)."""
         if not store.exists() or store.kernel_dim is not None:
-            return self.embedder if self._built() is not None else None
+            if self._built() is None:
+                return None
+            if store.exists():
+                check_kernel_id(store.collection, store.kernel_id, kernel_id_of(self.embedder))
+            return self.embedder
         return None
 
     def inputs(

@@ -24,6 +24,7 @@ from typing import Any
 
 from qdrant_sift.errors import ConfigError, InvalidInputError
 
+from ._kernel import kernel_id_of
 from ._sources import (
     Doc,
     NotRegular,
@@ -240,12 +241,15 @@ def ingest(
         embedder = default_embedder()
     spans = as_span_tokenizer(tokenizer) if chunker is None else None
     kd = None if kernel_embedder is None else int(kernel_embedder.dim)
+    kid = None if kernel_embedder is None else kernel_id_of(kernel_embedder)
     report = IngestReport(cleanup=mode, dry_run=dry_run)
     if dry_run:
         if store.exists():  # checks dimension and kernel, creates nothing
-            store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd)
+            store.create(
+                embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd, kernel_id=kid
+            )
     else:  # an existing collection is checked before any write
-        store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd)
+        store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd, kernel_id=kid)
     state: dict[str, StoredSource] = {}
     if store.exists():
         state, legacy = scan(store)
@@ -418,7 +422,8 @@ def add_texts(
         if not all(isinstance(i, str) and i for i in ids) or len(set(ids)) != len(ids):
             raise InvalidInputError("ids must be distinct non-empty str")
     kd = None if kernel_embedder is None else int(kernel_embedder.dim)
-    store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd)
+    kid = None if kernel_embedder is None else kernel_id_of(kernel_embedder)
+    store.create(embedder.dim, distance="cosine", exist_ok=True, kernel_dim=kd, kernel_id=kid)
     check_legacy(store)
     report = IngestReport()
     state: dict[str, StoredSource] = {}

@@ -9,6 +9,8 @@ on the collection's own (usually much cheaper) embedding.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,6 +74,22 @@ class ModelEmbedder:
     @property
     def dim(self) -> int:
         return self._dim
+
+    @functools.cached_property
+    def kernel_id(self) -> str:
+        """What this embedder's vectors are, recorded with stored kernel vectors so that a
+        collection never mixes two kernels: the pooling, the size, and a fingerprint of the
+        base model's input embeddings (the same weights give the same id on any machine,
+        wherever the model lives; an adapter never changes them; weights cast to another
+        dtype are other weights)."""
+        digest = hashlib.sha256()
+        try:
+            weight = self.model.get_input_embeddings().weight
+            digest.update(weight[:8].detach().to("cpu", torch.float32).numpy().tobytes())
+            digest.update(str(tuple(weight.shape)).encode())
+        except (AttributeError, TypeError, RuntimeError):  # not a transformers model: its name
+            digest.update(self.name_or_path.encode())
+        return f"model-{self.pooling}:{self._dim}:{digest.hexdigest()[:16]}"
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         out = []

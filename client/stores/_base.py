@@ -40,6 +40,7 @@ from ._hits import (
 from ._layout import (
     Layout,
     check_kernel_dim,
+    check_kernel_id,
     check_kernel_vectors,
     no_kernel_error,
     unit_rows,
@@ -178,9 +179,20 @@ class VectorStore(ABC):
         """Dimension of the stored kernel vectors (``sift-kernel``); None when absent."""
         return self._load_layout().kernel_dim
 
+    @property
+    def kernel_id(self) -> str | None:
+        """What made the stored kernel vectors (``create(kernel_id=…)``); None when the
+        collection has none or did not record it."""
+        return self._load_layout().kernel_id
+
     @abstractmethod
     def _create(
-        self, dim: int, distance: str, params: dict[str, Any], kernel_dim: int | None
+        self,
+        dim: int,
+        distance: str,
+        params: dict[str, Any],
+        kernel_dim: int | None,
+        kernel_id: str | None = None,
     ) -> None: ...
 
     @abstractmethod
@@ -280,19 +292,27 @@ class VectorStore(ABC):
         distance: str = "cosine",
         exist_ok: bool = False,
         kernel_dim: int | None = None,
+        kernel_id: str | None = None,
         **collection_params: Any,
     ) -> bool:
         """Create the collection; True if created, False if it already existed (``exist_ok``).
 
         ``kernel_dim``: also hold a cosine kernel vector of that size per point (named
-        ``sift-kernel``; the recall vector is then named too, see :mod:`._layout`).
+        ``sift-kernel``; the recall vector is then named too, see :mod:`._layout`);
+        ``kernel_id``: what makes those vectors (an embedder's ``kernel_id``), recorded with
+        the collection so that vectors of another kernel are refused later.
         An existing collection of another dimension or kernel is an error even with
         ``exist_ok`` (:class:`DimensionMismatchError`, or :class:`ConfigError` when one has a
-        kernel and the other not), so ingest never writes vectors of the wrong kind.
+        kernel and the other not, or another recorded kernel id), so ingest never writes
+        vectors of the wrong kind.
         """
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
             raise InvalidInputError(f"dim must be a positive int, got {dim!r}")
         kernel_dim = valid_kernel_dim(kernel_dim)
+        if kernel_id is not None and (not isinstance(kernel_id, str) or not kernel_id):
+            raise InvalidInputError(f"kernel_id must be a non-empty str or None, got {kernel_id!r}")
+        if kernel_id is not None and kernel_dim is None:
+            raise ConfigError("kernel_id names what makes the kernel vectors: pass kernel_dim too")
         if distance not in DISTANCES:
             raise ConfigError(f"distance must be one of {DISTANCES}, got {distance!r}")
         if self.exists():
@@ -301,10 +321,11 @@ class VectorStore(ABC):
                     f"collection {self.collection!r} holds {self.dim}-d vectors, asked for {dim}-d"
                 )
             check_kernel_dim(self.collection, self.kernel_dim, kernel_dim)
+            check_kernel_id(self.collection, self.kernel_id, kernel_id)
             if not exist_ok:
                 raise StoreError(f"collection {self.collection!r} already exists")
             return False
-        self._create(int(dim), distance, dict(collection_params), kernel_dim)
+        self._create(int(dim), distance, dict(collection_params), kernel_dim, kernel_id)
         return True
 
     def upsert(

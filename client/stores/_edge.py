@@ -98,6 +98,7 @@ class EdgeStore(EdgeCacheBase, VectorStore):
         self._damage: StoreCorruptedError | None = None
         self._state = IdState()
         self._sources: list[str] = []
+        self._kernel_id: str | None = None
         self._write_lock = threading.RLock()
         if probe is None:
             probe = os.environ.get("QDRANT_SIFT_EDGE_PROBE", "1").strip().lower() not in (
@@ -141,7 +142,12 @@ class EdgeStore(EdgeCacheBase, VectorStore):
     # --- primitives --------------------------------------------------------------------------
 
     def _create(
-        self, dim: int, distance: str, params: dict[str, Any], kernel_dim: int | None
+        self,
+        dim: int,
+        distance: str,
+        params: dict[str, Any],
+        kernel_dim: int | None,
+        kernel_id: str | None = None,
     ) -> None:
         import qdrant_edge as qe
 
@@ -161,6 +167,7 @@ class EdgeStore(EdgeCacheBase, VectorStore):
         self._layout = None
         self._vcache = None
         self._state, self._sources = IdState(), []
+        self._kernel_id = kernel_id if kernel_dim else None
         self._write_manifest()
 
     def note_sources(self, paths: Sequence[str]) -> None:
@@ -450,7 +457,7 @@ class EdgeStore(EdgeCacheBase, VectorStore):
         self._layout = None
         self._vcache = self._vcache_saved = self._vcache_token = None
         self._damage = None
-        self._state, self._sources = IdState(), []
+        self._state, self._sources, self._kernel_id = IdState(), [], None
 
     def flush(self) -> None:
         """Make every acknowledged write durable in the segments (the WAL already has them)."""

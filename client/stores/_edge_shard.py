@@ -10,6 +10,7 @@ engine exception reaches the caller as a ``StoreError`` (:meth:`EdgeShardBase._e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -61,6 +62,7 @@ class EdgeShardBase:
     _damage: StoreCorruptedError | None
     _state: IdState
     _sources: list[str]
+    _kernel_id: str | None  # what made the stored kernel vectors (the manifest's ``kernel``)
     _write_lock: threading.RLock
     _probe: bool
     _vcache: VectorCache | None
@@ -144,6 +146,7 @@ class EdgeShardBase:
             return
         if manifest is not None:
             self._sources = list(manifest.sources)
+            self._kernel_id = manifest.kernel
         # After a clean close the files must be as fingerprinted then: then only the count is
         # checked. Otherwise (a crash, a changed file, no manifest) the shard is first loaded in
         # a subprocess, so an engine abort cannot take this process down, and then verified in
@@ -240,6 +243,7 @@ class EdgeShardBase:
             files=files or {},
             sources=self._sources,
             vcache=vcache,
+            kernel=self._kernel_id,
         ).write(self.shard_dir, durable=clean)
 
     def _require(self) -> Any:
@@ -261,7 +265,8 @@ class EdgeShardBase:
                 vecs = {n: (int(v["size"]), str(v["distance"])) for n, v in cfg["vectors"].items()}
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise StoreError(f"cannot read {self.shard_dir}/edge_config.json: {exc}") from exc
-            self._layout = read_layout(self.collection, vecs, None)
+            lay = read_layout(self.collection, vecs, None)
+            self._layout = dataclasses.replace(lay, kernel_id=self._kernel_id)
         return self._layout
 
     def _known(self, ids: list[PointId]) -> set[PointId]:

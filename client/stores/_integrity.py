@@ -109,6 +109,8 @@ class ShardManifest:
     sources: list[str] = field(default_factory=list)
     #: token of the vector cache saved by this clean close (see ``_vcache``); None: none saved
     vcache: str | None = None
+    #: what made the stored kernel vectors (``Layout.kernel_id``); None: not recorded
+    kernel: str | None = None
 
     @classmethod
     def read(cls, shard_dir: Path) -> ShardManifest | None:
@@ -128,6 +130,7 @@ class ShardManifest:
             files={str(k): list(v) for k, v in dict(data.get("files") or {}).items()},
             sources=[str(s) for s in data.get("sources") or []],
             vcache=str(data["vcache"]) if data.get("vcache") else None,
+            kernel=str(data["kernel"]) if data.get("kernel") else None,
         )
 
     def write(self, shard_dir: Path, *, durable: bool = False) -> None:
@@ -140,6 +143,7 @@ class ShardManifest:
             "files": self.files,
             "sources": self.sources,
             "vcache": self.vcache,
+            "kernel": self.kernel,
         }
         path = shard_dir / MANIFEST_NAME
         tmp = path.with_suffix(".tmp")

@@ -22,10 +22,12 @@ import numpy as np
 from qdrant_sift.errors import ConfigError, DimensionMismatchError, InvalidInputError, StoreError
 
 __all__ = [
+    "KERNEL_ID_KEY",
     "KERNEL_VECTOR",
     "RECALL_VECTOR",
     "Layout",
     "check_kernel_dim",
+    "check_kernel_id",
     "check_kernel_vectors",
     "no_kernel_error",
     "read_layout",
@@ -39,14 +41,21 @@ KERNEL_VECTOR = "sift-kernel"
 RECALL_VECTOR = "sift-recall"
 
 
+#: Collection metadata key (Qdrant) of the kernel id: what made the stored kernel vectors.
+KERNEL_ID_KEY = "qdrant_sift.kernel"
+
+
 @dataclass(frozen=True)
 class Layout:
-    """``using``: the recall vector's name (None: the unnamed one); ``kernel_dim``: None = none."""
+    """``using``: the recall vector's name (None: the unnamed one); ``kernel_dim``: None = none;
+    ``kernel_id``: what made the stored kernel vectors (an embedder's ``kernel_id``, e.g. the
+    pooling and a fingerprint of the model's weights), None when not recorded."""
 
     dim: int
     distance: str
     using: str | None
     kernel_dim: int | None
+    kernel_id: str | None = None
 
     @staticmethod
     def recall_name(vector_name: str | None, kernel_dim: int | None) -> str | None:
@@ -131,6 +140,18 @@ def check_kernel_dim(collection: str, have: int | None, want: int | None) -> Non
         )
     raise DimensionMismatchError(
         f"collection {collection!r} holds {have}-d kernel vectors, asked for {want}-d"
+    )
+
+
+def check_kernel_id(collection: str, have: str | None, want: str | None) -> None:
+    """Kernel vectors of one kernel only: a recorded kernel id must be the one asked for (either
+    unknown: nothing to compare)."""
+    if have is None or want is None or have == want:
+        return
+    raise ConfigError(
+        f"collection {collection!r} holds kernel vectors made by {have!r}, this kernel is "
+        f"{want!r}: SIFT would compare vectors of two embeddings. Use the kernel the "
+        f"collection was ingested with, or {_fix(collection)}"
     )
 
 

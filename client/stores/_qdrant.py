@@ -8,6 +8,7 @@ vector fields SIFT needs (the recall vector, and the kernel when asked; see :mod
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -27,7 +28,7 @@ from qdrant_sift.errors import (
 from ._base import StoredPoint, VectorStore, normalize_id
 from ._filters import native_filter, to_qdrant
 from ._hits import OPPOSITE_PROBE_EF, Hits, PointId
-from ._layout import KERNEL_VECTOR, Layout, read_layout
+from ._layout import KERNEL_ID_KEY, KERNEL_VECTOR, Layout, read_layout
 from ._names import validate_collection_name
 
 __all__ = [
@@ -209,7 +210,7 @@ class QdrantStore(VectorStore):
                 info = self._client.get_collection(self.collection)
             vectors = info.config.params.vectors
             named = vectors if isinstance(vectors, dict) else {"": vectors}
-            self._layout = read_layout(
+            lay = read_layout(
                 self.collection,
                 {
                     name: (p.size, str(getattr(p.distance, "value", p.distance)))
@@ -217,12 +218,21 @@ class QdrantStore(VectorStore):
                 },
                 self.vector_name or None,
             )
+            kernel_id = (getattr(info.config, "metadata", None) or {}).get(KERNEL_ID_KEY)
+            if isinstance(kernel_id, str) and lay.kernel_dim is not None:
+                lay = dataclasses.replace(lay, kernel_id=kernel_id)
+            self._layout = lay
         return self._layout
 
     # --- primitives --------------------------------------------------------------------------
 
     def _create(
-        self, dim: int, distance: str, params: dict[str, Any], kernel_dim: int | None
+        self,
+        dim: int,
+        distance: str,
+        params: dict[str, Any],
+        kernel_dim: int | None,
+        kernel_id: str | None = None,
     ) -> None:
         from qdrant_client import models
 
@@ -233,6 +243,11 @@ class QdrantStore(VectorStore):
             cfg[KERNEL_VECTOR] = models.VectorParams(
                 size=kernel_dim, distance=models.Distance.COSINE
             )
+            if kernel_id is not None:  # collection metadata (Qdrant ≥ 1.16, and local mode)
+                params = {
+                    **params,
+                    "metadata": {**params.get("metadata", {}), KERNEL_ID_KEY: kernel_id},
+                }
         with self._errors():
             try:
                 self._client.create_collection(self.collection, vectors_config=cfg, **params)

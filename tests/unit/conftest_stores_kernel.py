@@ -153,6 +153,42 @@ class KernelContract:
             with pytest.raises(ConfigError, match="no kernel vectors"):
                 plain.create(RDIM, exist_ok=True, kernel_dim=KDIM)
 
+    def test_kernel_id_is_recorded_kept_and_enforced(self, store_factory, tmp_path) -> None:
+        from conftest_stores import HashEmbedder, write_corpus
+
+        with store_factory.open(collection="kid") as store:
+            with pytest.raises(ConfigError, match="pass kernel_dim"):
+                store.create(RDIM, kernel_id="k1")
+            with pytest.raises(InvalidInputError, match="kernel_id"):
+                store.create(RDIM, kernel_dim=KDIM, kernel_id=7)  # type: ignore[arg-type]
+            assert not store.exists()
+            store.create(RDIM, kernel_dim=KDIM, kernel_id="model-mean:6:abc")
+            assert store.kernel_id == "model-mean:6:abc"
+            for same in ("model-mean:6:abc", None):  # the same kernel, or one that cannot say
+                assert store.create(RDIM, exist_ok=True, kernel_dim=KDIM, kernel_id=same) is False
+            with pytest.raises(ConfigError, match="model-last:6:abc"):
+                store.create(RDIM, exist_ok=True, kernel_dim=KDIM, kernel_id="model-last:6:abc")
+        if store_factory.persistent:
+            with store_factory.open(collection="kid") as again:
+                assert again.kernel_id == "model-mean:6:abc"
+        with store_factory.open(collection="kidplain") as plain:
+            plain.create(RDIM)
+            assert plain.kernel_id is None
+        # ingest records its kernel embedder's id, and refuses another kernel's vectors
+        corpus = write_corpus(tmp_path / "kidcorpus", n_files=2)
+        kw: dict[str, Any] = dict(tokenizer="regex", chunk_tokens=25, overlap=4, progress=False)
+
+        def kernel(kid: str) -> Any:
+            emb = FunctionEmbedder(lambda t: np.ones((len(t), KDIM)), KDIM, normalize=True)
+            emb.kernel_id = kid  # type: ignore[attr-defined]
+            return emb
+
+        with store_factory.open(collection="kidingest") as store:
+            ingest(corpus, store, HashEmbedder(RDIM), kernel_embedder=kernel("fn:a"), **kw)
+            assert store.kernel_id == "fn:a"
+            with pytest.raises(ConfigError, match="made by 'fn:a'"):
+                ingest(corpus, store, HashEmbedder(RDIM), kernel_embedder=kernel("fn:b"), **kw)
+
     def test_ingest_stores_kernel_vectors(self, store_factory, tmp_path) -> None:
         from conftest_stores import HashEmbedder, write_corpus
 

@@ -65,3 +65,19 @@ def test_refuses_what_it_cannot_pool() -> None:
         emb.embed_documents("not a list")
     with pytest.raises(InvalidInputError):
         emb.embed_documents([""])
+
+
+def test_kernel_id_names_pooling_and_weights_not_path_or_adapter() -> None:
+    model, tok = tiny_model(seed=0)
+    mean = ModelEmbedder(model, tok, pooling="mean")
+    assert mean.kernel_id.startswith(f"model-mean:{mean.dim}:")
+    assert ModelEmbedder(model, tok, pooling="mean", max_tokens=64).kernel_id == mean.kernel_id
+    assert ModelEmbedder(model, tok, pooling="last").kernel_id != mean.kernel_id
+    same, _ = tiny_model(seed=0)  # the same weights, another object (and no path)
+    assert ModelEmbedder(same, tok).kernel_id == mean.kernel_id
+    other, _ = tiny_model(seed=1)
+    assert ModelEmbedder(other, tok).kernel_id != mean.kernel_id
+    half = ModelEmbedder(same.to(torch.bfloat16), tok).kernel_id  # cast: other weights
+    assert half.startswith("model-mean:") and half != mean.kernel_id
+    tuner = TestTimeTuner(model, tok, TuneConfig(lora_rank=4, learning_rate=5e-2))
+    assert ModelEmbedder(tuner.model, tuner.tokenizer).kernel_id == mean.kernel_id

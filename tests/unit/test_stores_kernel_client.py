@@ -140,3 +140,24 @@ def test_kernel_cache_embeds_each_text_once_and_evicts_oldest() -> None:
     assert seen == ["a", "bb", "ccc", "dddd"] and len(cache) == 3
     cache.vectors(["a"])
     assert seen[-1] == "a" and cache.vectors([]).shape == (0, 2)
+
+
+def test_a_client_refuses_kernel_vectors_of_another_kernel(tmp_path: Any) -> None:
+    """``stored`` and ``for_writing`` compare the collection's recorded kernel id with the
+    client's (same dimension, another pooling: the case a dimension check cannot see)."""
+    from qdrant_sift.client._kernel import SelectionKernel
+
+    def kernel(kid: str | None) -> SelectionKernel:
+        emb = FunctionEmbedder(lambda t: np.ones((len(t), 4)), 4, normalize=True)
+        if kid is not None:
+            emb.kernel_id = kid  # type: ignore[attr-defined]
+        return SelectionKernel(lambda: emb)
+
+    with EdgeStore(tmp_path, "k") as store:
+        store.create(8, kernel_dim=4, kernel_id="model-last:4:abc")
+        assert kernel("model-last:4:abc").stored(store)
+        assert kernel(None).stored(store)  # an embedder that cannot say: not compared
+        for call in ("stored", "for_writing"):
+            with pytest.raises(ConfigError, match="model-last:4:abc"):
+                getattr(kernel("model-mean:4:abc"), call)(store)
+        assert kernel("model-last:4:abc").for_writing(store) is not None
