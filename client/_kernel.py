@@ -189,8 +189,12 @@ class SelectionKernel:
                 f"collection {store.collection!r} stores {have}-d kernel vectors; the kernel "
                 f"embedder gives {self.embedder.dim}-d ones (use the kernel it was ingested with)"
             )
-        check_kernel_id(store.collection, store.kernel_id, kernel_id_of(self.embedder))
+        self._check_same_kernel(store)
         return True
+
+    def _check_same_kernel(self, store: Any) -> None:
+        """``ConfigError`` when ``store`` recorded another kernel's id for its kernel vectors."""
+        check_kernel_id(store.collection, store.kernel_id, kernel_id_of(self.embedder))
 
     def for_writing(self, store: Any) -> Any:
         """The embedder to store kernel vectors with: for a new collection or one holding them
@@ -199,7 +203,7 @@ class SelectionKernel:
             if self._built() is None:
                 return None
             if store.exists():
-                check_kernel_id(store.collection, store.kernel_id, kernel_id_of(self.embedder))
+                self._check_same_kernel(store)
             return self.embedder
         return None
 

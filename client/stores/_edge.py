@@ -167,7 +167,7 @@ class EdgeStore(EdgeCacheBase, VectorStore):
         self._layout = None
         self._vcache = None
         self._state, self._sources = IdState(), []
-        self._kernel_id = kernel_id if kernel_dim else None
+        self._kernel_id = kernel_id  # create() refuses one without kernel_dim
         self._write_manifest()
 
     def note_sources(self, paths: Sequence[str]) -> None:
@@ -249,8 +249,10 @@ class EdgeStore(EdgeCacheBase, VectorStore):
                 continue
             ids = [p.id for p in r]
             scores = np.asarray([p.score for p in r], np.float32)
-            if full and ids and type(ids[0]) is uuid.UUID:
+            pls: list[dict[str, Any]] = []  # the −q probe reads ids and scores only
+            if full:
                 pls = [p.payload or {} for p in r] if with_payload else [{} for _ in ids]
+            if full and ids and type(ids[0]) is uuid.UUID:
                 hits = self._cached_uuid_hits(ids, scores, pls, kernel)
                 if hits is not None:
                     out.append(hits)
@@ -260,7 +262,6 @@ class EdgeStore(EdgeCacheBase, VectorStore):
             if not full:
                 out.append(Hits(ids, scores, None, []))
             else:
-                pls = [p.payload or {} for p in r] if with_payload else [{} for _ in ids]
                 out.append(self._cached_hits(ids, scores, pls, kernel, with_payload))
         return out
 

@@ -10,7 +10,6 @@ engine exception reaches the caller as a ``StoreError`` (:meth:`EdgeShardBase._e
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
@@ -265,8 +264,7 @@ class EdgeShardBase:
                 vecs = {n: (int(v["size"]), str(v["distance"])) for n, v in cfg["vectors"].items()}
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise StoreError(f"cannot read {self.shard_dir}/edge_config.json: {exc}") from exc
-            lay = read_layout(self.collection, vecs, None)
-            self._layout = dataclasses.replace(lay, kernel_id=self._kernel_id)
+            self._layout = read_layout(self.collection, vecs, None, self._kernel_id)
         return self._layout
 
     def _known(self, ids: list[PointId]) -> set[PointId]:

@@ -90,10 +90,14 @@ class Layout:
 
 
 def read_layout(
-    collection: str, vectors: Mapping[str, tuple[int, str]], vector_name: str | None
+    collection: str,
+    vectors: Mapping[str, tuple[int, str]],
+    vector_name: str | None,
+    kernel_id: Any = None,
 ) -> Layout:
     """The layout of a collection from its vector config, ``{name: (size, distance)}``
-    (the unnamed vector under ``""``)."""
+    (the unnamed vector under ``""``), and the kernel id it recorded (kept only when it is a
+    string and the collection has kernel vectors)."""
     kernel = vectors.get(KERNEL_VECTOR)
     if vector_name is not None:
         if vector_name == KERNEL_VECTOR:
@@ -114,7 +118,9 @@ def read_layout(
             f"collection {collection!r} has named vectors {sorted(vectors)}; pass vector_name="
         )
     size, distance = vectors[using or ""]
-    return Layout(int(size), distance.lower(), using, None if kernel is None else int(kernel[0]))
+    kernel_dim = None if kernel is None else int(kernel[0])
+    kid = kernel_id if isinstance(kernel_id, str) and kernel_dim is not None else None
+    return Layout(int(size), distance.lower(), using, kernel_dim, kid)
 
 
 def _fix(collection: str) -> str:

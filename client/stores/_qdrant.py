@@ -8,7 +8,6 @@ vector fields SIFT needs (the recall vector, and the kernel when asked; see :mod
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -210,18 +209,15 @@ class QdrantStore(VectorStore):
                 info = self._client.get_collection(self.collection)
             vectors = info.config.params.vectors
             named = vectors if isinstance(vectors, dict) else {"": vectors}
-            lay = read_layout(
+            self._layout = read_layout(
                 self.collection,
                 {
                     name: (p.size, str(getattr(p.distance, "value", p.distance)))
                     for name, p in named.items()
                 },
                 self.vector_name or None,
+                (getattr(info.config, "metadata", None) or {}).get(KERNEL_ID_KEY),
             )
-            kernel_id = (getattr(info.config, "metadata", None) or {}).get(KERNEL_ID_KEY)
-            if isinstance(kernel_id, str) and lay.kernel_dim is not None:
-                lay = dataclasses.replace(lay, kernel_id=kernel_id)
-            self._layout = lay
         return self._layout
 
     # --- primitives --------------------------------------------------------------------------

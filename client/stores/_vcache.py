@@ -56,14 +56,15 @@ def _dense_limit(held: int) -> int:
 
 
 def _int_keys(ids: Sequence[PointId]) -> np.ndarray | None:
-    """``ids`` as an int64 array when every one is an int (else None: numpy would also read a
-    string of digits or a float as one)."""
-    if not all(type(i) is int for i in ids):
+    """``ids`` as an int64 array when every one is an unsigned int (else None: numpy would also
+    read a string of digits or a float as one)."""
+    if not ids or not all(type(i) is int for i in ids):
         return None
     try:
-        return np.fromiter(ids, np.int64, len(ids))
+        keys = np.fromiter(ids, np.int64, len(ids))
     except OverflowError:  # beyond int64: not a small id
         return None
+    return None if keys.min() < 0 else keys
 
 
 def _uuid_int(pid: str) -> int:
@@ -149,7 +150,7 @@ class VectorCache:
             return
         keys = _int_keys(ids)
         top = -1 if keys is None else int(keys.max())
-        if keys is None or keys.min() < 0 or top >= _dense_limit(len(self._slot)):
+        if keys is None or top >= _dense_limit(len(self._slot)):
             self._dense = None  # ids the index cannot hold: the dict serves every lookup
             return
         if top >= self._dense.size:
@@ -175,10 +176,11 @@ class VectorCache:
         slots = self._dense_slots(ids)
         if slots is None:
             slots = self._dict_slots(ids)
-        if slots is None:
-            return None
-        krows = None if self._krows is None else self._krows[slots]
-        return self._rows[slots], krows
+        return None if slots is None else self._gather(slots)
+
+    def _gather(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Fresh (rows, kernel rows or None) of ``slots``, in order."""
+        return self._rows[slots], None if self._krows is None else self._krows[slots]
 
     def take_uuids(
         self, keys: Sequence[int]
@@ -192,9 +194,7 @@ class VectorCache:
         except KeyError:
             return None
         ids: list[PointId] = list(operator.itemgetter(*got)(self._slot_ids))
-        slots = np.fromiter(got, np.intp, len(keys))
-        krows = None if self._krows is None else self._krows[slots]
-        return ids, self._rows[slots], krows
+        return ids, *self._gather(np.fromiter(got, np.intp, len(keys)))
 
     def _dense_slots(self, ids: Sequence[PointId]) -> np.ndarray | None:
         """Slots of ``ids`` from the dense index; None when it cannot answer (then the dict)."""
@@ -202,7 +202,7 @@ class VectorCache:
         if dense is None or not len(ids):
             return None
         keys = _int_keys(ids)
-        if keys is None or keys.min() < 0 or keys.max() >= dense.size:
+        if keys is None or keys.max() >= dense.size:
             return None
         slots = dense[keys]
         return None if slots.min() < 0 else slots
