@@ -18,11 +18,12 @@ if TYPE_CHECKING:
     from ._arms import ARM_KERNELS, ARM_STRATEGIES, Arm, parse_arms
     from ._corpus import Corpus, CorpusChunk, Prompt, build_corpus, load_documents, token_chunker
     from ._corpus_sources import DEFAULT_SOURCES, SourceDocument, collect_default_documents
-    from ._harness import DEFAULT_ARMS, EvalConfig, ResultStore, embed_corpus, run_evaluation
+    from ._harness import DEFAULT_ARMS, EvalConfig, ResultStore, run_evaluation
     from ._plots import write_plots
     from ._redundancy import inject_redundancy, near_copy
     from ._report import paired_comparison, summarize, write_reports
     from ._setup import PRESETS, EvalPreset, evaluate, prepare, tiny_model
+    from ._vectors import embed_corpus
 
 __all__ = [
     "ARM_KERNELS",
@@ -74,10 +75,10 @@ __getattr__, __dir__ = lazy_attributes(
             "DEFAULT_ARMS",
             "EvalConfig",
             "ResultStore",
-            "embed_corpus",
             "run_evaluation",
         ],
         "._redundancy": ["inject_redundancy", "near_copy"],
+        "._vectors": ["embed_corpus"],
         "._report": ["paired_comparison", "summarize", "write_reports"],
         "._setup": ["PRESETS", "EvalPreset", "evaluate", "prepare", "tiny_model"],
         "._plots": ["write_plots"],

@@ -22,8 +22,9 @@ from qdrant_sift.errors import ConfigError, InvalidInputError
 
 from ._corpus import Corpus, Prompt, build_corpus, load_documents, token_chunker
 from ._corpus_sources import collect_default_documents
-from ._harness import EvalConfig, corpus_store, embed_corpus, interleave_domains, run_evaluation
+from ._harness import EvalConfig, interleave_domains, run_evaluation
 from ._redundancy import inject_redundancy
+from ._vectors import corpus_store, embed_corpus
 
 __all__ = [
     "PRESETS",

@@ -20,10 +20,10 @@ from qdrant_sift.errors import ConfigError, TuningError
 from qdrant_sift.eval import Arm, EvalConfig, ResultStore, paired_comparison, run_evaluation
 from qdrant_sift.eval._corpus import Corpus, build_corpus, token_chunker
 from qdrant_sift.eval._corpus_sources import SourceDocument
-from qdrant_sift.eval._harness import corpus_store, embed_corpus
 from qdrant_sift.eval._plots import write_plots
 from qdrant_sift.eval._report import correlation, write_reports
 from qdrant_sift.eval._setup import hashing_embedder, tiny_model
+from qdrant_sift.eval._vectors import corpus_store, embed_corpus
 from qdrant_sift.finetune import ModelEmbedder, TestTimeTuner, TuneConfig, bits_per_byte
 
 torch.set_num_threads(1)

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from qdrant_sift.eval._corpus import Corpus
-from qdrant_sift.eval._harness import KernelCache, corpus_store, embed_corpus, recall_candidates
+from qdrant_sift.eval._harness import recall_candidates
 from qdrant_sift.eval._setup import _embedder, split_prompts
+from qdrant_sift.eval._vectors import KernelCache, corpus_store, embed_corpus
 from qdrant_sift.reranker import LocalReranker
 
 
