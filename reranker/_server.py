@@ -384,7 +384,8 @@ def build_server(
             allowed = [validate_collection_name(c) for c in allowed]
         except errors.InvalidInputError as exc:
             raise errors.ConfigError(f"--collections: {exc}") from exc
-    from ._text import StoredVectors, TextReranker
+    from ._embed_cache import StoredVectors
+    from ._text import TextReranker
 
     text = TextReranker(
         selector, limits, metrics.registry, embedder, cache_size=embed_cache_size, device=device
