@@ -47,8 +47,8 @@ from qdrant_sift import errors
 from qdrant_sift.errors import ServerLimitError
 
 from ._cancel import CallScope, cancel_scope
+from ._gatekeeper import bearer_token_ok
 from ._metrics import Metrics
-from ._server import bearer_token_ok
 from ._shapes import cohere_rerank, tei_rerank
 from ._text import NotInline, TextReranker, inline_only
 

@@ -6,9 +6,9 @@ token, for probes) and server reflection. ``ServerHandle.stop`` flips health to 
 before draining, so a load balancer stops sending while in-flight calls finish; when ``grace``
 runs out the running selections stop at their next pick, so the process exits on time.
 
-Every Reranker call passes :class:`_Gatekeeper` first, on raw bytes: the bearer token (scheme
-case-insensitive), then shutdown, then size, and only then is the message parsed (malformed is
-INVALID_ARGUMENT). Each refusal is counted in the metrics with its status.
+Every Reranker call passes :class:`~._gatekeeper.Gatekeeper` first, on raw bytes: the bearer
+token (scheme case-insensitive), then shutdown, then size, and only then is the message parsed
+(malformed is INVALID_ARGUMENT). Each refusal is counted in the metrics with its status.
 
 With ``health_port`` a second, small gRPC server answers health and reflection on its own port
 and threads, outside the in-flight limit of the main port: probes get an answer at any load.
@@ -20,7 +20,6 @@ same :class:`~._text.TextReranker` (selector, embedder, cache), limits, token an
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import threading
@@ -31,13 +30,13 @@ from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from qdrant_sift import errors
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
+from ._gatekeeper import Gatekeeper
 from ._limits import Limits
 from ._metrics import Metrics
 from ._service import SERVICE_NAME, RerankerServicer
@@ -45,135 +44,11 @@ from ._service import SERVICE_NAME, RerankerServicer
 __all__ = ["ServerHandle", "build_server", "serve"]
 
 log = logging.getLogger("qdrant_sift.reranker.service")
-_Code = grpc.StatusCode
-_RERANKER = f"/{SERVICE_NAME}/"
-_HEALTH = "/grpc.health.v1.Health/"
 #: The transport refuses (uncounted) only messages over this many times ``max_message_bytes``;
 #: between 1× and this, the gatekeeper refuses them itself, counted, naming the limit.
 _TRANSPORT_SLACK = 2
 #: Seconds a selection gets to notice cancellation after the grace period before gRPC cuts it.
 _CANCEL_MARGIN = 0.5
-
-
-def bearer_token_ok(metadata: Any, token: str) -> bool:
-    """Whether ``authorization`` carries ``Bearer <token>``: the scheme is case-insensitive
-    (RFC 7235), the token compared in constant time."""
-    expected = token.encode()
-    for key, value in metadata or ():
-        if key != "authorization" or not isinstance(value, str):
-            continue
-        scheme, _, credentials = value.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            credentials.lstrip(" ").encode(), expected
-        ):
-            return True
-    return False
-
-
-class _Gatekeeper(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
-    """Auth, shutdown, size and parsing for every Reranker call, before any work, counted.
-
-    Reranker methods get their request as raw bytes; the wrapped handler checks, in order, the
-    bearer token (UNAUTHENTICATED), that the server is not shutting down (UNAVAILABLE), the size
-    (RESOURCE_EXHAUSTED naming ``max_message_bytes``), and parses the message (malformed:
-    INVALID_ARGUMENT). Health stays open; reflection needs the token when one is set.
-    """
-
-    def __init__(self, token: str | None, metrics: Metrics, max_bytes: int) -> None:
-        self._token = token
-        self._metrics = metrics
-        self._max_bytes = max_bytes
-        self.refusing = False  # set on SIGTERM: new calls get UNAVAILABLE
-
-    def _authorized(self, details: Any) -> bool:
-        return self._token is None or bearer_token_ok(details.invocation_metadata, self._token)
-
-    def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None or details.method.startswith(_HEALTH):
-            return handler
-        method = details.method.rsplit("/", 1)[-1]
-        authorized = self._authorized(details)
-        if not details.method.startswith(_RERANKER) or handler.request_streaming:
-            return handler if authorized else _reject_with(handler, self._deny(method))
-        parse, behavior = handler.request_deserializer, handler.unary_unary
-
-        def gate(raw: bytes, context: grpc.ServicerContext) -> Any:
-            if not authorized:
-                return self._deny(method)(raw, context)
-            if self.refusing:
-                self._refuse(method, context, _Code.UNAVAILABLE, "server is shutting down")
-            if len(raw) > self._max_bytes:
-                self._refuse(
-                    method,
-                    context,
-                    _Code.RESOURCE_EXHAUSTED,
-                    f"request of {len(raw)} bytes exceeds the server limit "
-                    f"max_message_bytes={self._max_bytes}",
-                    limit="max_message_bytes",
-                )
-            try:
-                request = parse(raw)
-            except (DecodeError, ValueError, TypeError) as exc:
-                self._refuse(
-                    method,
-                    context,
-                    _Code.INVALID_ARGUMENT,
-                    f"malformed {method} request: {exc}",
-                    error="InvalidInputError",
-                )
-            return behavior(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            gate, request_deserializer=None, response_serializer=handler.response_serializer
-        )
-
-    def _refuse(
-        self,
-        method: str,
-        context: grpc.ServicerContext,
-        code: grpc.StatusCode,
-        message: str,
-        *,
-        limit: str | None = None,
-        error: str | None = None,
-    ) -> None:
-        self._metrics.observe(method, code.name, 0.0)
-        log.warning(
-            "rpc refused",
-            extra={"method": method, "code": code.name, "error": message, "peer": context.peer()},
-        )
-        trailing = [("x-sift-limit", limit)] if limit else []
-        if error or limit:
-            trailing.append(("x-sift-error", error or "ServerLimitError"))
-        if trailing:
-            context.set_trailing_metadata(tuple(trailing))
-        context.abort(code, message)
-
-    def _deny(self, method: str) -> Callable[[Any, grpc.ServicerContext], Any]:
-        def reject(_request: Any, context: grpc.ServicerContext) -> Any:
-            self._refuse(
-                method,
-                context,
-                _Code.UNAUTHENTICATED,
-                "missing or invalid 'authorization: Bearer' token",
-            )
-
-        return reject
-
-
-def _reject_with(handler: Any, reject: Any) -> Any:
-    kw = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(reject, **kw)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(reject, **kw)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(reject, **kw)
-    return grpc.unary_unary_rpc_method_handler(reject, **kw)
 
 
 def _pem(value: str | os.PathLike[str] | bytes) -> bytes:
@@ -194,7 +69,7 @@ class ServerHandle:
         self.address: str = kw["address"]
         self._metrics_addr: tuple[str, int] | None = kw["metrics_addr"]
         self._warmup: Callable[[], None] = kw["warmup"]
-        self._gate: _Gatekeeper = kw["gate"]
+        self._gate: Gatekeeper = kw["gate"]
         self._health_server: grpc.Server | None = kw["health_server"]
         self.health_port: int | None = kw["health_port"]
         self.http: Any = kw.get("http")  # an _http.HttpServer, or None
@@ -407,7 +282,7 @@ def build_server(
             lambda: int(text.embedder.dim),
         )
     msg = limits.max_message_bytes
-    gate = _Gatekeeper(token, metrics, msg)
+    gate = Gatekeeper(token, metrics, msg)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sift-rpc"),
         interceptors=[gate],
@@ -443,7 +318,7 @@ def build_server(
         # Own threads, no concurrency limit, tiny messages: never queued behind selections.
         health_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="sift-health"),
-            interceptors=[_Gatekeeper(token, metrics, 1 << 16)],
+            interceptors=[Gatekeeper(token, metrics, 1 << 16)],
             options=[("grpc.max_receive_message_length", 1 << 16), ("grpc.so_reuseport", 0)],
         )
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)

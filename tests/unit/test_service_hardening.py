@@ -25,9 +25,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from qdrant_sift import errors
 from qdrant_sift.reranker import RemoteReranker, select, select_batch
 from qdrant_sift.reranker._cancel import CallScope, cancel_scope
+from qdrant_sift.reranker._gatekeeper import bearer_token_ok
 from qdrant_sift.reranker._limits import Limits, selection_cost
 from qdrant_sift.reranker._matrix import to_matrix
-from qdrant_sift.reranker._server import ServerHandle, bearer_token_ok, serve
+from qdrant_sift.reranker._server import ServerHandle, serve
 from qdrant_sift.v1 import reranker_pb2 as pb
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
