@@ -7,7 +7,8 @@ the :mod:`qdrant_sift.errors` class the same call raises in-process: the server 
 in the ``x-sift-error`` trailer, CANCELLED and DEADLINE_EXCEEDED (the server's or this client's
 deadline) are :class:`~qdrant_sift.errors.SelectionCancelledError`, and only statuses with no
 in-process twin (UNAUTHENTICATED, overload, an unknown server error) stay
-:class:`~qdrant_sift.errors.RemoteRerankerError`. This module does not import torch.
+:class:`~qdrant_sift.errors.RemoteRerankerError`; the checks before sending and this mapping
+live in :mod:`._remote_errors`. This module does not import torch.
 """
 
 from __future__ import annotations
@@ -26,19 +27,19 @@ import numpy as np
 
 from qdrant_sift import errors
 from qdrant_sift.arrays import as_float32_matrix
-from qdrant_sift.options import DEFAULTS, SelectOptions, merge_options
+from qdrant_sift.options import DEFAULTS, SelectOptions
 from qdrant_sift.v1 import reranker_pb2 as pb
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
-from ._checks import batch_dims_message, check_options, is_per_prompt
+from ._checks import is_per_prompt
 from ._matrix import (
     filter_to_proto,
     id_from_proto,
-    options_to_proto,
     payload_from_proto,
     strategy_to_proto,
     to_matrix,
 )
+from ._remote_errors import call_error, check_batch_dims, check_count, request_options
 
 __all__ = ["RecallResult", "RemoteReranker"]
 
@@ -77,73 +78,6 @@ def _selection(resp: pb.SelectResponse) -> Any:
         stopped_early=bool(resp.stopped_early),
         strategy=resp.strategy,
     )
-
-
-def _count(n: Any, name: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < 2**32:
-        raise errors.InvalidInputError(f"{name} must be a non-negative int, got {n!r}")
-    return int(n)
-
-
-def _check_batch_dims(queries: list[Any], candidates: Any) -> None:
-    """Every member of a batch has one dimension (as in-process): typed error naming the member."""
-    d0 = None
-    for b, q in enumerate(queries):
-        d = as_float32_matrix(q, f"queries[{b}]", finite=False).shape[1]
-        if candidates is not None:
-            dc = as_float32_matrix(
-                candidates[b], f"candidates[{b}]", allow_vector=False, finite=False
-            ).shape[1]
-            if dc != d:
-                raise errors.DimensionMismatchError(
-                    f"queries[{b}]: query has dimension {d} but candidates have dimension {dc}"
-                )
-        if d0 is None:
-            d0 = d
-        elif d != d0:
-            raise errors.DimensionMismatchError(batch_dims_message(b, d, d0))
-
-
-_SERVER_TOO_LARGE = "SERVER: Received message larger than max"
-
-
-def _request_options(n: Any, options: SelectOptions | None, **given: Any) -> dict[str, Any]:
-    """A request's option fields: the keywords merged with ``options`` and checked as
-    ``select`` checks them, before anything is sent (one place for all three RPCs)."""
-    merged = merge_options(options, **given)
-    check_options(n, **merged)
-    return options_to_proto(**merged)
-
-
-def _sift_class(name: str) -> type[errors.QdrantSiftError] | None:
-    """The public error class the server named in ``x-sift-error`` (None if it names none)."""
-    cls = getattr(errors, name, None) if name in errors.__all__ else None
-    return cls if isinstance(cls, type) and issubclass(cls, errors.QdrantSiftError) else None
-
-
-def _typed_error(
-    code: grpc.StatusCode, details: str, trailing: dict[str, Any], rid: str
-) -> Exception | None:
-    """The in-process class for a failed call, or None for a status without one."""
-    if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
-        reason = "deadline" if code is grpc.StatusCode.DEADLINE_EXCEEDED else "cancelled"
-        return errors.SelectionCancelledError(f"{details} (request id {rid})", reason)
-    cls = _sift_class(str(trailing.get("x-sift-error", "")))
-    if cls is errors.ServerLimitError:
-        limit = trailing.get("x-sift-limit")
-        return errors.ServerLimitError(details, str(limit) if limit else None)
-    if cls is errors.RemoteRerankerError:
-        return errors.RemoteRerankerError(details, code.name)
-    if cls is not None:
-        # Input errors read as they do in-process; system errors carry the id for the server log.
-        return cls(details if issubclass(cls, ValueError) else f"{details} (request id {rid})")
-    if code is grpc.StatusCode.INVALID_ARGUMENT:  # a ValueError that is not ours
-        return errors.InvalidInputError(details)
-    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and _SERVER_TOO_LARGE in details:
-        # Far above max_message_bytes the transport refuses the request before the service sees
-        # it: the same limit, so the same class.
-        return errors.ServerLimitError(details, "max_message_bytes")
-    return None
 
 
 def _pem(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
@@ -231,13 +165,13 @@ class RemoteReranker:
         options: SelectOptions | None = None,
     ) -> Any:
         """Pick ``n`` of ``candidates`` (K, d) for ``query`` (d,) or (m, d); see ``select``."""
-        opts = _request_options(n, options, strategy=strategy, lam=lam, alpha=alpha,
-                                unique=unique, normalize=normalize, diversity=diversity,
-                                seed=seed)  # fmt: skip
+        opts = request_options(n, options, strategy=strategy, lam=lam, alpha=alpha,
+                               unique=unique, normalize=normalize, diversity=diversity,
+                               seed=seed)  # fmt: skip
         request = pb.SelectRequest(
             query=to_matrix(query, "query"),
             candidates=to_matrix(candidates, "candidates", allow_vector=False),
-            n=_count(n),
+            n=check_count(n),
             **opts,
         )
         return _selection(self._call(self._stub.Select, request, timeout))
@@ -259,9 +193,9 @@ class RemoteReranker:
         options: SelectOptions | None = None,
     ) -> list[Any]:
         """One selection per query, in input order; ``candidates`` is shared (K, d) or a list."""
-        opts = _request_options(n, options, strategy=strategy, lam=lam, alpha=alpha,
-                                unique=unique, normalize=normalize, diversity=diversity,
-                                seed=seed)  # fmt: skip
+        opts = request_options(n, options, strategy=strategy, lam=lam, alpha=alpha,
+                               unique=unique, normalize=normalize, diversity=diversity,
+                               seed=seed)  # fmt: skip
         qs = self._queries(queries)
         per_query = is_per_prompt(candidates)
         if per_query and len(candidates) != len(qs):
@@ -269,8 +203,8 @@ class RemoteReranker:
                 f"{len(qs)} queries but {len(candidates)} candidate sets"
             )
         shared = None if per_query else to_matrix(candidates, "candidates", allow_vector=False)
-        n = _count(n)
-        _check_batch_dims(qs, candidates if per_query else None)
+        n = check_count(n)
+        check_batch_dims(qs, candidates if per_query else None)
         out: list[Any] = []
         for start in range(0, len(qs), self._batch_size):
             stop = min(start + self._batch_size, len(qs))
@@ -332,14 +266,14 @@ class RemoteReranker:
         """The server recalls ``k`` points of ``collection`` for ``query`` and picks ``n`` (the
         ``Recall`` RPC): the picks, like ``SiftClient.search``, not a store's ``recall``
         candidates."""
-        opts = _request_options(n, options, strategy=strategy, lam=lam, alpha=alpha,
-                                unique=unique, normalize=normalize, diversity=diversity,
-                                seed=seed)  # fmt: skip
+        opts = request_options(n, options, strategy=strategy, lam=lam, alpha=alpha,
+                               unique=unique, normalize=normalize, diversity=diversity,
+                               seed=seed)  # fmt: skip
         request = pb.RecallRequest(
             collection=collection,
             query=to_matrix(query, "query"),
-            k=_count(k, "k"),
-            n=_count(n),
+            k=check_count(k, "k"),
+            n=check_count(n),
             both_directions=bool(both_directions),
             with_payload=bool(with_payload),
             **opts,
@@ -450,19 +384,8 @@ class RemoteReranker:
                     time.sleep(min(delay, self._max_backoff) * random.uniform(0.5, 1.5))
                     delay *= 2
                     continue
-                raise self._error(exc, rid, attempt + 1) from None
+                raise call_error(exc, self.target, rid, attempt + 1) from None
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _error(self, exc: Any, rid: str, attempts: int) -> Exception:
-        code, details = exc.code(), exc.details() or ""
-        trailing = dict(exc.trailing_metadata() or ())
-        return _typed_error(code, details, trailing, rid) or (
-            errors.RerankerUnavailableError(
-                f"reranker at {self.target} unavailable after {attempts} attempt(s): {details}"
-            )
-            if code is grpc.StatusCode.UNAVAILABLE
-            else errors.RemoteRerankerError(f"{code.name}: {details} (request id {rid})", code.name)
-        )
 
     def close(self) -> None:
         if not self._closed:

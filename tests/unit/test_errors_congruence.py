@@ -176,7 +176,7 @@ def test_message_size_limit_is_server_limit_error(rows: int) -> None:
 @pytest.mark.parametrize("name", errors.__all__)
 def test_every_public_class_survives_the_trailer(name: str) -> None:
     """Whatever class the service names in ``x-sift-error``, the client rebuilds exactly it."""
-    from qdrant_sift.reranker._remote import _typed_error
+    from qdrant_sift.reranker._remote_errors import typed_error
 
     cls = getattr(errors, name)
     assert name in (errors.__doc__ or ""), f"{name} missing from the tree in the docstring"
@@ -187,7 +187,7 @@ def test_every_public_class_survives_the_trailer(name: str) -> None:
         if issubclass(cls, ValueError)
         else grpc.StatusCode.INTERNAL
     )
-    exc = _typed_error(code, "details", {"x-sift-error": name}, "rid")
+    exc = typed_error(code, "details", {"x-sift-error": name}, "rid")
     assert type(exc) is cls and "details" in str(exc)
 
 
