@@ -1,7 +1,7 @@
-"""The reranker service's wire codec (the only module besides the servicer and the remote
-client that touches the generated protobuf code): ``Matrix`` <-> numpy, strategy enums, the
-selection options (defaults derive from :data:`~qdrant_sift.options.DEFAULTS`), filters, point
-ids and payloads.
+"""The reranker service's wire codec, shared by the servicer and the remote client:
+``Matrix`` <-> numpy, strategy enums, the selection options (defaults derive from
+:data:`~qdrant_sift.options.DEFAULTS`), filters, point ids and payloads. (The text-rerank
+messages are built in :mod:`._shapes`; the server set-up only registers the generated stubs.)
 
 Decoding validates, so the server rejects a malformed request before any work starts, with the
 same typed errors the in-process selector raises (the client turns them back into those

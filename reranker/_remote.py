@@ -40,6 +40,7 @@ from ._matrix import (
     to_matrix,
 )
 from ._remote_errors import call_error, check_batch_dims, check_count, request_options
+from ._tls import read_pem
 
 __all__ = ["RecallResult", "RemoteReranker"]
 
@@ -78,13 +79,6 @@ def _selection(resp: pb.SelectResponse) -> Any:
         stopped_early=bool(resp.stopped_early),
         strategy=resp.strategy,
     )
-
-
-def _pem(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
-    with open(value, "rb") as fh:
-        return fh.read()
 
 
 class RemoteReranker:
@@ -138,7 +132,10 @@ class RemoteReranker:
             *options,
         ]
         if secure:
-            creds = grpc.ssl_channel_credentials(root_certificates=_pem(root_certificates))
+            roots = None
+            if root_certificates is not None:
+                roots = read_pem(root_certificates, "root_certificates")
+            creds = grpc.ssl_channel_credentials(root_certificates=roots)
             self._channel = grpc.secure_channel(address, creds, options=opts)
         else:
             self._channel = grpc.insecure_channel(address, options=opts)

@@ -40,6 +40,7 @@ from ._gatekeeper import Gatekeeper
 from ._limits import Limits
 from ._metrics import Metrics
 from ._service import SERVICE_NAME, RerankerServicer
+from ._tls import read_pem
 
 __all__ = ["ServerHandle", "build_server", "serve"]
 
@@ -49,13 +50,6 @@ log = logging.getLogger("qdrant_sift.reranker.service")
 _TRANSPORT_SLACK = 2
 #: Seconds a selection gets to notice cancellation after the grace period before gRPC cuts it.
 _CANCEL_MARGIN = 0.5
-
-
-def _pem(value: str | os.PathLike[str] | bytes) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    with open(value, "rb") as fh:
-        return fh.read()
 
 
 class ServerHandle:
@@ -242,6 +236,9 @@ def build_server(
     limits = limits or Limits()
     if (tls_cert is None) != (tls_key is None):
         raise errors.ConfigError("TLS needs both a certificate and a key (--tls-cert/--tls-key)")
+    pems = None  # read now: an unreadable file is a ConfigError before anything is built
+    if tls_cert is not None and tls_key is not None:
+        pems = (read_pem(tls_key, "tls_key"), read_pem(tls_cert, "tls_cert"))
     if max_workers < 1 or (max_concurrent_rpcs is not None and max_concurrent_rpcs < 1):
         raise errors.ConfigError("max_workers and max_concurrent_rpcs must be >= 1")
     if selector is None:
@@ -308,9 +305,7 @@ def build_server(
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
-    creds = None
-    if tls_cert is not None and tls_key is not None:
-        creds = grpc.ssl_server_credentials([(_pem(tls_key), _pem(tls_cert))])
+    creds = None if pems is None else grpc.ssl_server_credentials([pems])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = _bind(server, address, creds)
     health_server, bound_health = None, None

@@ -300,6 +300,19 @@ def test_tls(self_signed: tuple[Path, Path]) -> None:
             plain.select(Q, X, 4)
 
 
+def test_unreadable_pem_is_a_config_error_naming_the_option(
+    self_signed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cert, key = self_signed
+    missing = tmp_path / "absent.pem"
+    with pytest.raises(errors.ConfigError, match=r"tls_cert: cannot read .*absent\.pem"):
+        serve(port=0, tls_cert=missing, tls_key=key)
+    with pytest.raises(errors.ConfigError, match="tls_key: cannot read"):
+        serve(port=0, tls_cert=cert, tls_key=tmp_path)  # a folder, not a file
+    with pytest.raises(errors.ConfigError, match=r"root_certificates: cannot read .*absent\.pem"):
+        RemoteReranker("grpcs://localhost:1", root_certificates=missing)
+
+
 # --- deadlines, overload, graceful shutdown ----------------------------------------------------
 
 
