@@ -14,7 +14,8 @@ raises :class:`StoreCorruptedError` on every use except :meth:`EdgeStore.drop`, 
 repair (then re-ingest). Every engine exception reaches the caller as a ``StoreError``.
 
 This module holds the store's reads and writes; the shard's lock, opening and manifest are
-:mod:`._edge_shard`, the vector cache's upkeep :mod:`._edge_vcache` (bases of :class:`EdgeStore`).
+:mod:`._edge_shard`, the vector cache's upkeep and the reads through it :mod:`._edge_vcache`
+(bases of :class:`EdgeStore`).
 """
 
 from __future__ import annotations
@@ -269,85 +270,6 @@ class EdgeStore(EdgeCacheBase, VectorStore):
         """Default ``hnsw_ef`` of one query of a batch: the −q probe (ids only, fewer than k
         asked) at ``opposite_probe_ef``, everything else at ``default_ef``."""
         return query_ef(top, full, k, self.opposite_probe_ef)
-
-    def _hits(self, points: Any, kernel: bool, scored: bool = True, payloads: bool = True) -> Hits:
-        """Engine points (scored or records) with vectors and payloads as one :class:`Hits`
-        (``payloads`` False: empty ones, none were read)."""
-        lay = self._load_layout()
-        return Hits.build([normalize_id(p.id) for p in points],
-                          [p.score for p in points] if scored else [0.0] * len(points),
-                          [lay.recall_of(p.vector) for p in points],
-                          [p.payload or {} for p in points] if payloads else [{} for _ in points],
-                          lay.dim,
-                          [lay.kernel_of(p.vector, p.id) for p in points] if kernel else None,
-                          lay.kernel_dim)  # fmt: skip
-
-    def _cached_uuid_hits(
-        self, uuids: list[Any], scores: np.ndarray, payloads: list[dict[str, Any]], kernel: bool
-    ) -> Hits | None:
-        """Hits of engine UUIDs straight from the vector cache (canonical ids included, nothing
-        formatted); None when an id is not a UUID or not held (then the general path)."""
-        cache = self._vcache
-        if cache is None:
-            return None
-        try:
-            keys = [u.int for u in uuids]
-        except AttributeError:  # an int id among them: a collection of both kinds
-            return None
-        with self._vcache_lock:
-            got = cache.take_uuids(keys)
-        if got is None:
-            return None
-        ids, rows, krows = got
-        return Hits(ids, scores, rows, payloads, krows if kernel else None)
-
-    def _cached_hits(
-        self,
-        ids: list[PointId],
-        scores: np.ndarray,
-        payloads: list[dict[str, Any]],
-        kernel: bool,
-        with_payload: bool = True,
-    ) -> Hits:
-        """Hits with rows from the vector cache; from the engine if a write moved ids meanwhile."""
-        cache = self._vcache
-        got = None
-        if cache is not None:
-            with self._vcache_lock:
-                got = cache.take(ids)
-        if got is not None:
-            return Hits(ids, scores, got[0], payloads, got[1] if kernel else None)
-        rows = self._engine_fetch(ids, kernel, with_payload)  # ids deleted meanwhile: left out
-        where = {pid: r for r, pid in enumerate(ids)}
-        keep = [where[pid] for pid in rows.ids]
-        return Hits(rows.ids, scores[keep], rows.vectors, rows.payloads, rows.kernel_vectors)
-
-    def _fetch(self, ids: list[PointId], with_kernel: bool, with_payload: bool = True) -> Hits:
-        if self._cache() is None:
-            return self._engine_fetch(ids, with_kernel, with_payload)
-        shard = self._require()
-        with self._engine("retrieve"):
-            recs = shard.retrieve(
-                [edge_id(i) for i in ids], with_payload=with_payload, with_vector=False
-            )
-        by_id = {normalize_id(r.id): r for r in recs}
-        held = [i for i in ids if i in by_id]
-        zeros = np.zeros(len(held), np.float32)
-        pls = [by_id[i].payload or {} for i in held]
-        return self._cached_hits(held, zeros, pls, with_kernel, with_payload)
-
-    def _engine_fetch(
-        self, ids: list[PointId], with_kernel: bool, with_payload: bool = True
-    ) -> Hits:
-        shard = self._require()
-        lay = self._load_layout()
-        with self._engine("retrieve"):
-            recs = shard.retrieve(
-                [edge_id(i) for i in ids], with_payload=with_payload,
-                with_vector=lay.with_vector(with_kernel),
-            )  # fmt: skip
-        by_id = {normalize_id(r.id): r for r in recs}
-        return self._hits([by_id[i] for i in ids if i in by_id], with_kernel, scored=False)
 
     def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
         shard = self._require()

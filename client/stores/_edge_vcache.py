@@ -3,7 +3,9 @@
 The copy itself is :class:`~._vcache.VectorCache`; this is its owner's side: when it is built
 (first recall, under the write lock so the scan is the shard's state), when a saved copy counts
 (its token and point state, and a spot check of a few rows against the engine), how writes reach
-it (rows read back from the engine, never computed here) and when it is saved (a clean close).
+it (rows read back from the engine, never computed here) and when it is saved (a clean close);
+and the reads through it: a recall's or fetch's rows from the copy, from the engine where the
+copy lacks them (or is off).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from ._base import normalize_id
 from ._edge_shard import EdgeShardBase, edge_id
-from ._hits import PointId, _rows
+from ._hits import Hits, PointId, _rows
 from ._vcache import VectorCache
 
 __all__ = ["EdgeCacheBase"]
@@ -143,3 +145,84 @@ class EdgeCacheBase(EdgeShardBase):
             VectorCache.discard(self.shard_dir)
             return None
         return token
+
+    # --- reads: rows from the cache, from the engine where the cache lacks them ---
+
+    def _hits(self, points: Any, kernel: bool, scored: bool = True, payloads: bool = True) -> Hits:
+        """Engine points (scored or records) with vectors and payloads as one :class:`Hits`
+        (``payloads`` False: empty ones, none were read)."""
+        lay = self._load_layout()
+        return Hits.build([normalize_id(p.id) for p in points],
+                          [p.score for p in points] if scored else [0.0] * len(points),
+                          [lay.recall_of(p.vector) for p in points],
+                          [p.payload or {} for p in points] if payloads else [{} for _ in points],
+                          lay.dim,
+                          [lay.kernel_of(p.vector, p.id) for p in points] if kernel else None,
+                          lay.kernel_dim)  # fmt: skip
+
+    def _cached_uuid_hits(
+        self, uuids: list[Any], scores: np.ndarray, payloads: list[dict[str, Any]], kernel: bool
+    ) -> Hits | None:
+        """Hits of engine UUIDs straight from the vector cache (canonical ids included, nothing
+        formatted); None when an id is not a UUID or not held (then the general path)."""
+        cache = self._vcache
+        if cache is None:
+            return None
+        try:
+            keys = [u.int for u in uuids]
+        except AttributeError:  # an int id among them: a collection of both kinds
+            return None
+        with self._vcache_lock:
+            got = cache.take_uuids(keys)
+        if got is None:
+            return None
+        ids, rows, krows = got
+        return Hits(ids, scores, rows, payloads, krows if kernel else None)
+
+    def _cached_hits(
+        self,
+        ids: list[PointId],
+        scores: np.ndarray,
+        payloads: list[dict[str, Any]],
+        kernel: bool,
+        with_payload: bool = True,
+    ) -> Hits:
+        """Hits with rows from the vector cache; from the engine if a write moved ids meanwhile."""
+        cache = self._vcache
+        got = None
+        if cache is not None:
+            with self._vcache_lock:
+                got = cache.take(ids)
+        if got is not None:
+            return Hits(ids, scores, got[0], payloads, got[1] if kernel else None)
+        rows = self._engine_fetch(ids, kernel, with_payload)  # ids deleted meanwhile: left out
+        where = {pid: r for r, pid in enumerate(ids)}
+        keep = [where[pid] for pid in rows.ids]
+        return Hits(rows.ids, scores[keep], rows.vectors, rows.payloads, rows.kernel_vectors)
+
+    def _fetch(self, ids: list[PointId], with_kernel: bool, with_payload: bool = True) -> Hits:
+        if self._cache() is None:
+            return self._engine_fetch(ids, with_kernel, with_payload)
+        shard = self._require()
+        with self._engine("retrieve"):
+            recs = shard.retrieve(
+                [edge_id(i) for i in ids], with_payload=with_payload, with_vector=False
+            )
+        by_id = {normalize_id(r.id): r for r in recs}
+        held = [i for i in ids if i in by_id]
+        zeros = np.zeros(len(held), np.float32)
+        pls = [by_id[i].payload or {} for i in held]
+        return self._cached_hits(held, zeros, pls, with_kernel, with_payload)
+
+    def _engine_fetch(
+        self, ids: list[PointId], with_kernel: bool, with_payload: bool = True
+    ) -> Hits:
+        shard = self._require()
+        lay = self._load_layout()
+        with self._engine("retrieve"):
+            recs = shard.retrieve(
+                [edge_id(i) for i in ids], with_payload=with_payload,
+                with_vector=lay.with_vector(with_kernel),
+            )  # fmt: skip
+        by_id = {normalize_id(r.id): r for r in recs}
+        return self._hits([by_id[i] for i in ids if i in by_id], with_kernel, scored=False)
