@@ -4,33 +4,22 @@ Every part is swappable and loads on first use, so constructing a client is free
 this module never imports torch: the embedded defaults (Qdrant Edge in a local folder, in-process
 SIFT, offline MiniLM, offline SmolLM2) are only built when a call needs them. ``QDRANT_URL`` and
 ``QDRANT_SIFT_RERANKER`` switch the store to a Qdrant server and selection to a remote reranker.
+The recall-and-select pipeline behind :meth:`SiftClient.search` lives in :mod:`._retrieve`.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from qdrant_sift.client._args import check_generation, check_retrieval
-from qdrant_sift.client._types import (
-    AdaptResult,
-    Document,
-    ProgressCallback,
-    ProgressEvent,
-    StageTimings,
-)
-from qdrant_sift.errors import (
-    CollectionNotFoundError,
-    EmptyCollectionError,
-    InvalidInputError,
-)
+from qdrant_sift.client._retrieve import retrieve
+from qdrant_sift.client._types import AdaptResult, Document, ProgressCallback, ProgressEvent
+from qdrant_sift.errors import InvalidInputError
 from qdrant_sift.options import DEFAULTS, SelectOptions, check_options, merge_options
 
 if TYPE_CHECKING:  # the parts' contracts; their modules load lazily (no torch at import)
@@ -240,7 +229,9 @@ class SiftClient:
             options, strategy=strategy, lam=lam, alpha=alpha, unique=unique,
             diversity=diversity, both_directions=both_directions,
         )  # fmt: skip
-        documents, _, _ = self._retrieve(prompt, n, k, opts, filter=filter, progress=None)
+        documents, _, _ = retrieve(
+            self, prompt, n, k, opts, kernel=self._kernel, filter=filter, progress=None
+        )
         return documents
 
     def adapt_and_generate(
@@ -280,8 +271,8 @@ class SiftClient:
             max_new_tokens=max_new_tokens,
             chat_template=generation_kwargs.get("chat_template", True),
         )
-        documents, selection, timings = self._retrieve(
-            prompt, n, k, opts, filter=filter, progress=progress
+        documents, selection, timings = retrieve(
+            self, prompt, n, k, opts, kernel=self._kernel, filter=filter, progress=progress
         )
         texts = [doc.text for doc in documents]
         total_steps = len(texts) * tuner.config.steps_per_chunk
@@ -354,91 +345,6 @@ class SiftClient:
             n, opts.strategy, opts.lam, opts.alpha, opts.unique, opts.normalize, opts.diversity,
             opts.seed,
         )  # fmt: skip
-
-    def _retrieve(
-        self,
-        prompt: str,
-        n: int,
-        k: int,
-        opts: SelectOptions,
-        *,
-        filter: Any,
-        progress: ProgressCallback | None,
-    ) -> tuple[list[Document], Any, StageTimings]:
-        both_directions = opts.both_directions
-        check_retrieval(
-            prompt=prompt, n=n, k=k, both_directions=both_directions, filter=None, filter_check=None
-        )
-
-        def notify(stage: str) -> None:
-            if progress is not None:
-                progress(ProgressEvent(stage, 0, 1))
-
-        notify("embed")
-        started = time.perf_counter()
-        query = np.asarray(self.embedder.embed_query(prompt), dtype=np.float32)
-        embed_s = time.perf_counter() - started
-
-        notify("recall")
-        started = time.perf_counter()
-        try:
-            stored = self._kernel is not None and self._kernel.stored(self.store)
-            # payloads (texts) of all K only when the kernel is computed from them; otherwise
-            # only the picks' are read, after the selection: N payloads instead of K (with tiny
-            # payloads bench_store measured no net gain on Edge; chunk texts are not tiny)
-            texts_needed = self._kernel is not None and not stored
-            candidates = self.store.recall(
-                query, k, both_directions=both_directions, filter=filter, with_kernel=stored,
-                with_payload=texts_needed,
-            )  # fmt: skip
-        except CollectionNotFoundError as exc:
-            raise EmptyCollectionError(
-                f"collection {self.collection!r} does not exist yet: add texts first "
-                "(SiftClient.add_texts or `qdrant-sift ingest PATH --collection "
-                f"{self.collection}`)"
-            ) from exc
-        recall_s = time.perf_counter() - started
-        if len(candidates) == 0:
-            raise EmptyCollectionError(
-                f"nothing to recall from collection {self.collection!r}"
-                + (" with this filter" if filter is not None else "")
-                + ": add texts first (SiftClient.add_texts or `qdrant-sift ingest`)"
-            )
-
-        notify("select")
-        started = time.perf_counter()
-        n_pick = opts.clip_n(n, len(candidates))
-        kernel_query, kernel_rows = query, candidates.vectors  # SIFT's kernel: recall's, or …
-        if self._kernel is not None:  # … its own (stored, or embedded from the texts)
-            inputs = self._kernel.inputs(prompt, candidates, self.text_key)
-            if inputs is not None:  # None: the default kernel fell back to recall's
-                kernel_query, kernel_rows = inputs
-        selection = self.reranker.select(kernel_query, kernel_rows, n_pick, options=opts)
-        select_s = time.perf_counter() - started
-
-        picked = selection.indices.tolist()
-        if texts_needed:
-            payloads = {candidates.ids[i]: candidates.payloads[i] for i in picked}
-        else:  # a pick deleted since the recall has no payload left: it is left out
-            fetched = self.store.retrieve([candidates.ids[i] for i in picked], with_vectors=False)
-            payloads = {p.id: p.payload for p in fetched}
-        documents: list[Document] = []
-        for index, variance in zip(picked, selection.variances.tolist(), strict=True):
-            if candidates.ids[index] not in payloads:
-                continue
-            payload = dict(payloads[candidates.ids[index]] or {})
-            text = str(payload.pop(self.text_key, ""))
-            documents.append(
-                Document(
-                    id=candidates.ids[index],
-                    text=text,
-                    score=float(candidates.scores[index]),
-                    uncertainty=float(variance),
-                    rank=len(documents),
-                    metadata=payload,
-                )
-            )
-        return documents, selection, StageTimings(embed=embed_s, recall=recall_s, select=select_s)
 
     def close(self) -> None:
         """Close the parts this client built itself (never the ones passed in)."""
