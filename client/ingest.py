@@ -6,7 +6,8 @@ tokens, embed in batches, upsert. A source's id is its path relative to the fold
 (source id, position, content). Re-running is a no-op: a source whose bytes did not change is
 neither chunked nor embedded. A changed source is replaced (new chunks first, then its stale
 ones deleted) and, with ``cleanup="full"``, sources that vanished are removed, as LangChain's
-``index()`` does, with the state kept in the points' own payloads (see :mod:`._sync`).
+``index()`` does, with the state kept in the points' own payloads (see :mod:`._sync`); how
+one source is split and written is in :mod:`._source_chunks`.
 An interrupted run (Ctrl-C, kill -9) resumes: what is stored is found by id, not redone.
 
 A ``kernel_embedder`` (e.g. ``ModelEmbedder``, the language model's own hidden states) also
@@ -15,7 +16,6 @@ embeds every chunk into SIFT's kernel, stored as a second named vector beside th
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,21 +25,10 @@ from typing import Any
 from qdrant_sift.errors import ConfigError, InvalidInputError
 
 from ._kernel import kernel_id_of
-from ._sources import (
-    Doc,
-    NotRegular,
-    ReadError,
-    Skips,
-    heading_marks,
-    heading_path,
-    matches,
-    read_bytes,
-    read_source,
-    walk,
-)
+from ._source_chunks import chunk_payload, chunking_key, sync_source
+from ._sources import Doc, NotRegular, ReadError, Skips, matches, read_bytes, read_source, walk
 from ._sync import (
     CLEANUP_MODES,
-    SYNC_FIELDS,
     IngestReport,
     StoredSource,
     Writer,
@@ -47,12 +36,11 @@ from ._sync import (
     chunk_id,
     legacy_error,
     migrate_ids,
-    position,
     scan,
     settings_key,
     source_hash,
 )
-from .chunking import as_span_tokenizer, check_window, chunk_text
+from .chunking import as_span_tokenizer, check_window
 from .stores._base import VectorStore
 from .stores._filters import Match
 
@@ -65,9 +53,6 @@ __all__ = [
     "iter_files",
     "migrate_ids",
 ]
-
-#: Payload keys ingest owns; a JSONL record or ``metadata`` cannot override them.
-_RESERVED = ("text", "source", "chunk_index", "reader", "headings", *SYNC_FIELDS)
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]], report: IngestReport) -> list[Path]:
@@ -112,56 +97,6 @@ def _progress_hook(
 
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", leave=True)
     return bar.update, bar.close
-
-
-def _split(
-    text: str,
-    chunker: Callable[[str], Sequence[str]] | None,
-    spans: Any,
-    chunk_tokens: int,
-    overlap: int,
-) -> list[tuple[str, int]]:
-    """(chunk, its offset in ``text``) pairs; a custom chunker's pieces are found in order."""
-    if chunker is None:
-        return [(c.text, c.start) for c in chunk_text(text, spans, chunk_tokens, overlap)]
-    pieces = list(chunker(text))
-    if not all(isinstance(p, str) for p in pieces):
-        raise InvalidInputError("chunker must return a list of str")
-    out: list[tuple[str, int]] = []
-    cursor = 0
-    for p in pieces:
-        if p.strip():
-            at = text.find(p, cursor)
-            out.append((p, max(at, 0)))
-            cursor = at if at >= 0 else cursor
-    return out
-
-
-def _chunking_key(
-    chunker: Callable[[str], Sequence[str]] | None, tokenizer: Any, chunk_tokens: int, overlap: int
-) -> str:
-    if chunker is not None:
-        name = getattr(chunker, "__qualname__", type(chunker).__qualname__)
-        code = getattr(chunker, "__code__", None)  # two lambdas differ by their code
-        body = (
-            hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:12]
-            if code
-            else ""
-        )
-        return f"chunker:{getattr(chunker, '__module__', '')}.{name}:{body}"
-    if tokenizer is None or isinstance(tokenizer, str):
-        tok = tokenizer or "default"
-    else:
-        tok = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__qualname__)
-    return f"tokens:{tok}:{chunk_tokens}:{overlap}"
-
-
-def _payload(
-    meta: Mapping[str, Any], text: str, source: str, index: int, sync: dict[str, Any]
-) -> dict[str, Any]:
-    payload = {k: v for k, v in meta.items() if k not in _RESERVED}
-    payload.update(text=text, source=source, chunk_index=index, **sync)
-    return payload
 
 
 def _check_cleanup(cleanup: str | None) -> str:
@@ -275,7 +210,7 @@ def ingest(
         kernel_embedder=kernel_embedder, dry_run=dry_run, on_batch=on_batch,
     )  # fmt: skip
     settings = settings_key(
-        _chunking_key(chunker, tokenizer, chunk_tokens, overlap), dict(metadata or {})
+        chunking_key(chunker, tokenizer, chunk_tokens, overlap), dict(metadata or {})
     )
     base_meta = dict(metadata or {})
     seen: dict[str, str] = {}
@@ -305,7 +240,7 @@ def ingest(
                 report.skipped_existing += stored.chunks
                 advance(len(data))
                 continue
-            _sync_source(
+            sync_source(
                 sid, path, data, h, stored, writer, report, mode, skip_existing,
                 base_meta, chunker, spans, chunk_tokens, overlap,
             )  # fmt: skip
@@ -328,66 +263,6 @@ def ingest(
     if callable(progress):
         progress(report)
     return report
-
-
-def _sync_source(
-    sid: str,
-    path: Path,
-    data: bytes,
-    h: str,
-    stored: StoredSource | None,
-    writer: Writer,
-    report: IngestReport,
-    mode: str,
-    skip_existing: bool,
-    base_meta: dict[str, Any],
-    chunker: Callable[[str], Sequence[str]] | None,
-    spans: Any,
-    chunk_tokens: int,
-    overlap: int,
-) -> None:
-    """Write one new or changed source, then queue the deletion of what it no longer has."""
-    skips = Skips()
-    try:
-        reader, docs = read_source(path, data, skips)
-    except ReadError as exc:
-        report.skipped.append((str(path), str(exc)))
-        report.skipped.extend(skips)
-        return
-    report.skipped.extend(skips)
-    report.files_read += 1
-    report.records_read += len(docs)
-    pieces: list[tuple[str, str, str, int, dict[str, Any], dict[str, Any]]] = []
-    for doc in docs:
-        meta = {**base_meta, **doc.metadata}
-        source = f"{sid}:{doc.part}" if reader == "jsonl" else sid
-        marks = heading_marks(doc.text) if reader in ("markdown", "html") else []
-        for index, (text, at) in enumerate(_split(doc.text, chunker, spans, chunk_tokens, overlap)):
-            headings = heading_path(marks, at) if marks else []
-            extra = {"headings": headings} if headings else {}
-            pieces.append((text, source, position(doc.part, index), index, meta, extra))
-    sync = {"reader": reader, "source_id": sid, "source_hash": h, "source_chunks": len(pieces)}
-    have = stored.ids if stored is not None else {}
-    new_ids: set[str] = set()
-    for text, source, pos, index, meta, extra in pieces:
-        pid = chunk_id(sid, pos, text)
-        new_ids.add(pid)
-        report.chunks += 1
-        if skip_existing and have.get(pid) == h:
-            report.skipped_existing += 1
-            continue
-        payload = _payload(meta, text, source, index, {**sync, **extra})
-        writer.add(pid, text, payload, pid in have)
-    if (stored is None or not stored.ids) and not pieces:
-        report.sources_unchanged += 1  # empty, as before: nothing to store
-    elif stored is None or not stored.ids:
-        report.sources_added += 1
-        report.planned["added"].append(sid)
-    else:
-        report.sources_changed += 1
-        report.planned["changed"].append(sid)
-        if mode != "none":
-            writer.delete_after_write([i for i in stored.ids if i not in new_ids])
 
 
 def add_texts(
@@ -462,7 +337,7 @@ def add_texts(
                 continue
         elif stored.get(pid) == h and len(stored) == 1:
             continue
-        writer.add(pid, text, _payload(meta, text, source, 0, sync), pid in stored)
+        writer.add(pid, text, chunk_payload(meta, text, source, 0, sync), pid in stored)
         if ids is not None:
             writer.delete_after_write([i for i in stored if i != pid])
     writer.flush()
