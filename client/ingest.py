@@ -25,6 +25,7 @@ from typing import Any
 from qdrant_sift.errors import ConfigError, InvalidInputError
 
 from ._kernel import kernel_id_of
+from ._migrate import migrate_ids
 from ._source_chunks import chunk_payload, chunking_key, sync_source
 from ._sources import Doc, NotRegular, ReadError, Skips, matches, read_bytes, read_source, walk
 from ._sync import (
@@ -35,7 +36,6 @@ from ._sync import (
     check_legacy,
     chunk_id,
     legacy_error,
-    migrate_ids,
     scan,
     settings_key,
     source_hash,
