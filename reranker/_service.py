@@ -11,9 +11,9 @@ and the call is logged and counted as CANCELLED / DEADLINE_EXCEEDED, never OK. T
 call is capped by ``Limits.max_cost`` before it starts.
 
 Recall opens stores lazily and keeps at most ``max_open_stores`` of them (least recently used
-closed first); a name is validated before anything is opened, a collection that does not exist
-is never cached (no file descriptor or lock file stays behind), and ``collections`` optionally
-lists the only names the service may open.
+closed first; the cache is :mod:`._store_cache`); a name is validated before anything is opened,
+a collection that does not exist is never cached (no file descriptor or lock file stays behind),
+and ``collections`` optionally lists the only names the service may open.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
@@ -47,6 +46,7 @@ from ._matrix import (
     payload_to_proto,
 )
 from ._metrics import Metrics
+from ._store_cache import StoreCache
 
 __all__ = ["SERVICE_NAME", "RerankerServicer"]
 
@@ -94,13 +94,6 @@ def _valid_collection(name: str) -> str:
     return validate_collection_name(name)
 
 
-class _OpenStore:
-    __slots__ = ("dropped", "store", "users")
-
-    def __init__(self, store: Any) -> None:
-        self.store, self.users, self.dropped = store, 0, False
-
-
 class RerankerServicer(pb_grpc.RerankerServicer):
     """Implements ``qdrant_sift.v1.Reranker`` over a selector and (for Recall) a store factory.
 
@@ -125,10 +118,7 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         self._metrics = metrics
         self._store_factory = store_factory
         self._allowed = None if collections is None else frozenset(collections)
-        self._max_open = max(1, int(max_open_stores))
-        self._stores: OrderedDict[str, _OpenStore] = OrderedDict()
-        self._stores_lock = threading.Condition()
-        self._closing: set[str] = set()  # evicted, still closing: not to be reopened yet
+        self._stores = StoreCache(max_open_stores)
         self._calls: set[CallScope] = set()
         self._calls_lock = threading.Condition()
 
@@ -322,11 +312,8 @@ class RerankerServicer(pb_grpc.RerankerServicer):
 
     @contextlib.contextmanager
     def _store(self, collection: str) -> Iterator[Any]:
-        """The open store of ``collection`` for the duration of the block (LRU-bounded cache).
-
-        A collection that turns out not to exist is closed and forgotten, so unknown names leave
-        nothing open; an evicted store is closed once no call uses it any more.
-        """
+        """The open store of ``collection`` for the duration of the block (:class:`StoreCache`):
+        refused without a store factory or outside the allow-list, before anything is opened."""
         if self._store_factory is None:
             raise _Abort(
                 _Code.FAILED_PRECONDITION,
@@ -337,56 +324,8 @@ class RerankerServicer(pb_grpc.RerankerServicer):
                 f"collection {collection!r} is not served here (allowed: "
                 f"{', '.join(sorted(self._allowed)) or 'none'})"
             )
-        to_close: dict[str, Any] = {}
-        with self._stores_lock:
-            # An embedded shard evicted by another call may still be closing; opening it again
-            # before that close ends would find it locked (StoreLockedError).
-            self._stores_lock.wait_for(lambda: collection not in self._closing)
-            entry = self._stores.get(collection)
-            if entry is None:
-                entry = _OpenStore(self._store_factory(collection))  # may raise NOT_FOUND
-                self._stores[collection] = entry
-                for name in [k for k, e in self._stores.items() if e.users == 0]:
-                    if len(self._stores) <= self._max_open:
-                        break
-                    if name != collection:
-                        to_close[name] = self._stores.pop(name).store
-                self._closing.update(to_close)
-            self._stores.move_to_end(collection)
-            entry.users += 1
-        self._close_evicted(to_close)
-        try:
-            yield entry.store
-        except errors.CollectionNotFoundError:
-            entry.dropped = True
-            raise
-        finally:
-            with self._stores_lock:
-                entry.users -= 1
-                to_close = {}
-                if entry.dropped and entry.users == 0:
-                    if self._stores.get(collection) is entry:
-                        del self._stores[collection]
-                    to_close[collection] = entry.store
-                    self._closing.add(collection)
-            self._close_evicted(to_close)
-
-    def _close_evicted(self, stores: dict[str, Any]) -> None:
-        if stores:
-            try:
-                self._close_all(list(stores.values()))
-            finally:
-                with self._stores_lock:
-                    self._closing.difference_update(stores)
-                    self._stores_lock.notify_all()
-
-    @staticmethod
-    def _close_all(stores: list[Any]) -> None:
-        for store in stores:
-            try:
-                store.close()
-            except Exception:  # closing is best effort
-                log.warning("closing a store failed", exc_info=True)
+        with self._stores.open(collection, self._store_factory) as store:
+            yield store
 
     def _recall(self, req: pb.RecallRequest, context: grpc.ServicerContext) -> Any:
         lim = self._limits
@@ -439,11 +378,7 @@ class RerankerServicer(pb_grpc.RerankerServicer):
 
     def open_stores(self) -> list[str]:
         """Names of the collections whose stores are open now (least recently used first)."""
-        with self._stores_lock:
-            return list(self._stores)
+        return self._stores.open_stores()
 
     def close(self) -> None:
-        with self._stores_lock:
-            stores = [e.store for e in self._stores.values()]
-            self._stores.clear()
-        self._close_all(stores)
+        self._stores.close()
