@@ -14,10 +14,10 @@ the CPU, and a body of at most :data:`INLINE_MAX_BODY` bytes) runs on the event 
 handing it to a thread and back would cost more than the work. Anything else (embedding, a
 stored-vector lookup, a big or CUDA selection) runs in a worker thread, where it also stops
 when the client goes away or the server stops waiting at shutdown. Errors keep each API's body
-shape (Cohere ``{"message"}``, TEI ``{"error", "error_type"}``) and carry ``x-sift-error`` (the
-:mod:`qdrant_sift.errors` class) and ``x-request-id``. ``/health`` (live) and ``/ready``
-(serving, not draining) are open. The request and response shapes themselves live in
-:mod:`._shapes`.
+shape (Cohere ``{"message"}``, TEI ``{"error", "error_type"}``; :mod:`._http_errors`) and carry
+``x-sift-error`` (the :mod:`qdrant_sift.errors` class) and ``x-request-id``. ``/health`` (live)
+and ``/ready`` (serving, not draining) are open. The request and response shapes themselves live
+in :mod:`._shapes`.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from qdrant_sift import errors
-from qdrant_sift.errors import ServerLimitError
 
 from ._cancel import CallScope, cancel_scope
 from ._gatekeeper import bearer_token_ok
+from ._http_errors import Refusal, classify, error_response
 from ._metrics import Metrics
 from ._shapes import cohere_rerank, tei_rerank
 from ._text import NotInline, TextReranker, inline_only
@@ -60,41 +60,12 @@ PROBE_PATHS = ("/health", "/ready")
 log = logging.getLogger("qdrant_sift.reranker.service")
 #: How often a running request checks whether its client hung up (seconds).
 _WATCH_EVERY = 0.1
-_TEI_TYPES = {401: "Unauthorized", 429: "Overloaded", 500: "Backend", 503: "Unhealthy"}
-_TEI_TYPES[504] = "Unhealthy"
 #: A cached call runs on the event loop when its selection costs at most this many multiply-adds
 #: (:func:`~._limits.selection_cost`: 4.4 M for 50 of 200 at d = 384, ~1 ms on one core; the cap
 #: keeps any inline call to a few ms, so probes and other requests never wait long) ...
 INLINE_MAX_COST = 12_000_000
 #: ... and its body is at most this big (hashing the texts is part of the inline work).
 INLINE_MAX_BODY = 1 << 20
-
-
-class _Refusal(Exception):
-    def __init__(self, status: int, code: str, message: str, error: str = "", limit: str = ""):
-        super().__init__(message)
-        self.status, self.code, self.error, self.limit = status, code, error, limit
-
-
-def _classify(exc: BaseException, rid: str) -> _Refusal:
-    """The HTTP status and service-wide code (as in gRPC) of an error raised by the work."""
-    name = type(exc).__name__
-    if isinstance(exc, _Refusal):
-        return exc
-    if isinstance(exc, errors.SelectionCancelledError):
-        if exc.reason == "deadline":
-            return _Refusal(504, "DEADLINE_EXCEEDED", str(exc), name)
-        return _Refusal(503, "CANCELLED", str(exc), name)
-    if isinstance(exc, ServerLimitError):
-        return _Refusal(413, "INVALID_ARGUMENT", str(exc), name, str(exc.limit or ""))
-    if isinstance(exc, (errors.InvalidInputError, ValueError)):
-        typed = isinstance(exc, errors.QdrantSiftError)
-        return _Refusal(422, "INVALID_ARGUMENT", str(exc), name if typed else "")
-    if isinstance(exc, errors.StoreUnavailableError):
-        return _Refusal(503, "UNAVAILABLE", str(exc), name)
-    if isinstance(exc, errors.QdrantSiftError):
-        return _Refusal(500, "INTERNAL", str(exc), name)
-    return _Refusal(500, "INTERNAL", f"internal error ({name}), id {rid}")
 
 
 class HttpServer:
@@ -260,7 +231,7 @@ class HttpServer:
             call = CallScope(self._deadline(head.get(b"x-request-timeout")))
             with self._cond:
                 if len(self._in_flight) >= self._max_concurrent:
-                    raise _Refusal(
+                    raise Refusal(
                         429, "RESOURCE_EXHAUSTED",
                         f"{self._max_concurrent} requests in flight; retry later", "Overloaded",
                     )  # fmt: skip
@@ -273,12 +244,12 @@ class HttpServer:
                 payload = await self._run(scope, receive, call, work, info)
             status, code, content = 200, "OK", orjson.dumps(payload)
         except Exception as exc:
-            refusal = _classify(exc, rid)
+            refusal = classify(exc, rid)
             if refusal.status == 500 and not refusal.error:
                 log.exception("http request failed", extra={"request_id": rid, "method": path})
             status, code = refusal.status, refusal.code
             info["error"] = str(refusal)
-            content, headers = self._error(refusal, shape, rid)
+            content, headers = error_response(refusal, shape, rid)
         finally:
             self.metrics.in_flight.dec()
             if call is not None:
@@ -311,14 +282,14 @@ class HttpServer:
 
     def _admit(self, auth: list[tuple[str, str]]) -> None:
         if self._token is not None and not bearer_token_ok(auth, self._token):
-            raise _Refusal(
+            raise Refusal(
                 401, "UNAUTHENTICATED", "missing or invalid 'Authorization: Bearer' token"
             )
         if self.refusing:
-            raise _Refusal(503, "UNAVAILABLE", "server is shutting down")
+            raise Refusal(503, "UNAVAILABLE", "server is shutting down")
 
     async def _body(self, declared: str, receive: Any) -> tuple[dict[str, Any], int]:
-        too_big = _Refusal(
+        too_big = Refusal(
             413, "RESOURCE_EXHAUSTED",
             f"request body exceeds the server limit max_message_bytes={self._max_body}",
             "ServerLimitError", "max_message_bytes",
@@ -329,7 +300,7 @@ class HttpServer:
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise _Refusal(503, "CANCELLED", "the client hung up before sending the body")
+                raise Refusal(503, "CANCELLED", "the client hung up before sending the body")
             chunk, more = message.get("body", b""), message.get("more_body", False)
             size += len(chunk)
             if size > self._max_body:
@@ -344,9 +315,9 @@ class HttpServer:
             try:
                 body = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:
-                raise _Refusal(400, "INVALID_ARGUMENT", f"body is not valid JSON: {exc}") from exc
+                raise Refusal(400, "INVALID_ARGUMENT", f"body is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):
-            raise _Refusal(422, "INVALID_ARGUMENT", "body must be a JSON object")
+            raise Refusal(422, "INVALID_ARGUMENT", "body must be a JSON object")
         return body, size
 
     def _deadline(self, raw: str | None) -> float:
@@ -357,7 +328,7 @@ class HttpServer:
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value <= 0:
-            raise _Refusal(422, "INVALID_ARGUMENT", f"X-Request-Timeout must be > 0 s, got {raw!r}")
+            raise Refusal(422, "INVALID_ARGUMENT", f"X-Request-Timeout must be > 0 s, got {raw!r}")
         return min(value, self._timeout)
 
     @staticmethod
@@ -398,26 +369,6 @@ class HttpServer:
         except asyncio.CancelledError:  # the server stops waiting: so does the work
             call.cancel("cancelled")
             raise
-
-    @staticmethod
-    def _error(refusal: _Refusal, shape: str, rid: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-        message = str(refusal)
-        if shape == "tei":
-            kind = _TEI_TYPES.get(refusal.status, "Validation")
-            body: dict[str, Any] = {"error": message, "error_type": kind}
-        else:
-            body = {"id": rid, "message": message}
-        headers = {}
-        if refusal.error:
-            body["sift_error"] = headers["x-sift-error"] = refusal.error
-        if refusal.limit:
-            body["limit"] = headers["x-sift-limit"] = refusal.limit
-        if refusal.status == 401:
-            headers["www-authenticate"] = "Bearer"
-        if refusal.status in (429, 503):
-            headers["retry-after"] = "1"
-        pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        return orjson.dumps(body), pairs
 
 
 #: The request headers a rerank call reads besides ``authorization`` (ASGI lower-cases names).
