@@ -18,10 +18,11 @@ if TYPE_CHECKING:
     from ._arms import ARM_KERNELS, ARM_STRATEGIES, Arm, parse_arms
     from ._corpus import Corpus, CorpusChunk, Prompt, build_corpus, load_documents, token_chunker
     from ._corpus_sources import DEFAULT_SOURCES, SourceDocument, collect_default_documents
-    from ._harness import DEFAULT_ARMS, EvalConfig, ResultStore, run_evaluation
+    from ._harness import DEFAULT_ARMS, EvalConfig, run_evaluation
     from ._plots import write_plots
     from ._redundancy import inject_redundancy, near_copy
     from ._report import paired_comparison, summarize, write_reports
+    from ._results import ResultStore
     from ._setup import PRESETS, EvalPreset, evaluate, prepare, tiny_model
     from ._vectors import embed_corpus
 
@@ -71,12 +72,8 @@ __getattr__, __dir__ = lazy_attributes(
             "token_chunker",
         ],
         "._corpus_sources": ["DEFAULT_SOURCES", "SourceDocument", "collect_default_documents"],
-        "._harness": [
-            "DEFAULT_ARMS",
-            "EvalConfig",
-            "ResultStore",
-            "run_evaluation",
-        ],
+        "._harness": ["DEFAULT_ARMS", "EvalConfig", "run_evaluation"],
+        "._results": ["ResultStore"],
         "._redundancy": ["inject_redundancy", "near_copy"],
         "._vectors": ["embed_corpus"],
         "._report": ["paired_comparison", "summarize", "write_reports"],

@@ -160,8 +160,8 @@ def _report_only(args: argparse.Namespace) -> int:
 
     from qdrant_sift.errors import ConfigError
 
-    from ._harness import ResultStore
     from ._report import write_reports
+    from ._results import ResultStore
 
     out = Path(args.out)
     if args.redundancy_runs:
@@ -198,9 +198,9 @@ def _redundancy_report(out: Path, specs: list[str]) -> int:
 
     from qdrant_sift.errors import ConfigError
 
-    from ._harness import ResultStore
     from ._plots import write_redundancy_plot
     from ._report import redundancy_table
+    from ._results import ResultStore
 
     runs: dict[int, list[dict[str, Any]]] = {}
     arm_sets: list[list[str]] = []
