@@ -64,7 +64,6 @@ def use_gram(k: int, n: int) -> bool:
 # once per process and dtype on first use (about a second; cached on disk beside this file
 # where writable).
 
-_COMPILED_CHUNK = 16  # fewest picks per compiled call: cancellation is checked between calls
 _COMPILED_CHUNK_WORK = 1 << 22  # multiply-adds of one call's rank-n corrections, at most ~4 M
 _compiled_lock = threading.Lock()
 _compiled_fn: Any = None
@@ -232,6 +231,19 @@ def _compiled_steps() -> Any:
     return _compiled_fn
 
 
+def _chunk_end(done: int, steps: int, width: int) -> int:
+    """End of the next compiled call's picks: pick i's rank-n correction costs i·width
+    multiply-adds, so picks done..hi cost width·(hi² − done²)/2; keep that near
+    ``_COMPILED_CHUNK_WORK`` (a few ms), at least one pick.
+
+    One call for a small selection (each call costs ~10 µs of argument checks); for a large one
+    calls of a few milliseconds however far it has got, so cancellation stops it promptly (a
+    fixed count of picks per call took ~0.4 s a call late in an N = 10k, K = 2k selection).
+    """
+    hi = math.isqrt(done * done + 2 * _COMPILED_CHUNK_WORK // max(width, 1))
+    return min(steps, max(hi, done + 1))
+
+
 def _run_compiled(
     fn: Any, GT: np.ndarray, sqx: np.ndarray, sqq: np.ndarray, lam: float, normalize: bool,
     unique: bool, prior: float, steps: int, order: np.ndarray | None, alpha: float | None,
@@ -246,14 +258,11 @@ def _run_compiled(
     buf = np.empty(lay[-1]) if buf is None else buf
     picks = np.empty(steps, np.int64)
     order_a = _NO_ORDER if order is None else np.ascontiguousarray(order, np.int64)
-    # one call for a small selection (each call costs ~10 µs of argument checks); calls of a
-    # few milliseconds for a large one, so that cancellation still stops it promptly
-    chunk = max(_COMPILED_CHUNK, _COMPILED_CHUNK_WORK // (width * steps))
     done, taken, hit = 0, steps, False
     while done < steps and not hit:
         if stop is not None:
             stop()
-        hi = min(steps, done + chunk)
+        hi = _chunk_end(done, steps, width)
         try:
             taken, hit = fn(GT, sqx, sqq, lam, normalize, unique, prior, order_a, buf, lay, picks,
                             done, hi, alpha or 0.0, alpha is not None)  # fmt: skip

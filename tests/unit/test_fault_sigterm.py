@@ -139,10 +139,8 @@ def _sigterm_under_load() -> float:
 
 
 def test_sigterm_under_load_exits_within_grace_plus_one_second() -> None:
-    # The bound is wall-clock on a shared machine: one try may lose a second to a stalled host
-    # (seen once in CI: 2.63 s, 1.08 s on every rerun). A shutdown that is not bounded misses
-    # it on both tries; every try checks every call's outcome.
+    # In CI (2.63 s) and in a full local run (2.23 s, calls answered UNAVAILABLE) selections noticed
+    # the cancel ~0.4 s late: a compiled call ran a fixed count of picks, whose cost grows with
+    # the pick's index (see _sift_np._chunk_end). The server's timeline is printed for a report.
     took = _sigterm_under_load()
-    if took > GRACE + 1.0:
-        took = _sigterm_under_load()
-    assert took <= GRACE + 1.0, f"exit {took:.2f} s after SIGTERM with --grace {GRACE}, twice"
+    assert took <= GRACE + 1.0, f"exit {took:.2f} s after SIGTERM with --grace {GRACE}"

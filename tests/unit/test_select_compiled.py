@@ -8,6 +8,9 @@ test covers it).
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -81,11 +84,38 @@ def test_cancellation_is_checked_between_compiled_chunks(monkeypatch: pytest.Mon
             raise Stop
 
     monkeypatch.setattr(_sift_np, "current_check", lambda: check)
-    monkeypatch.setattr(_sift_np, "_COMPILED_CHUNK_WORK", 1)  # chunks of _COMPILED_CHUNK picks
+    monkeypatch.setattr(_sift_np, "_COMPILED_CHUNK_WORK", 1)  # chunks of one pick
     with pytest.raises(Stop):
-        greedy_numpy(X, sqx, Q, sqq, n=3 * _sift_np._COMPILED_CHUNK, lam=0.1, normalize=True,
-                     gram=True, compiled=True)  # fmt: skip
+        greedy_numpy(X, sqx, Q, sqq, n=48, lam=0.1, normalize=True, gram=True, compiled=True)
     assert len(calls) == 3
+
+
+def test_compiled_calls_stay_short_however_far_the_greedy_has_got(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pick i costs i·width multiply-adds, so a fixed count of picks per compiled call grows
+    without bound late in a long selection (0.4 s a call at N = 10k, K = 2k: a cancelled gRPC
+    call answered half a second late). Every call's work stays near the bound; the picks are
+    those of one uninterrupted numpy run."""
+    X, sqx, Q, sqq = _inputs(12, 100, 1, 16, np.float32, False)
+    real = _sift_np._compiled_steps()
+    assert real is not None
+    spans: list[tuple[int, int]] = []
+
+    def recording(*args: Any) -> Any:
+        spans.append((args[11], args[12]))  # i0, i1
+        return real(*args)
+
+    monkeypatch.setattr(_sift_np, "_compiled_steps", lambda: recording)
+    monkeypatch.setattr(_sift_np, "_COMPILED_CHUNK_WORK", 1 << 16)  # the bound, scaled down
+    n, width, work = 1500, 101, 1 << 16
+    got = greedy_numpy(X, sqx, Q, sqq, n=n, lam=0.1, normalize=True, gram=True, compiled=True)
+    ref = greedy_numpy(X, sqx, Q, sqq, n=n, lam=0.1, normalize=True, gram=True, compiled=False)
+    np.testing.assert_array_equal(got[0], ref[0])
+    assert spans[0][0] == 0 and spans[-1][1] == n and len(spans) > 20
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    for i0, i1 in spans:  # within the bound, or a single pick that alone exceeds it
+        assert width * (i1 * i1 - i0 * i0) // 2 <= work or i1 == i0 + 1, (i0, i1)
 
 
 def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
