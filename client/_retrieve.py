@@ -1,8 +1,9 @@
 """Recall and select, the pipeline behind ``SiftClient.search`` and ``adapt_and_generate``:
 embed the prompt, recall K candidates, select N in SIFT's kernel and read the picks' payloads.
 
-Apart from ``_client`` (the client's parts and calls) to keep that module a readable size. The
-parts are read through the client's lazy properties when a stage first needs them, as before.
+A function of the client rather than a method, so :mod:`._client` stays the client's parts and
+calls. It reads the parts through the client's public lazy properties, so each part is built
+when a stage first needs it, as before.
 """
 
 from __future__ import annotations
