@@ -49,6 +49,8 @@ __all__ = [
     "legacy_error",
     "position",
     "scan",
+    "settings_key",
+    "source_hash",
 ]
 
 #: ``cleanup=`` values, as LangChain's ``index()``: None/"none" appends, "incremental" replaces

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from qdrant_sift.errors import ConfigError, InvalidInputError
 from ._kernel import kernel_id_of
 from ._migrate import migrate_ids
 from ._source_chunks import chunk_payload, chunking_key, sync_source
-from ._sources import Doc, NotRegular, ReadError, Skips, matches, read_bytes, read_source, walk
+from ._sources import NotRegular, ReadError, Skips, matches, read_bytes, walk
 from ._sync import (
     CLEANUP_MODES,
     IngestReport,
@@ -63,21 +63,6 @@ def iter_files(paths: Iterable[str | os.PathLike[str]], report: IngestReport) ->
     entries, _ = walk(paths, skips)
     report.skipped.extend(skips)
     return [Path(os.path.realpath(e.path)) for e in entries]
-
-
-def _read_docs(path: Path, report: IngestReport) -> Iterator[Doc]:
-    """The documents of one file (bad ones reported, not raised)."""
-    skips = Skips()
-    try:
-        _, docs = read_source(path, read_bytes(path), skips)
-    except ReadError as exc:
-        report.skipped.append((str(path), str(exc)))
-        return
-    except OSError as exc:
-        report.skipped.append((str(path), f"unreadable ({exc.strerror or exc})"))
-        return
-    report.skipped.extend(skips)
-    yield from docs
 
 
 def _size(path: Path) -> int:

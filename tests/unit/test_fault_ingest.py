@@ -126,14 +126,19 @@ def test_bad_entry_named_directly_is_reported_not_fatal(tree: dict[str, Path], n
 
 
 def test_a_fifo_swapped_in_after_the_walk_does_not_hang(tmp_path: Path) -> None:
-    """The reader opens non-blocking and checks the open descriptor, not the earlier stat."""
-    from qdrant_sift.client.ingest import _read_docs
+    """The reader ingest uses opens non-blocking and checks the open descriptor, not the
+    earlier stat (ingest reports the NotRegular it raises under the file's path)."""
+    from qdrant_sift.client._sources import NotRegular, read_bytes
 
     victim = tmp_path / "victim.txt"
     os.mkfifo(victim)
-    report = IngestReport()
-    docs = _run_with_deadline([victim], lambda: list(_read_docs(victim, report)))
-    assert docs == [] and report.skipped == [(str(victim), "not a regular file (FIFO)")]
+
+    def read() -> str:
+        with pytest.raises(NotRegular) as info:
+            read_bytes(victim)
+        return str(info.value)
+
+    assert _run_with_deadline([victim], read) == "not a regular file (FIFO)"
 
 
 def test_unreadable_file_and_folder_are_reported(
