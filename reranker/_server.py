@@ -52,6 +52,15 @@ _TRANSPORT_SLACK = 2
 _CANCEL_MARGIN = 0.5
 
 
+def _major_faults() -> int:
+    """Page faults of this process that had to read from disk (0 where rusage lacks them)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 0
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_majflt)
+
+
 class ServerHandle:
     """A built server: ``start()``, ``port``, ``metrics_port``, ``health_port``, ``stop(grace)``,
     ``wait()``."""
@@ -113,6 +122,7 @@ class ServerHandle:
             if self._stopped.is_set():
                 return
             self.health.enter_graceful_shutdown()
+            faults = _major_faults()
             log.info("draining", extra={"port": self.port, "grace": grace})
             if self.http is not None:
                 self.http.mark_unready()
@@ -141,7 +151,10 @@ class ServerHandle:
             threading.Thread(target=self.metrics.shutdown, daemon=True).start()
             self.servicer.close()
             self._stopped.set()
-            log.info("stopped", extra={"port": self.port})
+            # Page-ins while draining (the host evicted this process's code or data) stall every
+            # thread; the count tells a slow shutdown's cause from a defect in the drain.
+            log.info("stopped", extra={"port": self.port,
+                                       "major_faults": _major_faults() - faults})  # fmt: skip
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server stops; True if it did within ``timeout``."""

@@ -16,7 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -27,6 +28,14 @@ from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
 GRACE = 1.0
 CALLS = 4
+CANCEL_MARGIN = 0.5  # the server's wait for cancelled calls to end (_server._CANCEL_MARGIN)
+
+
+class _Run(NamedTuple):
+    took: float
+    late: str
+    outcome: dict[str, Any]
+    records: list[dict[str, Any]]
 
 
 class _Server:
@@ -79,8 +88,8 @@ class _Server:
             self.proc.wait()
 
 
-def _sigterm_under_load() -> float:
-    """One run: SIGTERM a loaded server; checks every call's outcome, returns seconds to exit."""
+def _sigterm_under_load() -> _Run:
+    """One run: SIGTERM a loaded server; what happened (checked by :func:`_check`)."""
     server = _Server(
         "--grace", str(GRACE), "--max-workers", str(CALLS + 1), "--max-cost", "1e14",
         "--metrics-port", "0", "--health-port", "0",  # as deployed: all three ports open
@@ -127,20 +136,57 @@ def _sigterm_under_load() -> float:
         server.kill()
     print(f"SIGTERM -> exit {took:.2f} s (grace {GRACE} s); load {os.getloadavg()[0]:.2f}")
     for rec in records:  # the server's own timeline, for a failure's report
-        print(rec.get("ts"), rec.get("msg"), rec.get("request_id") or "", rec.get("code") or "")
-    assert late == "UNAVAILABLE", late  # before: admitted and answered OK
-    assert sorted(outcome) == [f"heavy-{i}" for i in range(CALLS)]
-    assert set(outcome.values()) <= {"OK", "CANCELLED"}, outcome
-    logged = {r["request_id"]: r["code"] for r in records if r["msg"] == "rpc"}
-    for rid, code in outcome.items():
+        print(rec.get("ts"), rec.get("msg"), rec.get("request_id") or "", rec.get("code") or "",
+              rec.get("major_faults", ""))  # fmt: skip
+    return _Run(took, late, outcome, records)
+
+
+def _check(run: _Run) -> None:
+    assert run.late == "UNAVAILABLE", run.late  # before: admitted and answered OK
+    assert run.took <= GRACE + 1.0, f"exit {run.took:.2f} s after SIGTERM with --grace {GRACE}"
+    assert sorted(run.outcome) == [f"heavy-{i}" for i in range(CALLS)]
+    assert set(run.outcome.values()) <= {"OK", "CANCELLED"}, run.outcome
+    logged = {r["request_id"]: r["code"] for r in run.records if r["msg"] == "rpc"}
+    for rid, code in run.outcome.items():
         assert logged.get(rid) == code, (rid, code, logged.get(rid))  # before: logged OK
     assert "late" not in logged or logged["late"] != "OK"
-    return took
+
+
+def _stalled(records: list[dict[str, Any]]) -> str:
+    """Why the server process was stalled while draining, or "" when it was not: one of its own
+    timed waits ran more than 0.25 s long (nothing in the drain can make a timer late; a host
+    that pages the process out can), or it took major page faults."""
+    at = {r["msg"]: datetime.fromisoformat(r["ts"].replace("Z", "+00:00")) for r in records
+          if r["msg"] in ("draining", "grace period over: cancelling calls in flight",
+                          "calls still running after the grace period")}  # fmt: skip
+    over = at.get("grace period over: cancelling calls in flight")
+    if "draining" in at and over is not None:
+        late = (over - at["draining"]).total_seconds() - GRACE
+        if late > 0.25:
+            return f"the grace timer fired {late:.2f} s late"
+    still = at.get("calls still running after the grace period")
+    if over is not None and still is not None:
+        late = (still - over).total_seconds() - CANCEL_MARGIN
+        if late > 0.25:
+            return f"the cancel wait ended {late:.2f} s late"
+    faults = sum(int(r.get("major_faults") or 0) for r in records if r["msg"] == "stopped")
+    return f"{faults} major page faults while draining" if faults else ""
 
 
 def test_sigterm_under_load_exits_within_grace_plus_one_second() -> None:
-    # In CI (2.63 s) and in a full local run (2.23 s, calls answered UNAVAILABLE) selections noticed
+    # In CI (2.63 s) and a full local run (2.23 s, calls answered UNAVAILABLE) selections noticed
     # the cancel ~0.4 s late: a compiled call ran a fixed count of picks, whose cost grows with
-    # the pick's index (see _sift_np._chunk_end). The server's timeline is printed for a report.
-    took = _sigterm_under_load()
-    assert took <= GRACE + 1.0, f"exit {took:.2f} s after SIGTERM with --grace {GRACE}"
+    # the pick's index (fixed: _sift_np._chunk_end). Since, in full runs only (never alone, idle or
+    # beside two CPU hogs), the server process itself has stalled for ~1 s while draining: its
+    # own timers fired late and it sat in uninterruptible sleep, on a host that keeps its page
+    # cache under 1 GB and pages processes' files back in from disk. Such a run, and only such a
+    # run, gets one more try; a late exit without a stall fails at once.
+    run = _sigterm_under_load()
+    try:
+        _check(run)
+    except AssertionError:
+        why = _stalled(run.records)
+        if not why:
+            raise
+        print(f"the server was stalled by its host ({why}): one more try")
+        _check(_sigterm_under_load())
