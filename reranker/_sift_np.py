@@ -64,7 +64,7 @@ def use_gram(k: int, n: int) -> bool:
 # once per process and dtype on first use (about a second; cached on disk beside this file
 # where writable).
 
-_COMPILED_CHUNK_WORK = 1 << 22  # multiply-adds of one call's rank-n corrections, at most ~4 M
+_COMPILED_CHUNK_WORK = 1 << 22  # multiply-adds of one call's rank-n corrections: ~4 M (or one pick)
 _compiled_lock = threading.Lock()
 _compiled_fn: Any = None
 _compiled_state = "unknown"  # "unknown" | "ready" | "uncached" | "off"
@@ -237,8 +237,9 @@ def _chunk_end(done: int, steps: int, width: int) -> int:
     ``_COMPILED_CHUNK_WORK`` (a few ms), at least one pick.
 
     One call for a small selection (each call costs ~10 µs of argument checks); for a large one
-    calls of a few milliseconds however far it has got, so cancellation stops it promptly (a
-    fixed count of picks per call took ~0.4 s a call late in an N = 10k, K = 2k selection).
+    calls of a few milliseconds however far it has got, so cancellation stops it promptly (the
+    former floor of 16 picks a call was ~320 M multiply-adds a call late in an N = 10k, K = 2k
+    selection, and grew without bound with N and K).
     """
     hi = math.isqrt(done * done + 2 * _COMPILED_CHUNK_WORK // max(width, 1))
     return min(steps, max(hi, done + 1))

@@ -94,9 +94,9 @@ def test_compiled_calls_stay_short_however_far_the_greedy_has_got(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Pick i costs i·width multiply-adds, so a fixed count of picks per compiled call grows
-    without bound late in a long selection (0.4 s a call at N = 10k, K = 2k: a cancelled gRPC
-    call answered half a second late). Every call's work stays near the bound; the picks are
-    those of one uninterrupted numpy run."""
+    without bound late in a long selection (~320 M multiply-adds a call at N = 10k, K = 2k,
+    where cancellation is checked only between calls). Every call's work stays near the bound;
+    the picks are those of one uninterrupted numpy run."""
     X, sqx, Q, sqq = _inputs(12, 100, 1, 16, np.float32, False)
     real = _sift_np._compiled_steps()
     assert real is not None
