@@ -23,12 +23,12 @@ import grpc
 import numpy as np
 
 from qdrant_sift.reranker._matrix import to_matrix
+from qdrant_sift.reranker._server import _CANCEL_MARGIN as CANCEL_MARGIN
 from qdrant_sift.v1 import reranker_pb2 as pb
 from qdrant_sift.v1 import reranker_pb2_grpc as pb_grpc
 
 GRACE = 1.0
 CALLS = 4
-CANCEL_MARGIN = 0.5  # the server's wait for cancelled calls to end (_server._CANCEL_MARGIN)
 
 
 _ARGS = (
