@@ -45,7 +45,6 @@ class StoreCache:
         when it is not open). A collection that turns out not to exist is closed and forgotten;
         an evicted store is closed once no call uses it any more.
         """
-        to_close: dict[str, Any] = {}
         with self._stores_lock:
             # An embedded shard evicted by another call may still be closing; opening it again
             # before that close ends would find it locked (StoreLockedError).
@@ -54,14 +53,9 @@ class StoreCache:
             if entry is None:
                 entry = _OpenStore(factory(collection))  # may raise NOT_FOUND
                 self._stores[collection] = entry
-                for name in [k for k, e in self._stores.items() if e.users == 0]:
-                    if len(self._stores) <= self._max_open:
-                        break
-                    if name != collection:
-                        to_close[name] = self._stores.pop(name).store
-                self._closing.update(to_close)
             self._stores.move_to_end(collection)
             entry.users += 1
+            to_close = self._evict_idle_locked()
         self._close_evicted(to_close)
         try:
             yield entry.store
@@ -77,7 +71,22 @@ class StoreCache:
                         del self._stores[collection]
                     to_close[collection] = entry.store
                     self._closing.add(collection)
+                # Stores in use when others were opened could not be evicted then; the last
+                # call out of an over-full cache evicts them now, so the bound holds between calls.
+                to_close.update(self._evict_idle_locked())
             self._close_evicted(to_close)
+
+    def _evict_idle_locked(self) -> dict[str, Any]:
+        """Pop the least recently used stores no call uses until at most ``max_open`` stay open
+        (stores in use stay: closing one under a call would break it). Caller holds the lock.
+        """
+        evicted: dict[str, Any] = {}
+        for name in [k for k, e in self._stores.items() if e.users == 0]:
+            if len(self._stores) <= self._max_open:
+                break
+            evicted[name] = self._stores.pop(name).store
+        self._closing.update(evicted)
+        return evicted
 
     def _close_evicted(self, stores: dict[str, Any]) -> None:
         if stores:

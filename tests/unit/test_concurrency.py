@@ -234,6 +234,37 @@ def test_default_embedder_is_one_instance_under_8_threads() -> None:
 # --- the service's store cache and shared Edge shards --------------------------------------------
 
 
+class _CountedStore:
+    def __init__(self, name: str, closed: list[str]) -> None:
+        self.name, self._closed = name, closed
+
+    def close(self) -> None:
+        self._closed.append(self.name)
+
+
+def test_store_cache_evicts_stores_that_were_busy_once_their_calls_end() -> None:
+    """A store in use cannot be evicted when another opens; the bound must still hold between
+    calls (CI once saw 3 open of 2 after 8 threads' recalls)."""
+    from qdrant_sift.reranker._store_cache import StoreCache
+
+    closed: list[str] = []
+    cache = StoreCache(2)
+
+    def store(name: str) -> _CountedStore:
+        return _CountedStore(name, closed)
+
+    with cache.open("a", store), cache.open("b", store):
+        with cache.open("c", store):
+            assert cache.open_stores() == ["a", "b", "c"] and closed == []  # all three busy
+        assert cache.open_stores() == ["a", "b"] and closed == ["c"]  # the only idle one goes
+    with cache.open("b", store):
+        pass
+    with cache.open("c", store):  # a is the least recently used idle store
+        assert cache.open_stores() == ["b", "c"] and closed == ["c", "a"]
+    cache.close()
+    assert sorted(closed) == ["a", "b", "c", "c"]
+
+
 def test_recall_from_8_threads_over_a_bounded_store_cache(tmp_path: Path) -> None:
     from qdrant_sift.client.stores import EdgeStore
 
