@@ -1,9 +1,10 @@
 """The compiled pick loop (numba, optional) picks what the numpy loop picks (issue 15).
 
 Both loops run the same recurrence; the compiled one sums the rank-n correction pick by pick
-instead of by a BLAS mat-vec, so σ² may differ in the last bits but never the picks. Skipped
-where numba is not installed (the numpy loop is then the only one, and every other selector
-test covers it).
+instead of by a BLAS mat-vec, so σ² may differ in the last bits but never the picks. From the
+same Gram block that is all; computing its own kernel rows, its inner products differ from
+syrk's in the last float32 bits, so σ² agrees to float32 rounding. Skipped where numba is not
+installed (the numpy loop is then the only one, and every other selector test covers it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qdrant_sift.reranker import _sift_np
+from qdrant_sift.reranker import _sift_compiled, _sift_np
 from qdrant_sift.reranker._sift_np import compiled_available, greedy_numpy
 
 pytestmark = pytest.mark.skipif(not compiled_available(), reason="numba is not installed")
@@ -52,12 +53,63 @@ def test_compiled_loop_picks_what_numpy_picks(case: tuple) -> None:
     kw = dict(n=n, lam=lam, normalize=normalize, unique=unique, alpha=alpha, gram=True)
     ref = greedy_numpy(X, sqx, Q, sqq, compiled=False, **kw)
     got = greedy_numpy(X, sqx, Q, sqq, compiled=True, **kw)
-    assert _sift_np._compiled_state in ("ready", "uncached")  # it ran, no numpy fallback
+    assert _sift_compiled._state in ("ready", "uncached")  # it ran, no numpy fallback
     np.testing.assert_array_equal(got[0], ref[0])
     np.testing.assert_allclose(got[1], ref[1], rtol=1e-9, atol=1e-12)
     assert got[2] == ref[2] and got[3] == ref[3]
     if unique:
         assert len(set(got[0].tolist())) == len(got[0])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(c[0]) for c in CASES])
+def test_compiled_kernel_rows_pick_what_numpy_picks(case: tuple) -> None:
+    """The compiled loop computing each pick's kernel row itself (the default for n ≤ K/2)."""
+    seed, k, m, d, dtype, n, lam, normalize, unique, alpha, dupes = case
+    X, sqx, Q, sqq = _inputs(seed, k, m, d, dtype, dupes)
+    kw = dict(n=n, lam=lam, normalize=normalize, unique=unique, alpha=alpha)
+    ref = greedy_numpy(X, sqx, Q, sqq, compiled=False, gram=True, **kw)
+    spans: list[tuple[int, int]] = []
+    real = _sift_compiled.compiled_steps()
+
+    def recording(*args: Any) -> Any:
+        spans.append(args[0].shape)  # the Gram block: empty when the loop computes the rows
+        return real(*args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_sift_compiled, "compiled_steps", lambda: recording)
+        got = greedy_numpy(X, sqx, Q, sqq, compiled=True, gram=False, **kw)
+    assert spans and all(shape == (0, 0) for shape in spans)
+    np.testing.assert_array_equal(got[0], ref[0])
+    tol = 1e-5 if dtype == np.float32 else 1e-11  # the inner products' rounding, relative to m
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=tol * m)
+    assert got[2] == ref[2] and got[3] == ref[3]
+
+
+def test_kernel_rows_are_the_default_for_n_up_to_half_of_k() -> None:
+    assert _sift_np._kernel_path(200, 50, None, object()) == "rows"
+    assert _sift_np._kernel_path(200, 100, None, object()) == "rows"
+    assert _sift_np._kernel_path(200, 101, None, object()) == "gram"
+    assert _sift_np._kernel_path(200, 50, True, object()) == "gram"
+    assert _sift_np._kernel_path(4096, 50, None, object()) == "matvec"  # > GRAM_MAX_K
+    assert _sift_np._kernel_path(200, 50, None, None) == "gram"  # numpy: use_gram
+    assert _sift_np._kernel_path(2000, 50, None, None) == "matvec"
+
+
+def test_read_only_or_strided_inputs_are_copied_for_the_compiled_loop() -> None:
+    X, sqx, Q, sqq = _inputs(13, 60, 1, 16, np.float32, False)
+    ref = greedy_numpy(X, sqx, Q, sqq, n=20, lam=0.1, normalize=True, compiled=False)
+    ro = X.copy()
+    ro.flags.writeable = False
+    wide = np.zeros((60, 32), np.float32)
+    wide[:, ::2] = X  # a strided view
+    fn = _sift_compiled.compiled_steps()
+    greedy_numpy(X, sqx, Q, sqq, n=20, lam=0.1, normalize=True, compiled=True)
+    specialisations = len(fn.signatures)
+    for cand in (ro, wide[:, ::2]):
+        got = greedy_numpy(cand, sqx, Q, sqq, n=20, lam=0.1, normalize=True, compiled=True)
+        np.testing.assert_array_equal(got[0], ref[0])
+    assert len(fn.signatures) == specialisations  # no new compilation for either layout
+    assert not ro.flags.writeable  # the caller's array untouched
 
 
 def test_compiled_loop_replays_a_given_order() -> None:
@@ -66,7 +118,7 @@ def test_compiled_loop_replays_a_given_order() -> None:
     kw = dict(n=40, lam=0.1, normalize=True, order=order, gram=True)
     ref = greedy_numpy(X, sqx, Q, sqq, compiled=False, **kw)
     got = greedy_numpy(X, sqx, Q, sqq, compiled=True, **kw)
-    assert _sift_np._compiled_state in ("ready", "uncached")
+    assert _sift_compiled._state in ("ready", "uncached")
     np.testing.assert_array_equal(got[0], order)
     np.testing.assert_allclose(got[1], ref[1], rtol=1e-9, atol=1e-12)
 
@@ -84,46 +136,52 @@ def test_cancellation_is_checked_between_compiled_chunks(monkeypatch: pytest.Mon
             raise Stop
 
     monkeypatch.setattr(_sift_np, "current_check", lambda: check)
-    monkeypatch.setattr(_sift_np, "_COMPILED_CHUNK_WORK", 1)  # chunks of one pick
+    monkeypatch.setattr(_sift_compiled, "CHUNK_WORK", 1)  # chunks of one pick
     with pytest.raises(Stop):
         greedy_numpy(X, sqx, Q, sqq, n=48, lam=0.1, normalize=True, gram=True, compiled=True)
     assert len(calls) == 3
 
 
+@pytest.mark.parametrize("gram", [True, False], ids=["gram", "rows"])
 def test_compiled_calls_stay_short_however_far_the_greedy_has_got(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, gram: bool
 ) -> None:
     """Pick i costs i·width multiply-adds, so a fixed count of picks per compiled call grows
     without bound late in a long selection (~320 M multiply-adds a call at N = 10k, K = 2k,
     where cancellation is checked only between calls). Every call's work stays near the bound;
     the picks are those of one uninterrupted numpy run."""
     X, sqx, Q, sqq = _inputs(12, 100, 1, 16, np.float32, False)
-    real = _sift_np._compiled_steps()
+    real = _sift_compiled.compiled_steps()
     assert real is not None
     spans: list[tuple[int, int]] = []
 
     def recording(*args: Any) -> Any:
-        spans.append((args[11], args[12]))  # i0, i1
+        spans.append((args[13], args[14]))  # i0, i1
         return real(*args)
 
-    monkeypatch.setattr(_sift_np, "_compiled_steps", lambda: recording)
-    monkeypatch.setattr(_sift_np, "_COMPILED_CHUNK_WORK", 1 << 16)  # the bound, scaled down
+    monkeypatch.setattr(_sift_compiled, "compiled_steps", lambda: recording)
+    monkeypatch.setattr(_sift_compiled, "CHUNK_WORK", 1 << 16)  # the bound, scaled down
     n, width, work = 1500, 101, 1 << 16
-    got = greedy_numpy(X, sqx, Q, sqq, n=n, lam=0.1, normalize=True, gram=True, compiled=True)
+    row_work = 0 if gram else 100 * 16  # K·d a pick when the loop computes its own rows
+    got = greedy_numpy(X, sqx, Q, sqq, n=n, lam=0.1, normalize=True, gram=gram, compiled=True)
     ref = greedy_numpy(X, sqx, Q, sqq, n=n, lam=0.1, normalize=True, gram=True, compiled=False)
-    np.testing.assert_array_equal(got[0], ref[0])
+    if gram:
+        np.testing.assert_array_equal(got[0], ref[0])
+    else:  # n ≫ K: late picks are near-ties; the rows' float32 rounding may break them otherwise
+        np.testing.assert_array_equal(got[0][:100], ref[0][:100])
     assert spans[0][0] == 0 and spans[-1][1] == n and len(spans) > 20
     assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     for i0, i1 in spans:  # within the bound, or a single pick that alone exceeds it
-        assert width * (i1 * i1 - i0 * i0) // 2 <= work or i1 == i0 + 1, (i0, i1)
+        cost = width * (i1 * i1 - i0 * i0) // 2 + row_work * (i1 - i0)
+        assert cost <= work or i1 == i0 + 1, (i0, i1)
 
 
 def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _sift_np._compiled_steps() is not None
+    assert _sift_compiled.compiled_steps() is not None
     monkeypatch.setenv("QDRANT_SIFT_NUMBA", "0")
-    assert not compiled_available() and _sift_np._compiled_steps() is None
+    assert not compiled_available() and _sift_compiled.compiled_steps() is None
     monkeypatch.delenv("QDRANT_SIFT_NUMBA")
-    assert compiled_available() and _sift_np._compiled_steps() is not None
+    assert compiled_available() and _sift_compiled.compiled_steps() is not None
 
 
 @pytest.mark.parametrize("strategy", ["sift", "nearest", "mmr"])
@@ -137,7 +195,7 @@ def test_cpu_batch_runs_the_single_engine_per_prompt(strategy: str) -> None:
     cands = [rng.standard_normal((30 + 7 * b, 24)).astype(np.float32) for b in range(5)]
     prompts = [_select._prepare(q, c, _select.resolve_device("cpu"), _select.torch.float32,
                                 True, "") for q, c in zip(qs, cands, strict=True)]  # fmt: skip
-    assert _select._compiled_each(prompts, None, 20)
+    assert _select._compiled_each(prompts, None)
     kw = dict(strategy=strategy, unique=strategy == "sift", lam=0.1, device="cpu")
     got = select_batch(qs, cands, 20, **kw)
     for q, c, g in zip(qs, cands, got, strict=True):
