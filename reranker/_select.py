@@ -36,7 +36,8 @@ from ._parallel import check_threads, run_indexed
 from ._protocol import Reranker
 from ._selection import Selection, finish, prior_of
 from ._sift_batch import BatchInput, greedy_batch
-from ._sift_np import GRAM_MAX_K, compiled_covers, greedy_numpy
+from ._sift_compiled import kernel_table
+from ._sift_np import GRAM_MAX_K, aligned_input, compiled_covers, greedy_numpy
 from ._validate import (
     STRATEGIES,
     Options,
@@ -168,22 +169,24 @@ def _baseline_orders(prompts: list[BatchInput], cands: list[BatchInput], opts: O
 
 def _compiled_each(prompts: list[BatchInput], shared: BatchInput | None) -> bool:
     """Whether a CPU batch runs as one compiled selection per prompt instead of the vectorised
-    numpy program: with per-prompt candidates and K ≤ GRAM_MAX_K, each prompt's kernel rows
-    (or Gram product) are its own work, which no batching saves, and the compiled loop adds
-    only a fraction to them (B=64, K=200, N=50, d=384, Gram block: 0.35 ms a prompt against
-    0.47 ms vectorised)."""
-    return (
-        shared is None
-        and not isinstance(prompts[0].X, torch.Tensor)
-        and all(compiled_covers(p.X.shape[0]) for p in prompts)
-    )
+    numpy program, for K ≤ GRAM_MAX_K: with per-prompt candidates each prompt's kernel rows are
+    its own work, which no batching saves, and the compiled loop adds only a fraction to them
+    (B=64, K=200, N=50, d=384, Gram block: 0.35 ms a prompt against 0.47 ms vectorised); with
+    shared candidates the prompts read one table of kernel rows (:func:`kernel_table`)."""
+    x = shared.X if shared is not None else prompts[0].X
+    return not isinstance(x, torch.Tensor) and all(compiled_covers(p.X.shape[0]) for p in prompts)
 
 
 def _greedy_each(
-    prompts: list[BatchInput], opts: Options, orders: np.ndarray | None, threads: int = 1
+    prompts: list[BatchInput],
+    opts: Options,
+    orders: np.ndarray | None,
+    threads: int = 1,
+    table: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`greedy_numpy` per prompt (the single-prompt engine, so the very same picks), on
-    up to ``threads`` threads (:mod:`._parallel`), BLAS capped once around them all."""
+    up to ``threads`` threads (:mod:`._parallel`), BLAS capped once around them all; ``table``:
+    the shared candidates' kernel rows, computed once for all prompts."""
 
     def one(b: int) -> tuple[np.ndarray, np.ndarray]:
         p = prompts[b]
@@ -197,6 +200,7 @@ def _greedy_each(
             normalize=opts.normalize,
             unique=opts.unique,
             order=None if orders is None else orders[b],
+            table=table,
         )
         return idx, var
 
@@ -210,7 +214,14 @@ def _run_batch(
     cands = [shared] * len(prompts) if shared is not None else prompts
     orders = _baseline_orders(prompts, cands, opts) if opts.strategy != "sift" else None
     if _compiled_each(prompts, shared):
-        out = _greedy_each(prompts, opts, orders, threads)
+        table = None
+        if shared is not None:  # one aligned copy, and one table when the prompts need > K rows
+            xs = aligned_input(shared.X)
+            prompts = [BatchInput(X=xs, sqx=shared.sqx, Q=p.Q, sqq=p.sqq) for p in prompts]
+            k = xs.shape[0]
+            if len(prompts) * min(opts.n, k) > k:
+                table = kernel_table(xs)
+        out = _greedy_each(prompts, opts, orders, threads, table)
     else:
         out = greedy_batch(
             prompts,

@@ -33,7 +33,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CHUNK_WORK", "compiled_available", "compiled_steps", "layout", "run_compiled"]
+__all__ = [
+    "CHUNK_WORK",
+    "compiled_available",
+    "compiled_steps",
+    "kernel_table",
+    "layout",
+    "run_compiled",
+]
 
 CHUNK_WORK = 1 << 22  # multiply-adds of one compiled call: ~4 M, a few ms (or one pick)
 _FASTMATH = {"reassoc", "contract"}  # the kernel rows' dot products only: vectorised sums
@@ -85,15 +92,18 @@ def _steps_py(
     """Picks ``i0``..``i1`` of the greedy (:mod:`._sift_np`'s numpy loop, unrolled), state in
     ``buf``.
 
-    One call sets up the state (when ``i0 == 0``) and runs the picks. Kernel rows come from the
-    Gram block ``GT`` or, when ``GT`` has no rows, are computed per pick from ``X`` and ``Q``
-    (C-contiguous). ``lay`` is :func:`layout`'s tuple for this call (computed by the caller: a
-    compiled function calls no Python). Returns (picks taken, stopped by ``alpha``); ``order``
+    One call sets up the state (when ``i0 == 0``) and runs the picks. Kernel rows come from
+    ``GT``: a Gram block [X·Xᵀ | X·Qᵀ] (K × (K+m)), or a table of X·Xᵀ alone (K × K, from
+    :func:`kernel_table`; the target products are then computed here from ``X`` and ``Q``); or,
+    when ``GT`` has no rows, each pick's row is computed here (``X``, ``Q`` C-contiguous).
+    ``lay`` is :func:`layout`'s tuple for this call (computed by the caller: a compiled function
+    calls no Python). Returns (picks taken, stopped by ``alpha``); ``order``
     of length 0 means none. The σ² of pick i is ``buf[var + i]``.
     """
     rows = GT.shape[0] == 0
     K = X.shape[0] if rows else GT.shape[0]
-    m = Q.shape[0] if rows else GT.shape[1] - K
+    own_targets = rows or GT.shape[1] == K  # the target products computed here from X and Q
+    m = Q.shape[0] if own_targets else GT.shape[1] - K
     width = K + m
     steps = picks.shape[0]
     o_dl, o_lamj, o_pen, o_c, o_t, o_ts, o_var, o_tv, _ = lay
@@ -112,7 +122,7 @@ def _steps_py(
     var_scale = (1.0 / sqq[0] if normalize else 1.0) if single else 1.0
     if i0 == 0:  # the numpy loop's set-up
         for t in range(m):
-            if rows:
+            if own_targets:
                 _dots(X, Q[t], T[t])
             else:
                 for k in range(K):
@@ -201,6 +211,15 @@ def _steps_py(
     return i1, False
 
 
+def _table_py(X: Any, G: Any) -> None:
+    """G[j] = X·x_j for every j: the very products (and bits) the loop computes per pick."""
+    for j in range(X.shape[0]):
+        _dots(X, X[j], G[j])
+
+
+_table = _table_py  # compiled by _build
+
+
 def _switched_off() -> bool:
     return os.environ.get("QDRANT_SIFT_NUMBA", "1").strip().lower() in ("0", "false", "no", "off")
 
@@ -216,10 +235,26 @@ def _numba() -> Any:
 
 
 def _build(nb: Any, cache: bool) -> Any:
-    """Compile the dot kernel, then the loop that calls it (numba reads ``_dots`` then)."""
-    global _dots
+    """Compile the dot kernel, then what calls it (numba reads ``_dots`` as it compiles them)."""
+    global _dots, _table
     _dots = nb.njit(cache=cache, nogil=True, fastmath=_FASTMATH)(_dots_py)
+    _table = nb.njit(cache=cache, nogil=True)(_table_py)
     return nb.njit(cache=cache, nogil=True)(_steps_py)
+
+
+def kernel_table(X: np.ndarray) -> np.ndarray | None:
+    """All K kernel rows of ``X`` (C-contiguous, writable) as a K × K float64 table, computed
+    as the compiled loop computes each pick's row, so selections read from it pick and score
+    exactly as those computing their own rows (None without the compiled loop). For a batch
+    sharing one candidate set: one table of K²·d multiply-adds instead of N·K·d per prompt."""
+    if compiled_steps() is None:
+        return None
+    table = np.empty((X.shape[0], X.shape[0]))
+    try:
+        _table(X, table)
+    except Exception:  # a numba that cannot compile this: the caller computes rows per prompt
+        return None
+    return table
 
 
 def compiled_available() -> bool:
@@ -270,12 +305,14 @@ def run_compiled(
     order: np.ndarray | None, alpha: float | None, stop: Any, buf: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool] | None:  # fmt: skip
     """The whole greedy, compiled, in chunks; None if the compiled call fails (then the caller
-    runs the numpy loop: the inputs are untouched). ``GT`` is the Gram block, or an empty
-    array for kernel rows computed per pick (``X``, ``Q`` C-contiguous); ``buf`` is float64
-    scratch of :func:`layout`'s size, allocated here unless given."""
+    runs the numpy loop: the inputs are untouched). ``GT`` is the Gram block, a
+    :func:`kernel_table`, or an empty array for kernel rows computed per pick (``X``, ``Q``
+    C-contiguous); ``buf`` is float64 scratch of :func:`layout`'s size, allocated here unless
+    given."""
     global _fn, _state
     rows = GT.shape[0] == 0
-    K, m = (X.shape[0], Q.shape[0]) if rows else (GT.shape[0], GT.shape[1] - GT.shape[0])
+    K = X.shape[0] if rows else GT.shape[0]
+    m = Q.shape[0] if rows or GT.shape[1] == K else GT.shape[1] - K
     width = K + m
     lay = layout(K, m, steps)
     buf = np.empty(lay[-1]) if buf is None else buf

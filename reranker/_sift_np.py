@@ -44,6 +44,7 @@ from ._sift_compiled import compiled_available
 __all__ = [
     "GRAM_MAX_K",
     "GreedyResult",
+    "aligned_input",
     "compiled_available",
     "compiled_covers",
     "greedy_numpy",
@@ -86,9 +87,10 @@ def _kernel_path(k: int, steps: int, gram: bool | None, fn: object) -> str:
 def _compiled_rows(
     fn: object, X: np.ndarray, sqx: np.ndarray, Q: np.ndarray, sqq: np.ndarray, lam: float,
     normalize: bool, unique: bool, prior: float, steps: int, order: np.ndarray | None,
-    alpha: float | None, stop: object,
+    alpha: float | None, stop: object, table: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool] | None:  # fmt: skip
-    """The compiled loop computing its own kernel rows; its state in pooled scratch.
+    """The compiled loop computing its own kernel rows (or reading them from ``table``); its
+    state in pooled scratch.
 
     X is read once per pick, so its alignment matters: rows whose vector loads straddle cache
     lines (numpy's large arrays start 16 bytes into a page) cost ~1.5× (K=200, N=50: 0.145
@@ -98,18 +100,34 @@ def _compiled_rows(
     """
     K, d = X.shape
     size = compiled_loop.layout(K, Q.shape[0], steps)[-1]
-    aligned = X.ctypes.data % _LINE == 0 and X.flags.c_contiguous and X.flags.writeable
+    aligned = table is not None or _is_aligned(X)  # with a table, X serves m products only
     region, block, buf = scratch.arrays(X.dtype, 0 if aligned else K, d, size)
     try:
         if region is not None and not aligned:
             np.copyto(block, X)
             X = block
-        no_gram = np.empty((0, 0), X.dtype)
-        return compiled_loop.run_compiled(fn, no_gram, _compiled_input(X), _compiled_input(Q),
+        rows = np.empty((0, 0), X.dtype) if table is None else table
+        return compiled_loop.run_compiled(fn, rows, _compiled_input(X), _compiled_input(Q),
                                           sqx, sqq, lam, normalize, unique, prior, steps, order,
                                           alpha, stop, buf)  # fmt: skip
     finally:
         scratch.give(region)
+
+
+def _is_aligned(a: np.ndarray) -> bool:
+    return a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % _LINE == 0
+
+
+def aligned_input(a: np.ndarray) -> np.ndarray:
+    """``a`` C-contiguous, writable and starting on a cache line, copied only if not so: for a
+    matrix read once per pick by several selections (a batch's shared candidates)."""
+    if _is_aligned(a):
+        return a
+    raw = np.empty(a.nbytes + _LINE, np.uint8)
+    start = -raw.ctypes.data % _LINE
+    out: np.ndarray = raw[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
+    np.copyto(out, a)
+    return out
 
 
 def _compiled_input(a: np.ndarray) -> np.ndarray:
@@ -138,6 +156,7 @@ def greedy_numpy(
     order: np.ndarray | None = None,
     gram: bool | None = None,
     compiled: bool | None = None,
+    table: np.ndarray | None = None,
 ) -> GreedyResult:
     """Run (or, with ``order``, replay) the greedy and return (indices, σ²ₙ, σ²₀, stopped).
 
@@ -146,6 +165,8 @@ def greedy_numpy(
     ``order`` the picks are given (baselines) and only the posterior variances are computed.
     ``gram``: force the Gram block (True) or per-pick kernel rows (False); None chooses
     (:func:`_kernel_path`). ``compiled``: the compiled loop (None: when available; False: numpy).
+    ``table``: all kernel rows of ``X`` (:func:`._sift_compiled.kernel_table`, for a batch that
+    shares ``X``); the compiled loop reads them instead of computing its own.
     """
     K, m = X.shape[0], Q.shape[0]
     prior = float(m) if normalize else float(sqq.sum())
@@ -156,10 +177,10 @@ def greedy_numpy(
     if stop is not None:
         stop()
     fn = compiled_loop.compiled_steps() if compiled is not False else None
-    path = _kernel_path(K, steps, gram, fn)
-    if path == "rows":
+    path = "table" if table is not None and fn is not None else _kernel_path(K, steps, gram, fn)
+    if path in ("rows", "table"):
         got = _compiled_rows(fn, X, sqx, Q, sqq, lam, normalize, unique, prior, steps, order,
-                             alpha, stop)  # fmt: skip
+                             alpha, stop, table)  # fmt: skip
         if got is not None:
             return got[0], got[1], prior, got[2]
         path = "matvec"  # the compiled call failed: numpy from here (the inputs are untouched)

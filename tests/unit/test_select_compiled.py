@@ -202,3 +202,35 @@ def test_cpu_batch_runs_the_single_engine_per_prompt(strategy: str) -> None:
         one = select(q, c, 20, **kw)
         np.testing.assert_array_equal(g.indices, one.indices)
         np.testing.assert_allclose(g.variances, one.variances, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize(("b", "n", "tabled"), [(16, 30, True), (2, 20, False), (8, 70, True)])
+def test_cpu_batch_sharing_candidates_reads_one_kernel_table(b: int, n: int, tabled: bool) -> None:
+    """Prompts sharing one candidate set read one table of kernel rows when together they need
+    more than K of them; each selection is then what select() gives alone: bit for bit where
+    select() computes its own rows (n ≤ K/2), to float32 rounding where it reads syrk's Gram."""
+    from qdrant_sift.reranker import _select, select, select_batch
+
+    rng = np.random.default_rng(17)
+    k, d = 120, 40
+    X = rng.standard_normal((k, d)).astype(np.float32)
+    X[7] = X[3]  # an exact tie: the lowest index wins in both
+    qs = [rng.standard_normal((1 + i % 2, d)).astype(np.float32) for i in range(b)]
+    tables: list[np.ndarray | None] = []
+    real = _select.kernel_table
+
+    def spy(x: np.ndarray) -> np.ndarray | None:
+        tables.append(real(x))
+        return tables[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_select, "kernel_table", spy)
+        got = select_batch(qs, X[1:], n, lam=0.05, device="cpu")  # one row in: not line-aligned
+    assert (len(tables) == 1 and tables[0] is not None) == tabled and len(tables) <= 1
+    for q, g in zip(qs, got, strict=True):
+        one = select(q, X[1:], n, lam=0.05, device="cpu")
+        np.testing.assert_array_equal(g.indices, one.indices)
+        if 2 * n <= k - 1:
+            np.testing.assert_array_equal(g.variances, one.variances)
+        else:
+            np.testing.assert_allclose(g.variances, one.variances, rtol=1e-5, atol=1e-7)
