@@ -3,8 +3,9 @@
 Routing: a single prompt on the CPU runs the lean numpy engine (:mod:`._sift_np`, the lowest
 per-pick overhead); batches, and single prompts on CUDA, run the batched engine
 (:mod:`._sift_batch`, one vectorised program per batch: numpy on the CPU, torch on CUDA), except
-that a CPU batch of per-prompt candidates at small K runs the single-prompt engine per prompt
-when its compiled pick loop is available (numba; see :mod:`._sift_np`). The
+that a CPU batch with K ≤ GRAM_MAX_K runs the single-prompt engine per prompt when its compiled
+pick loop is available (numba; see :mod:`._sift_compiled`; prompts sharing one candidate set
+read one table of its kernel rows). The
 baselines compute their order on the CPU (a sort or an n-step scan); SIFT's posterior variances
 of their picks come, for a single CPU prompt, from one n×n Cholesky factor of the picks
 (:func:`._baselines.replay_variances`, O(n²·d + n³), so ``nearest`` costs what a top-n costs:
@@ -302,7 +303,8 @@ def select_batch(
     prompts). ``candidates`` is either one (K, d) matrix shared by every prompt or one (Kᵢ, d)
     matrix per prompt (a sequence, or a (B, K, d) array); ragged K and m are padded and masked,
     and the whole batch runs as one tensor program on ``device``, except that on the CPU,
-    per-prompt candidates at small K run one compiled selection per prompt, on up to
+    with the compiled loop and K ≤ 2048, the batch runs one compiled selection per prompt (the
+    very selection :func:`select` makes where it computes its own kernel rows), on up to
     ``threads`` threads at once (default None: the CPUs this process may use, its affinity mask
     capped by a cgroup quota; 1: serial). ``threads`` is an execution detail, not a
     :class:`~qdrant_sift.options.SelectOptions` field: the selections are the same for every
