@@ -18,7 +18,8 @@ import numpy as np
 from qdrant_sift.errors import IngestError
 
 from ._sync import chunk_id, is_legacy, position
-from .stores._base import StoredPoint, VectorStore
+from .stores._base import VectorStore
+from .stores._points import StoredPoint
 
 __all__ = ["MIGRATED", "MigrateReport", "migrate_ids"]
 

@@ -252,7 +252,7 @@ class SiftCompressor(BaseDocumentCompressor):
 
 
 def _norm_or_none(pid: Any) -> Any:
-    from qdrant_sift.client.stores._base import normalize_id
+    from qdrant_sift.client.stores._points import normalize_id
 
     try:
         return normalize_id(pid)

@@ -37,7 +37,7 @@ from qdrant_sift.errors import (
     StoreError,
 )
 
-from ._base import StoredPoint, VectorStore, normalize_id
+from ._base import VectorStore
 from ._edge_shard import MAX_SOURCES, edge_id
 from ._edge_vcache import EdgeCacheBase
 from ._filters import native_filter, to_edge
@@ -49,6 +49,7 @@ from ._integrity import (
 )
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR, Layout
 from ._names import shard_path, validate_collection_name
+from ._points import StoredPoint, normalize_id
 from ._qdrant import query_ef
 from ._vcache import VectorCache
 

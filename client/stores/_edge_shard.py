@@ -27,10 +27,10 @@ from qdrant_sift.errors import (
     StoreLockedError,
 )
 
-from ._base import normalize_id
 from ._hits import PointId
 from ._integrity import IdState, ShardManifest, fingerprint_mismatch, probe_load
 from ._layout import Layout, read_layout
+from ._points import normalize_id
 from ._vcache import VectorCache
 
 __all__ = ["MAX_SOURCES", "EdgeShardBase", "edge_id"]

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ._base import normalize_id
 from ._edge_shard import EdgeShardBase, edge_id
 from ._hits import Hits, PointId, _rows
+from ._points import normalize_id
 from ._vcache import VectorCache
 
 __all__ = ["EdgeCacheBase"]

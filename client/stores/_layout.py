@@ -21,6 +21,8 @@ import numpy as np
 
 from qdrant_sift.errors import ConfigError, DimensionMismatchError, InvalidInputError, StoreError
 
+from ._points import as_matrix
+
 __all__ = [
     "KERNEL_ID_KEY",
     "KERNEL_VECTOR",
@@ -165,8 +167,6 @@ def check_kernel_vectors(
     collection: str, kernel_dim: int | None, kernel_vectors: Any, n: int
 ) -> np.ndarray | None:
     """Validated (n, kernel_dim) float32 kernel rows for an upsert, or None (plain layout)."""
-    from ._base import as_matrix
-
     if kernel_vectors is None:
         if kernel_dim is not None:
             raise ConfigError(

@@ -24,11 +24,12 @@ from qdrant_sift.errors import (
     StoreUnavailableError,
 )
 
-from ._base import StoredPoint, VectorStore, normalize_id
+from ._base import VectorStore
 from ._filters import native_filter, to_qdrant
 from ._hits import OPPOSITE_PROBE_EF, Hits, PointId
 from ._layout import KERNEL_ID_KEY, KERNEL_VECTOR, Layout, read_layout
 from ._names import validate_collection_name
+from ._points import StoredPoint, normalize_id
 
 __all__ = [
     "HNSW_EF_FACTOR",

@@ -16,7 +16,7 @@ from qdrant_sift import errors
 from qdrant_sift.arrays import as_float32_matrix
 from qdrant_sift.client import rerank
 from qdrant_sift.client._rerank import as_vectors
-from qdrant_sift.client.stores._base import as_matrix, prepare_query
+from qdrant_sift.client.stores._points import as_matrix, prepare_query
 from qdrant_sift.options import DEFAULTS, STRATEGIES, SelectOptions
 from qdrant_sift.reranker import relative_gains, select
 

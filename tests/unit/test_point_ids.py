@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from qdrant_sift.client.stores import EdgeStore
-from qdrant_sift.client.stores._base import normalize_id
+from qdrant_sift.client.stores._points import normalize_id
 from qdrant_sift.client.stores._vcache import VectorCache
 from qdrant_sift.errors import InvalidInputError
 
