@@ -13,20 +13,14 @@ from __future__ import annotations
 
 from ._base import DISTANCES, PointId, VectorStore
 from ._edge import EdgeStore
+from ._ef import HNSW_EF_FACTOR, HNSW_EF_MIN, OPPOSITE_EF_FACTOR, default_ef, query_ef
 from ._factory import open_store
 from ._filters import Filter, Match, Range, as_filter
 from ._hits import OPPOSITE_PROBE
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR
 from ._names import MAX_COLLECTION_NAME, shard_path, validate_collection_name
 from ._points import Candidates, StoredPoint
-from ._qdrant import (
-    HNSW_EF_FACTOR,
-    HNSW_EF_MIN,
-    OPPOSITE_EF_FACTOR,
-    QdrantStore,
-    default_ef,
-    query_ef,
-)
+from ._qdrant import QdrantStore
 
 __all__ = [
     "DISTANCES",

@@ -1,7 +1,8 @@
 """The one interface every vector store implements.
 
 SIFT needs the K nearest candidates *with their vectors*; ``recall`` returns exactly that as a
-:class:`~._points.Candidates` (the values stores hand out and take in live in :mod:`._points`). Backends differ only in how they talk to Qdrant, so validation, the
+:class:`~._points.Candidates` (the values stores hand out and take in live in
+:mod:`._points`). Backends differ only in how they talk to Qdrant, so validation, the
 both-directions merge (:mod:`._hits`) and the empty-result policy live here once.
 
 A collection may also hold SIFT's kernel as a second named vector (``create(kernel_dim=…)``,

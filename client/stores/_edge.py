@@ -40,6 +40,7 @@ from qdrant_sift.errors import (
 from ._base import VectorStore
 from ._edge_shard import MAX_SOURCES, edge_id
 from ._edge_vcache import EdgeCacheBase
+from ._ef import query_ef
 from ._filters import native_filter, to_edge
 from ._hits import OPPOSITE_PROBE_EF, Hits, PointId
 from ._integrity import (
@@ -50,7 +51,6 @@ from ._integrity import (
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR, Layout
 from ._names import shard_path, validate_collection_name
 from ._points import StoredPoint, normalize_id
-from ._qdrant import query_ef
 from ._vcache import VectorCache
 
 __all__ = ["EdgeStore"]
