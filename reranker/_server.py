@@ -288,7 +288,7 @@ def build_server(
         stored_name = validate_collection_name(rerank_collection)
         text.stored = StoredVectors(
             stored_name,
-            lambda: servicer._store(stored_name),  # the servicer's LRU of stores, as in Recall
+            lambda: servicer.open_collection(stored_name),  # the LRU of stores Recall uses
             lambda: int(text.embedder.dim),
         )
     msg = limits.max_message_bytes

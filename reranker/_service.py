@@ -311,7 +311,7 @@ class RerankerServicer(pb_grpc.RerankerServicer):
     # --- Recall ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _store(self, collection: str) -> Iterator[Any]:
+    def open_collection(self, collection: str) -> Iterator[Any]:
         """The open store of ``collection`` for the duration of the block (:class:`StoreCache`):
         refused without a store factory or outside the allow-list, before anything is opened."""
         if self._store_factory is None:
@@ -342,7 +342,7 @@ class RerankerServicer(pb_grpc.RerankerServicer):
         opts = options_from_proto(req)
         flt = filter_from_proto(req.filter) if req.HasField("filter") else None
         both = req.both_directions if req.HasField("both_directions") else DEFAULTS.both_directions
-        with self._store(collection) as store:
+        with self.open_collection(collection) as store:
             cands = store.recall(query, int(req.k), both_directions=both, filter=flt)
         info = {"collection": req.collection, "k": int(req.k), "recalled": len(cands), "n": n}
         info["strategy"] = opts["strategy"]
