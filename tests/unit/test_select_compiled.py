@@ -234,3 +234,29 @@ def test_cpu_batch_sharing_candidates_reads_one_kernel_table(b: int, n: int, tab
             np.testing.assert_array_equal(g.variances, one.variances)
         else:
             np.testing.assert_allclose(g.variances, one.variances, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("d", [37, 384])
+def test_kernel_rows_do_not_depend_on_where_x_lies(d: int) -> None:
+    """A misaligned X is copied onto a cache line only when pooled scratch can hold it; either
+    way the selection must be the same bits (the sums' order is the code's, not the address's)."""
+    rng = np.random.default_rng(21)
+    k, n = 90, 30
+    X0 = rng.standard_normal((k, d)).astype(np.float32)
+    Q = rng.standard_normal((1, d)).astype(np.float32)
+    sqx = np.einsum("ij,ij->i", X0, X0).astype(np.float64)
+    sqq = np.einsum("ij,ij->i", Q, Q).astype(np.float64)
+    fn = _sift_compiled.compiled_steps()
+    raw = np.empty(X0.nbytes + 128, np.uint8)
+    base = -raw.ctypes.data % 64
+    runs = []
+    for offset in (0, 4, 16, 48):
+        X = raw[base + offset : base + offset + X0.nbytes].view(np.float32).reshape(k, d)
+        X[:] = X0
+        got = _sift_compiled.run_compiled(fn, np.empty((0, 0), np.float32), X, Q, sqx, sqq,
+                                          0.05, True, False, 1.0, n, None, None, None)  # fmt: skip
+        assert got is not None
+        runs.append(got)
+    for picks, var, _ in runs[1:]:
+        np.testing.assert_array_equal(picks, runs[0][0])
+        np.testing.assert_array_equal(var, runs[0][1])
