@@ -68,17 +68,17 @@ def test_compiled_kernel_rows_pick_what_numpy_picks(case: tuple) -> None:
     X, sqx, Q, sqq = _inputs(seed, k, m, d, dtype, dupes)
     kw = dict(n=n, lam=lam, normalize=normalize, unique=unique, alpha=alpha)
     ref = greedy_numpy(X, sqx, Q, sqq, compiled=False, gram=True, **kw)
-    spans: list[tuple[int, int]] = []
+    gram_shapes: list[tuple[int, ...]] = []
     real = _sift_compiled.compiled_steps()
 
     def recording(*args: Any) -> Any:
-        spans.append(args[0].shape)  # the Gram block: empty when the loop computes the rows
+        gram_shapes.append(args[0].shape)  # empty when the loop computes the rows itself
         return real(*args)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_sift_compiled, "compiled_steps", lambda: recording)
         got = greedy_numpy(X, sqx, Q, sqq, compiled=True, gram=False, **kw)
-    assert spans and all(shape == (0, 0) for shape in spans)
+    assert gram_shapes and all(shape == (0, 0) for shape in gram_shapes)
     np.testing.assert_array_equal(got[0], ref[0])
     tol = 1e-5 if dtype == np.float32 else 1e-11  # the inner products' rounding, relative to m
     np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=tol * m)
