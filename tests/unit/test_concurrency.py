@@ -98,11 +98,15 @@ def test_select_from_8_threads_equals_single_threaded() -> None:
 @pytest.mark.usefixtures("two_blas_threads")
 def test_select_batch_from_8_threads_equals_single_threaded() -> None:
     own = [SMALL[i : i + 120] for i in range(0, 80, 10)]
-    jobs: list[Callable[[], list[Selection]]] = [
-        lambda: select_batch(QUERIES, SMALL, 15, device="cpu"),
-        lambda: select_batch(QUERIES[:8], own, 10, unique=True, device="cpu"),
-        lambda: select_batch(QLARGE, LARGE, 8, device="cpu"),
-    ] * 4
+    jobs: list[Callable[[], list[Selection]]] = (
+        [
+            lambda: select_batch(QUERIES, SMALL, 15, device="cpu"),
+            lambda: select_batch(QUERIES, SMALL[:100], 15, device="cpu"),  # one kernel table
+            lambda: select_batch(QUERIES[:8], own, 10, unique=True, device="cpu"),
+            lambda: select_batch(QLARGE, LARGE, 8, device="cpu"),
+        ]
+        * 4
+    )
     want = [job() for job in jobs]
     got = _hammer(jobs)
     for gs, ws in zip(got, want, strict=True):
