@@ -695,6 +695,8 @@ def print_scaling(largest: str) -> None:
         cells += pair(v, "plain_exact", "sift_exact")
         cells += pair(v, "plain_local", "sift_local")
         print("| " + " | ".join(cells) + " |")
+    if not K_SCALE:  # the K sweep did not run (--sections without k)
+        return
     print(f"\n### Scaling: K (N = min(50, K), Edge HNSW, {largest}; plain = `recall` top-50)\n")
     print("| K | SIFT search | select alone | plain top-50 | ratio "
           "| cache off: SIFT search | cache off: plain | ratio to `recall` |")  # fmt: skip
