@@ -665,7 +665,15 @@ def bench_k_scaling(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
 
 
 def print_scaling(largest: str) -> None:
-    """The scaling tables: how SIFT search and its ratio to plain search grow with the work."""
+    """The scaling tables: how SIFT search and its ratio to plain search grow with the work
+    (each only when its sections ran)."""
+    if SCALE:
+        _print_size_scaling()
+    if K_SCALE:
+        _print_k_scaling(largest)
+
+
+def _print_size_scaling() -> None:
     print("\n### Scaling: collection size (K=200, N=50; Edge HNSW unless named)\n")
     print("| size | Qdrant Edge query top-50 | plain `recall` top-50 | SIFT search | ratio to "
           "`recall` | ratio to the Edge query | SIFT search, payloads of all 200 | ratio "
@@ -695,8 +703,9 @@ def print_scaling(largest: str) -> None:
         cells += pair(v, "plain_exact", "sift_exact")
         cells += pair(v, "plain_local", "sift_local")
         print("| " + " | ".join(cells) + " |")
-    if not K_SCALE:  # the K sweep did not run (--sections without k)
-        return
+
+
+def _print_k_scaling(largest: str) -> None:
     print(f"\n### Scaling: K (N = min(50, K), Edge HNSW, {largest}; plain = `recall` top-50)\n")
     print("| K | SIFT search | select alone | plain top-50 | ratio "
           "| cache off: SIFT search | cache off: plain | ratio to `recall` |")  # fmt: skip

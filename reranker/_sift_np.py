@@ -67,7 +67,9 @@ def use_gram(k: int, n: int) -> bool:
 def compiled_covers(k: int) -> bool:
     """Whether a selection from ``k`` candidates runs as one compiled call (kernel rows or Gram
     block): numba is available and ``0 < k ≤ GRAM_MAX_K``. Beyond that, X outgrows the caches
-    and the numpy loop's BLAS mat-vec per pick (multi-threaded) reads it faster."""
+    and the numpy loop's BLAS mat-vec per pick, on the threads a large selection leaves BLAS,
+    reads it faster (K = 10,000, N = 50, d = 768 on 2 cores: 13.4 ms against 28–31 ms compiled;
+    on one BLAS thread the compiled rows would win, 28 against 45 ms)."""
     return 0 < k <= GRAM_MAX_K and compiled_available()
 
 
