@@ -168,14 +168,16 @@ def _baseline_orders(prompts: list[BatchInput], cands: list[BatchInput], opts: O
     return np.stack(orders)
 
 
-def _compiled_each(prompts: list[BatchInput], shared: BatchInput | None) -> bool:
+def _compiled_each(prompts: list[BatchInput]) -> bool:
     """Whether a CPU batch runs as one compiled selection per prompt instead of the vectorised
     numpy program, for K ≤ GRAM_MAX_K: with per-prompt candidates each prompt's kernel rows are
     its own work, which no batching saves, and the compiled loop adds only a fraction to them
     (B=64, K=200, N=50, d=384, Gram block: 0.35 ms a prompt against 0.47 ms vectorised); with
-    shared candidates the prompts read one table of kernel rows (:func:`kernel_table`)."""
-    x = shared.X if shared is not None else prompts[0].X
-    return not isinstance(x, torch.Tensor) and all(compiled_covers(p.X.shape[0]) for p in prompts)
+    shared candidates the prompts read one table of kernel rows (:func:`kernel_table`; each
+    prompt's ``X`` is then the shared matrix)."""
+    return not isinstance(prompts[0].X, torch.Tensor) and all(
+        compiled_covers(p.X.shape[0]) for p in prompts
+    )
 
 
 def _greedy_each(
@@ -214,7 +216,7 @@ def _run_batch(
 ) -> list[Selection]:
     cands = [shared] * len(prompts) if shared is not None else prompts
     orders = _baseline_orders(prompts, cands, opts) if opts.strategy != "sift" else None
-    if _compiled_each(prompts, shared):
+    if _compiled_each(prompts):
         table = None
         if shared is not None:  # one aligned copy, and one table when the prompts need > K rows
             xs = aligned_input(shared.X)

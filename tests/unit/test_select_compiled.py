@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from qdrant_sift.reranker import _sift_compiled, _sift_np
-from qdrant_sift.reranker._sift_np import compiled_available, greedy_numpy
+from qdrant_sift.reranker._sift_compiled import compiled_available
+from qdrant_sift.reranker._sift_np import greedy_numpy
 
 pytestmark = pytest.mark.skipif(not compiled_available(), reason="numba is not installed")
 
@@ -195,7 +196,7 @@ def test_cpu_batch_runs_the_single_engine_per_prompt(strategy: str) -> None:
     cands = [rng.standard_normal((30 + 7 * b, 24)).astype(np.float32) for b in range(5)]
     prompts = [_select._prepare(q, c, _select.resolve_device("cpu"), _select.torch.float32,
                                 True, "") for q, c in zip(qs, cands, strict=True)]  # fmt: skip
-    assert _select._compiled_each(prompts, None)
+    assert _select._compiled_each(prompts)
     kw = dict(strategy=strategy, unique=strategy == "sift", lam=0.1, device="cpu")
     got = select_batch(qs, cands, 20, **kw)
     for q, c, g in zip(qs, cands, got, strict=True):
