@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         select_batch,
     )
     from ._server import ServerHandle, build_server, serve
-    from ._sift_np import compiled_available
+    from ._sift_compiled import compiled_available
     from ._text import TextReranker
 
 __all__ = [
@@ -68,7 +68,7 @@ __getattr__, __dir__ = lazy_attributes(
             "select_batch",
         ],
         "._server": ["ServerHandle", "build_server", "serve"],
-        "._sift_np": ["compiled_available"],
+        "._sift_compiled": ["compiled_available"],
         "._text": ["TextReranker"],
     },
 )

@@ -45,7 +45,6 @@ __all__ = [
     "GRAM_MAX_K",
     "GreedyResult",
     "aligned_input",
-    "compiled_available",
     "compiled_covers",
     "greedy_numpy",
     "use_gram",

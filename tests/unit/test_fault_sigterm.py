@@ -197,7 +197,7 @@ def _rehearse() -> None:
 def test_sigterm_under_load_exits_within_grace_plus_one_second() -> None:
     # Twice in full runs (CI 2.63 s; locally 2.23 s, calls answered UNAVAILABLE by gRPC's own
     # cut-off) and once more after a fix of the cancel latency of long selections
-    # (_sift_np._chunk_end, which bounds it at a few ms), the server process itself stalled for
+    # (_sift_compiled.chunk_end, which bounds it at a few ms), the server process itself stalled for
     # ~1 s while draining: its own timers fired late and it sat in uninterruptible sleep, on a
     # host that keeps its page cache under 1 GB and pages files back in from disk. Never alone,
     # idle or beside two CPU hogs (1.07-1.14 s). A rehearsal first reads the drain's code in;

@@ -18,7 +18,7 @@ from qdrant_sift.errors import (
 )
 from qdrant_sift.reranker import LocalReranker, _parallel, _select, select, select_batch
 from qdrant_sift.reranker._cancel import CallScope, cancel_scope, current_check
-from qdrant_sift.reranker._sift_np import compiled_available
+from qdrant_sift.reranker._sift_compiled import compiled_available
 
 needs_compiled = pytest.mark.skipif(
     not compiled_available(), reason="the per-prompt (threaded) batch path needs numba"
