@@ -43,9 +43,10 @@ _generation = 0  # bumped in a forked child: regions of an older generation are 
 
 
 class Region:
-    """One block of scratch bytes (``mem``: a uint8 array), page-aligned where mmap'd."""
+    """One block of scratch bytes (``mem``: a uint8 array; ``words``: the same as float64),
+    page-aligned where mmap'd."""
 
-    __slots__ = ("_map", "generation", "mem")
+    __slots__ = ("_map", "generation", "mem", "words")
 
     def __init__(self, nbytes: int) -> None:
         self.generation = _generation
@@ -59,8 +60,10 @@ class Region:
             else:
                 self._map = m
                 self.mem = np.frombuffer(m, np.uint8)
+                self.words = self.mem.view(np.float64)
                 return
         self.mem = np.empty(nbytes, np.uint8)
+        self.words = self.mem.view(np.float64)  # the whole region as float64 (sizes are 64K steps)
 
     def array(self, offset: int, dtype: np.dtype[Any], rows: int, cols: int) -> np.ndarray:
         """A C-contiguous ``dtype`` (rows, cols) view at byte ``offset`` (a multiple of 64)."""

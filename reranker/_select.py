@@ -38,7 +38,7 @@ from ._protocol import Reranker
 from ._selection import Selection, finish, prior_of
 from ._sift_batch import BatchInput, greedy_batch
 from ._sift_compiled import kernel_table
-from ._sift_np import GRAM_MAX_K, aligned_input, compiled_covers, greedy_numpy
+from ._sift_np import GRAM_MAX_K, aligned_input, compiled_covers, greedy_numpy, greedy_once
 from ._validate import (
     STRATEGIES,
     Options,
@@ -70,6 +70,11 @@ def _check_sizes(k: int, d_q: int, d_x: int, opts: Options, where: str = "") -> 
 
 
 def _select_cpu(query: Any, candidates: Any, opts: Options, dtype: torch.dtype) -> Selection:
+    if opts.strategy == "sift" and dtype is torch.float32:  # the common case: one compiled call
+        once = greedy_once(query, candidates, opts.n, opts.lam, opts.normalize, opts.unique,
+                           opts.alpha)  # fmt: skip
+        if once is not None:
+            return finish(once[0], once[1], once[2], opts, once[3])
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
     Q = as_numpy_matrix(query, "query", np_dtype, allow_vector=True)
     X = as_numpy_matrix(candidates, "candidates", np_dtype, allow_vector=False)

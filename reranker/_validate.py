@@ -27,6 +27,8 @@ from qdrant_sift.errors import (
 from qdrant_sift.options import DEFAULTS, STRATEGIES, SelectOptions, check_options, merge_options
 from qdrant_sift.options import CheckedOptions as Options
 
+from ._sift_compiled import sqnorms as compiled_sqnorms
+
 __all__ = [
     "STRATEGIES",
     "Options",
@@ -144,10 +146,16 @@ def row_sqnorms_numpy(arr: np.ndarray, name: str, normalize: bool) -> np.ndarray
     """Squared row norms (float64) that double as the NaN/inf check (no K×d temporaries).
 
     A finite float32 sum of squares bounds every dot product of two rows, so once it passes,
-    the float32 kernel cannot overflow either.
+    the float32 kernel cannot overflow either. float32 norms come from the compiled loop's dot
+    kernel where it is available (the bits every compiled selection uses, so each route to a
+    selection starts from the same numbers); anything it does not accept takes numpy's route.
     """
-    sq: np.ndarray = np.einsum("ij,ij->i", arr, arr).astype(np.float64)
     is_f32 = arr.dtype == np.float32
+    if is_f32:
+        fast = compiled_sqnorms(arr if arr.flags.carray else np.array(arr, order="C"))
+        if fast is not None and (not normalize or fast.size == 0 or fast.min() > 0.0):
+            return fast
+    sq: np.ndarray = np.einsum("ij,ij->i", arr, arr).astype(np.float64)
     # fast accept in two reductions: squares are ≥ 0 or NaN/inf, so a finite float64 sum means
     # every row is finite (float32 squares cannot overflow it); anything else takes the checks
     # below, which find the cause and raise
