@@ -88,7 +88,23 @@ def _dots_py(A: Any, x: Any, out: Any) -> None:
         out[k] = s
 
 
+def _selfdots_py(A: Any, out: Any) -> None:
+    """out[k] = A[k]·A[k]: :func:`_dots_py`'s loop with the row as its own vector, so the same
+    bits as the kernel rows' diagonal (a test holds it to that), without a call per row."""
+    d = A.shape[1]
+    if d == 0:
+        out[: A.shape[0]] = 0.0
+        return
+    for k in range(A.shape[0]):
+        a = A[k]
+        s = a[0] - a[0]
+        for e in range(d):
+            s += a[e] * a[e]
+        out[k] = s
+
+
 _dots = _dots_py  # the compiled kernel once built (:func:`_build`); _steps_py calls this name
+_selfdots = _selfdots_py  # compiled by _build
 _layout = layout  # compiled by _build, for _select_py
 
 
@@ -135,10 +151,11 @@ def _steps_py(
             else:
                 for k in range(K):
                     T[t, k] = GT[k, K + t]
+        if rows:
+            _selfdots(X, dl)
         for k in range(K):
             lamj[k] = sqx[k] * lam if normalize else lam
             if rows:
-                _dots(X[k : k + 1], X[k], dl[k : k + 1])
                 dl[k] += lamj[k]
             else:
                 dl[k] = np.float64(GT[k, k]) + lamj[k]
@@ -222,14 +239,14 @@ def _steps_py(
 _steps = _steps_py  # compiled by _build, for _select_py
 
 
-def _sqnorms_py(A: Any, out: Any) -> bool:
-    """out[k] = A[k]·A[k] by the dot kernel, so a squared norm has the very bits of the kernel
-    rows' diagonal; False when one is NaN or infinite (a NaN or infinity in the row, or float32
-    squares beyond its range), then the caller's checks find which and raise."""
+def _sqnorms_py(A: Any, out: Any, positive: bool) -> bool:
+    """out[k] = A[k]·A[k] (:func:`_selfdots_py`: the very bits of the kernel rows' diagonal);
+    False when one is NaN or infinite (a NaN or infinity in the row, or float32 squares beyond
+    its range) or, if ``positive``, zero: the caller's checks then find which and raise."""
+    _selfdots(A, out)
     ok = True
     for k in range(A.shape[0]):
-        _dots(A[k : k + 1], A[k], out[k : k + 1])
-        if not math.isfinite(out[k]):
+        if not math.isfinite(out[k]) or (positive and not out[k] > 0.0):
             ok = False
     return ok
 
@@ -251,15 +268,8 @@ def _select_py(
     steps = picks.shape[0]
     sqx = mem[:K]
     sqq = mem[K : K + m]
-    if not (_sqnorms(Q, sqq) and _sqnorms(X, sqx)):
+    if not (_sqnorms(Q, sqq, normalize) and _sqnorms(X, sqx, normalize)):
         return 0, False, False
-    if normalize:
-        for t in range(m):
-            if not sqq[t] > 0.0:
-                return 0, False, False
-        for k in range(K):
-            if not sqx[k] > 0.0:
-                return 0, False, False
     lay = _layout(K, m, steps)
     head = K + m
     buf = mem[head : head + lay[-1]]
@@ -304,15 +314,15 @@ def select_once(
     return got
 
 
-def sqnorms(A: np.ndarray) -> np.ndarray | None:
+def sqnorms(A: np.ndarray, positive: bool) -> np.ndarray | None:
     """Squared row norms (float64) of a C-contiguous, writable ``A`` by the dot kernel, the
-    bits every compiled selection uses; None without the compiled loop or when a norm is NaN
-    or infinite (the caller's checks then find the cause)."""
+    bits every compiled selection uses; None without the compiled loop or when a norm is NaN,
+    infinite or, if ``positive``, zero (the caller's checks then find the cause)."""
     if compiled_steps() is None:
         return None
     out = np.empty(A.shape[0])
     try:
-        ok = _sqnorms(A, out)
+        ok = _sqnorms(A, out, positive)
     except Exception:
         return None
     return out if ok else None
@@ -343,8 +353,9 @@ def _numba() -> Any:
 
 def _build(nb: Any, cache: bool) -> Any:
     """Compile the dot kernel, then what calls it (numba reads ``_dots`` as it compiles them)."""
-    global _dots, _table, _sqnorms, _layout, _steps, _select
+    global _dots, _selfdots, _table, _sqnorms, _layout, _steps, _select
     _dots = nb.njit(cache=cache, nogil=True, fastmath=_FASTMATH)(_dots_py)
+    _selfdots = nb.njit(cache=cache, nogil=True, fastmath=_FASTMATH)(_selfdots_py)
     _table = nb.njit(cache=cache, nogil=True)(_table_py)
     _sqnorms = nb.njit(cache=cache, nogil=True)(_sqnorms_py)
     _layout = nb.njit(cache=cache, nogil=True)(layout)

@@ -145,7 +145,7 @@ def greedy_once(
         Q = Q.reshape(1, -1)
     K, d = X.shape
     m = Q.shape[0]
-    if not (Q.ndim == 2 and Q.shape[1] == d and 0 < 2 * n <= K <= GRAM_MAX_K and d > 0):
+    if not (Q.ndim == 2 and Q.shape[1] == d and 0 < 2 * n <= K <= GRAM_MAX_K and d > 0 < m):
         return None
     if not (m == 1 or normalize) or not (X.flags.carray and Q.flags.carray):
         return None

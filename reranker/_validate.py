@@ -152,8 +152,8 @@ def row_sqnorms_numpy(arr: np.ndarray, name: str, normalize: bool) -> np.ndarray
     """
     is_f32 = arr.dtype == np.float32
     if is_f32:
-        fast = compiled_sqnorms(arr if arr.flags.carray else np.array(arr, order="C"))
-        if fast is not None and (not normalize or fast.size == 0 or fast.min() > 0.0):
+        fast = compiled_sqnorms(arr if arr.flags.carray else np.array(arr, order="C"), normalize)
+        if fast is not None:
             return fast
     sq: np.ndarray = np.einsum("ij,ij->i", arr, arr).astype(np.float64)
     # fast accept in two reductions: squares are ≥ 0 or NaN/inf, so a finite float64 sum means

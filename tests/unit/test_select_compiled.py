@@ -261,3 +261,15 @@ def test_kernel_rows_do_not_depend_on_where_x_lies(d: int) -> None:
     for picks, var, _ in runs[1:]:
         np.testing.assert_array_equal(picks, runs[0][0])
         np.testing.assert_array_equal(var, runs[0][1])
+
+
+@pytest.mark.parametrize("d", [1, 7, 8, 17, 33, 100, 384, 768])
+def test_squared_norms_are_the_kernel_rows_diagonal_bits(d: int) -> None:
+    """The squared norms (and the compiled loop's k(x, x)) come from their own loop, not a call
+    per row, and must still be the very bits of the rows x_j·X on the diagonal."""
+    rng = np.random.default_rng(d)
+    X = rng.standard_normal((40, d)).astype(np.float32)
+    table = _sift_compiled.kernel_table(X)
+    norms = _sift_compiled.sqnorms(X, True)
+    assert table is not None and norms is not None
+    np.testing.assert_array_equal(norms, np.diag(table))

@@ -81,7 +81,7 @@ def test_threaded_batch_equals_serial_bit_for_bit(kw: dict) -> None:
 @needs_compiled
 def test_threaded_batch_runs_on_several_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     names: set[str] = set()
-    greedy = _select.greedy_numpy
+    greedy = _select._greedy_prompt
     both = threading.Barrier(2, timeout=10)
 
     def spy(*args: object, **kwargs: object) -> object:
@@ -91,7 +91,7 @@ def test_threaded_batch_runs_on_several_threads(monkeypatch: pytest.MonkeyPatch)
                 both.wait()  # returns only once two threads hold a prompt at the same time
         return greedy(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_select, "greedy_numpy", spy)
+    monkeypatch.setattr(_select, "_greedy_prompt", spy)
     qs, cands = _batch(7, 8, 16, 10)
     select_batch(qs, cands, 10, device="cpu", threads=2)
     assert len(names) == 2 and not both.broken
@@ -100,7 +100,7 @@ def test_threaded_batch_runs_on_several_threads(monkeypatch: pytest.MonkeyPatch)
 @needs_compiled
 def test_a_cancelled_threaded_batch_stops(monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[str] = []
-    greedy = _select.greedy_numpy
+    greedy = _select._greedy_prompt
     scope = CallScope()
 
     both = threading.Barrier(2, timeout=10)
@@ -114,7 +114,7 @@ def test_a_cancelled_threaded_batch_stops(monkeypatch: pytest.MonkeyPatch) -> No
             scope.cancel()
         return greedy(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_select, "greedy_numpy", spy)
+    monkeypatch.setattr(_select, "_greedy_prompt", spy)
     qs, cands = _batch(8, 64, 16, 10)
     with cancel_scope(scope.check), pytest.raises(SelectionCancelledError):
         select_batch(qs, cands, 10, device="cpu", threads=3)
@@ -180,7 +180,8 @@ def test_bad_thread_counts_raise_before_any_work(
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started")
 
-    monkeypatch.setattr(_select, "greedy_numpy", never)
+    for engine in ("greedy_numpy", "greedy_once", "_greedy_prompt"):
+        monkeypatch.setattr(_select, engine, never)
     monkeypatch.setattr(_select, "greedy_batch", never)
     qs, cands = _batch(9, 3, 8, 4)
     with pytest.raises(ConfigError, match="threads"):
@@ -230,7 +231,8 @@ def test_bad_prompts_raise_as_a_serial_pass_would_before_any_work(
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started")
 
-    monkeypatch.setattr(_select, "greedy_numpy", never)
+    for engine in ("greedy_numpy", "greedy_once", "_greedy_prompt"):
+        monkeypatch.setattr(_select, engine, never)
     for bad_dim, bad_nan, err, where in ((3, 9, DimensionMismatchError, "queries[3]"),
                                          (6, 2, NonFiniteError, "queries[2]")):  # fmt: skip
         qs, cands = _batch(11, 12, 8, 4, max_m=1)
