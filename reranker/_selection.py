@@ -60,14 +60,13 @@ class Selection:
         idx.flags.writeable = False
         var.flags.writeable = False
         sel = object.__new__(cls)
-        for name, value in (
-            ("indices", idx),
-            ("variances", var),
-            ("prior_variance", float(prior)),
-            ("stopped_early", bool(stopped)),
-            ("strategy", strategy),
-        ):
-            object.__setattr__(sel, name, value)
+        sel.__dict__.update(  # frozen: fields are set once, here, as __post_init__ would
+            indices=idx,
+            variances=var,
+            prior_variance=float(prior),
+            stopped_early=bool(stopped),
+            strategy=strategy,
+        )
         return sel
 
     def __len__(self) -> int:
