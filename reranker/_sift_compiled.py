@@ -337,8 +337,21 @@ def _table_py(X: Any, G: Any) -> None:
 _table = _table_py  # compiled by _build
 
 
+_SWITCH = "QDRANT_SIFT_NUMBA"
+_OFF = ("0", "false", "no", "off")
+# CPython keeps os.environ's live values in a plain dict of bytes on POSIX (updated by every
+# os.environ write, so monkeypatch.setenv and the like are seen). Reading it directly skips the
+# four Python-level calls of os.environ.get, which after a fork (a DataLoader's, activeft's)
+# write-fault ~25 pages of the interpreter's objects on every selection (measured: 2 faults).
+_ENV_DATA = getattr(os.environ, "_data", None) if os.name == "posix" else None
+_ENV_KEY = os.fsencode(_SWITCH)
+
+
 def _switched_off() -> bool:
-    return os.environ.get("QDRANT_SIFT_NUMBA", "1").strip().lower() in ("0", "false", "no", "off")
+    if type(_ENV_DATA) is dict:
+        raw = _ENV_DATA.get(_ENV_KEY)
+        return raw is not None and os.fsdecode(raw).strip().lower() in _OFF
+    return os.environ.get(_SWITCH, "1").strip().lower() in _OFF
 
 
 def _numba() -> Any:

@@ -60,6 +60,7 @@ _GRAM_K_PER_PICK = 6  # syrk's K²·d/2 beats n mat-vecs of K·d while K ≤ ~6n
 #: larger ones run in :data:`._sift_compiled.CHUNK_WORK` chunks, a check before each
 ONCE_WORK = 1 << 24
 
+_F32 = np.dtype(np.float32)
 _LINE = 64  # bytes in a cache line: where the compiled loop wants X's rows to start
 
 GreedyResult = tuple[np.ndarray, np.ndarray, float, bool]
@@ -139,7 +140,7 @@ def greedy_once(
     if not (type(query) is np.ndarray and type(candidates) is np.ndarray):
         return None
     X, Q = candidates, query
-    if not (X.dtype == np.float32 and Q.dtype == np.float32 and X.ndim == 2):
+    if not (X.dtype is _F32 and Q.dtype is _F32 and X.ndim == 2):  # native float32 (singleton)
         return None
     if Q.ndim == 1:
         Q = Q.reshape(1, -1)

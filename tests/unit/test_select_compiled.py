@@ -177,10 +177,17 @@ def test_compiled_calls_stay_short_however_far_the_greedy_has_got(
         assert cost <= work or i1 == i0 + 1, (i0, i1)
 
 
-def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("read", ["environ-data", "environ-get"])
+def test_switched_off_by_environment(read: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The switch is read per call, from os.environ's live dict or (elsewhere) os.environ."""
+    if read == "environ-get":
+        monkeypatch.setattr(_sift_compiled, "_ENV_DATA", None)
     assert _sift_compiled.compiled_steps() is not None
-    monkeypatch.setenv("QDRANT_SIFT_NUMBA", "0")
-    assert not compiled_available() and _sift_compiled.compiled_steps() is None
+    for off in ("0", " Off ", "false", "no"):
+        monkeypatch.setenv("QDRANT_SIFT_NUMBA", off)
+        assert not compiled_available() and _sift_compiled.compiled_steps() is None
+    monkeypatch.setenv("QDRANT_SIFT_NUMBA", "1")
+    assert _sift_compiled.compiled_steps() is not None
     monkeypatch.delenv("QDRANT_SIFT_NUMBA")
     assert compiled_available() and _sift_compiled.compiled_steps() is not None
 
