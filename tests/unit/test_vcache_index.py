@@ -130,38 +130,3 @@ def test_a_saved_copy_with_ids_this_module_never_writes_is_refused(
     meta["slots"][1] = meta["slots"][0] if bad == "duplicate" else bad[0]  # type: ignore[index]
     meta_path.write_text(json.dumps(meta))
     assert VectorCache.load(tmp_path, "t", {}, D, None) is None
-
-
-def _mapped_kib(path: Path) -> int:
-    """Resident KiB of this process's maps of ``path`` (/proc/self/smaps)."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        if line[:1].isdigit() or line[:1] in "abcdef":  # a mapping's header line
-            inside = line.rstrip().endswith(str(path))
-        elif inside and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
-
-
-@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc smaps")
-@pytest.mark.parametrize("populate", [True, False])
-def test_a_mapped_back_copy_has_every_page_mapped_at_load(
-    tmp_path: Path, populate: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Its pages are mapped when it loads, not on each recall's first touch of them."""
-    from qdrant_sift.client.stores import _vcache
-
-    if not populate:  # what the test would see without it (so it can fail)
-        monkeypatch.setattr(_vcache, "_populate", lambda arr: None)
-    n = 4096  # 4096 × 256 float32: 4 MiB
-    cache = VectorCache(256, None)
-    cache.put(list(range(n)), np.ones((n, 256), np.float32), None)
-    cache.save(tmp_path, "t", {})
-    back = VectorCache.load(tmp_path, "t", {}, 256, None)
-    assert back is not None and back.mapped
-    rows_file = next(tmp_path.glob("*.rows.npy")).resolve()
-    resident = _mapped_kib(rows_file)
-    if populate:
-        assert resident >= 0.95 * 4096
-    else:
-        assert resident < 0.5 * 4096
