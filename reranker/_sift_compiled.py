@@ -22,9 +22,8 @@ Where the kernel rows come from:
 * **Gram block** ``GT`` (K × (K+m), BLAS syrk, computed by the caller): for selections of more
   than K/2 picks, where most rows are needed (some more than once).
 
-:func:`select_once` runs a whole kernel-rows selection, its input norms and their check
-included, as one call (:func:`._sift_np.greedy_once` says when); :func:`sqnorms` gives every
-other float32 route the same norms, so each route starts from the same bits.
+:mod:`._sift_once` runs a whole kernel-rows selection, its input norms and their check
+included, as one call of these kernels, and gives every float32 route the same norms.
 """
 
 from __future__ import annotations
@@ -43,10 +42,7 @@ __all__ = [
     "compiled_steps",
     "kernel_table",
     "layout",
-    "once_size",
     "run_compiled",
-    "select_once",
-    "sqnorms",
 ]
 
 CHUNK_WORK = 1 << 22  # multiply-adds of one compiled call: ~4 M, a few ms (or one pick)
@@ -105,7 +101,6 @@ def _selfdots_py(A: Any, out: Any) -> None:
 
 _dots = _dots_py  # the compiled kernel once built (:func:`_build`); _steps_py calls this name
 _selfdots = _selfdots_py  # compiled by _build
-_layout = layout  # compiled by _build, for _select_py
 
 
 def _steps_py(
@@ -236,96 +231,7 @@ def _steps_py(
     return i1, False
 
 
-_steps = _steps_py  # compiled by _build, for _select_py
-
-
-def _sqnorms_py(A: Any, out: Any, positive: bool) -> bool:
-    """out[k] = A[k]·A[k] (:func:`_selfdots_py`: the very bits of the kernel rows' diagonal);
-    False when one is NaN or infinite (a NaN or infinity in the row, or float32 squares beyond
-    its range) or, if ``positive``, zero: the caller's checks then find which and raise."""
-    _selfdots(A, out)
-    ok = True
-    for k in range(A.shape[0]):
-        if not math.isfinite(out[k]) or (positive and not out[k] > 0.0):
-            ok = False
-    return ok
-
-
-_sqnorms = _sqnorms_py  # compiled by _build
-
-
-def _select_py(
-    X: Any, Q: Any, lam: float, normalize: bool, unique: bool, alpha: float, has_alpha: bool,
-    mem: Any, picks: Any, var_out: Any,
-) -> tuple[int, bool, bool]:  # fmt: skip
-    """A whole kernel-rows selection in one call (:func:`select_once`): squared norms and their
-    check, X copied to a cache-line boundary if it does not start on one, set-up and every
-    pick. ``mem`` is float64 scratch of :func:`once_size`. Returns (picks taken, stopped by
-    ``alpha``, inputs fine); not fine (a norm NaN, infinite, or zero with ``normalize``) means
-    nothing was picked."""
-    K, d = X.shape
-    m = Q.shape[0]
-    steps = picks.shape[0]
-    sqx = mem[:K]
-    sqq = mem[K : K + m]
-    if not (_sqnorms(Q, sqq, normalize) and _sqnorms(X, sqx, normalize)):
-        return 0, False, False
-    lay = _layout(K, m, steps)
-    head = K + m
-    buf = mem[head : head + lay[-1]]
-    Xr = X
-    if X.ctypes.data % 64 != 0:
-        start = -(-(head + lay[-1]) // 8) * 8  # 64-byte steps from the region's start
-        Xr = mem[start:].view(X.dtype)[: K * d].reshape(K, d)
-        Xr[:] = X
-    prior = float(m) if normalize else sqq[0]  # one raw target (the caller's condition)
-    none = np.empty((0, 0), X.dtype)
-    order = np.empty(0, np.int64)
-    taken, hit = _steps(none, Xr, Q, sqx, sqq, lam, normalize, unique, prior, order, buf, lay,
-                        picks, 0, steps, alpha, has_alpha)  # fmt: skip
-    var0 = lay[6]
-    for i in range(taken):
-        var_out[i] = buf[var0 + i]
-    return taken, hit, True
-
-
-_select = _select_py  # compiled by _build
-
-
-def once_size(k: int, m: int, d: int, steps: int, itemsize: int) -> int:
-    """float64 words of :func:`select_once`'s scratch: norms, state, an aligned copy of X."""
-    head = k + m + layout(k, m, steps)[-1]
-    return -(-head // 8) * 8 + -(-k * d * itemsize // 8)
-
-
-def select_once(
-    X: np.ndarray, Q: np.ndarray, lam: float, normalize: bool, unique: bool,
-    alpha: float | None, mem: np.ndarray, picks: np.ndarray, var_out: np.ndarray,
-) -> tuple[int, bool, bool] | None:  # fmt: skip
-    """:func:`_select_py` (X, Q float32, C-contiguous, writable; ``mem`` float64 of
-    :func:`once_size`), or None when the compiled loop is unavailable or fails."""
-    if compiled_steps() is None:
-        return None
-    try:
-        got: tuple[int, bool, bool] = _select(X, Q, lam, normalize, unique, alpha or 0.0,
-                                              alpha is not None, mem, picks, var_out)  # fmt: skip
-    except Exception:  # a numba that cannot compile this: the caller takes the general route
-        return None
-    return got
-
-
-def sqnorms(A: np.ndarray, positive: bool) -> np.ndarray | None:
-    """Squared row norms (float64) of a C-contiguous, writable ``A`` by the dot kernel, the
-    bits every compiled selection uses; None without the compiled loop or when a norm is NaN,
-    infinite or, if ``positive``, zero (the caller's checks then find the cause)."""
-    if compiled_steps() is None:
-        return None
-    out = np.empty(A.shape[0])
-    try:
-        ok = _sqnorms(A, out, positive)
-    except Exception:
-        return None
-    return out if ok else None
+_steps = _steps_py  # compiled by _build
 
 
 def _table_py(X: Any, G: Any) -> None:
@@ -366,14 +272,14 @@ def _numba() -> Any:
 
 def _build(nb: Any, cache: bool) -> Any:
     """Compile the dot kernel, then what calls it (numba reads ``_dots`` as it compiles them)."""
-    global _dots, _selfdots, _table, _sqnorms, _layout, _steps, _select
+    global _dots, _selfdots, _table, _steps
     _dots = nb.njit(cache=cache, nogil=True, fastmath=_FASTMATH)(_dots_py)
     _selfdots = nb.njit(cache=cache, nogil=True, fastmath=_FASTMATH)(_selfdots_py)
     _table = nb.njit(cache=cache, nogil=True)(_table_py)
-    _sqnorms = nb.njit(cache=cache, nogil=True)(_sqnorms_py)
-    _layout = nb.njit(cache=cache, nogil=True)(layout)
     _steps = nb.njit(cache=cache, nogil=True)(_steps_py)
-    _select = nb.njit(cache=cache, nogil=True)(_select_py)
+    from . import _sift_once  # imports this module: bound here, after both are loaded
+
+    _sift_once.bind(nb.njit(cache=cache, nogil=True), _steps, _selfdots)
     return _steps
 
 

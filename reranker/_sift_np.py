@@ -38,6 +38,7 @@ import numpy as np
 
 from . import _scratch as scratch
 from . import _sift_compiled as compiled_loop
+from . import _sift_once as one_call
 from ._cancel import current_check
 from ._sift_compiled import compiled_available
 
@@ -152,7 +153,7 @@ def greedy_once(
         return None
     if n * K * d + (K + m) * n * n // 2 > ONCE_WORK:
         return None
-    size = compiled_loop.once_size(K, m, d, n, X.itemsize)
+    size = one_call.once_size(K, m, d, n, X.itemsize)
     region = scratch.take(8 * size)
     if region is None:
         return None
@@ -161,7 +162,7 @@ def greedy_once(
         if stop is not None:
             stop()
         picks, var = np.empty(n, np.int64), np.empty(n)
-        got = compiled_loop.select_once(X, Q, lam, normalize, unique, alpha, region.words, picks,
+        got = one_call.select_once(X, Q, lam, normalize, unique, alpha, region.words, picks,
                                         var)  # fmt: skip
         if got is None or not got[2]:
             return None

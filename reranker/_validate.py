@@ -27,7 +27,7 @@ from qdrant_sift.errors import (
 from qdrant_sift.options import DEFAULTS, STRATEGIES, SelectOptions, check_options, merge_options
 from qdrant_sift.options import CheckedOptions as Options
 
-from ._sift_compiled import sqnorms as compiled_sqnorms
+from ._sift_once import sqnorms as compiled_sqnorms
 
 __all__ = [
     "STRATEGIES",

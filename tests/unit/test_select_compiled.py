@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qdrant_sift.reranker import _sift_compiled, _sift_np
+from qdrant_sift.reranker import _sift_compiled, _sift_np, _sift_once
 from qdrant_sift.reranker._sift_compiled import compiled_available
 from qdrant_sift.reranker._sift_np import greedy_numpy
 
@@ -277,6 +277,6 @@ def test_squared_norms_are_the_kernel_rows_diagonal_bits(d: int) -> None:
     rng = np.random.default_rng(d)
     X = rng.standard_normal((40, d)).astype(np.float32)
     table = _sift_compiled.kernel_table(X)
-    norms = _sift_compiled.sqnorms(X, True)
+    norms = _sift_once.sqnorms(X, True)
     assert table is not None and norms is not None
     np.testing.assert_array_equal(norms, np.diag(table))

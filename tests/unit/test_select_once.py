@@ -1,4 +1,4 @@
-"""The one-call selection (issue 15: _sift_np.greedy_once, _sift_compiled._select_py): the same
+"""The one-call selection (issue 15: _sift_np.greedy_once, _sift_once): the same
 bits as the general route wherever it is taken, taken only where it may be, and bad input still
 raises the general route's typed errors.
 """
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qdrant_sift.errors import InvalidInputError, NonFiniteError
-from qdrant_sift.reranker import _select, _sift_compiled, _sift_np, select
+from qdrant_sift.reranker import _select, _sift_compiled, _sift_np, _sift_once, select
 
 pytestmark = pytest.mark.skipif(
     not _sift_compiled.compiled_available(), reason="the one-call path is the compiled loop's"
@@ -148,4 +148,4 @@ def test_one_call_compiles_once_per_input_kind() -> None:
         X = rng.standard_normal((k, d)).astype(np.float32)
         for offset in (0, 4):
             select(X[1].copy(), _aligned_at(X, offset), 10, device="cpu")
-    assert len(_sift_compiled._select.signatures) == 1
+    assert len(_sift_once._select.signatures) == 1

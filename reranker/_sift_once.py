@@ -1,0 +1,127 @@
+"""One compiled call for the common selection (:func:`._sift_np.greedy_once` says when): the
+input norms and their check, the cache-line copy of X, the set-up and every pick of the compiled
+loop (:mod:`._sift_compiled`, kernel rows), with no Python between them.
+
+Why one call: a selection made between other work (a model's forward pass, a store's search)
+starts with cold caches, where each numpy call or Python layer costs 10-30 µs instead of ~1,
+and after a ``fork`` (a DataLoader's) every Python object it touches costs a copy-on-write
+fault. :func:`sqnorms` gives every other float32 route the same squared norms, so each route to a
+selection starts from the same bits.
+
+The kernels here call :mod:`._sift_compiled`'s compiled ones through this module's globals,
+bound by :func:`bind` when that module builds (numba reads them as it compiles).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import _sift_compiled as loop
+
+__all__ = ["once_size", "select_once", "sqnorms"]
+
+_selfdots: Any = loop._selfdots_py  # the compiled kernels, once bound
+_steps: Any = loop._steps_py
+_layout: Any = loop.layout
+
+
+def bind(njit: Any, steps: Any, selfdots: Any) -> None:
+    """Take the compiled loop's kernels and compile this module's (called by its build)."""
+    global _selfdots, _steps, _layout, _sqnorms, _select
+    _selfdots, _steps = selfdots, steps
+    _layout = njit(loop.layout)
+    _sqnorms = njit(_sqnorms_py)
+    _select = njit(_select_py)
+
+
+def _sqnorms_py(A: Any, out: Any, positive: bool) -> bool:
+    """out[k] = A[k]·A[k] (the compiled loop's ``_selfdots``: the very bits of the kernel rows'
+    diagonal); False when one is NaN or infinite (a NaN or infinity in the row, or float32
+    squares beyond its range) or, if ``positive``, zero: the caller's checks then find which
+    and raise."""
+    _selfdots(A, out)
+    ok = True
+    for k in range(A.shape[0]):
+        if not math.isfinite(out[k]) or (positive and not out[k] > 0.0):
+            ok = False
+    return ok
+
+
+_sqnorms: Any = _sqnorms_py  # compiled by bind
+
+
+def _select_py(
+    X: Any, Q: Any, lam: float, normalize: bool, unique: bool, alpha: float, has_alpha: bool,
+    mem: Any, picks: Any, var_out: Any,
+) -> tuple[int, bool, bool]:  # fmt: skip
+    """A whole kernel-rows selection in one call (:func:`select_once`): squared norms and their
+    check, X copied to a cache-line boundary if it does not start on one, set-up and every
+    pick. ``mem`` is float64 scratch of :func:`once_size`. Returns (picks taken, stopped by
+    ``alpha``, inputs fine); not fine (a norm NaN, infinite, or zero with ``normalize``) means
+    nothing was picked."""
+    K, d = X.shape
+    m = Q.shape[0]
+    steps = picks.shape[0]
+    sqx = mem[:K]
+    sqq = mem[K : K + m]
+    if not (_sqnorms(Q, sqq, normalize) and _sqnorms(X, sqx, normalize)):
+        return 0, False, False
+    lay = _layout(K, m, steps)
+    head = K + m
+    buf = mem[head : head + lay[-1]]
+    Xr = X
+    if X.ctypes.data % 64 != 0:
+        start = -(-(head + lay[-1]) // 8) * 8  # 64-byte steps from the region's start
+        Xr = mem[start:].view(X.dtype)[: K * d].reshape(K, d)
+        Xr[:] = X
+    prior = float(m) if normalize else sqq[0]  # one raw target (the caller's condition)
+    none = np.empty((0, 0), X.dtype)
+    order = np.empty(0, np.int64)
+    taken, hit = _steps(none, Xr, Q, sqx, sqq, lam, normalize, unique, prior, order, buf, lay,
+                        picks, 0, steps, alpha, has_alpha)  # fmt: skip
+    var0 = lay[6]
+    for i in range(taken):
+        var_out[i] = buf[var0 + i]
+    return taken, hit, True
+
+
+_select: Any = _select_py  # compiled by bind
+
+
+def once_size(k: int, m: int, d: int, steps: int, itemsize: int) -> int:
+    """float64 words of :func:`select_once`'s scratch: norms, state, an aligned copy of X."""
+    head = k + m + loop.layout(k, m, steps)[-1]
+    return -(-head // 8) * 8 + -(-k * d * itemsize // 8)
+
+
+def select_once(
+    X: np.ndarray, Q: np.ndarray, lam: float, normalize: bool, unique: bool,
+    alpha: float | None, mem: np.ndarray, picks: np.ndarray, var_out: np.ndarray,
+) -> tuple[int, bool, bool] | None:  # fmt: skip
+    """:func:`_select_py` (X, Q float32, C-contiguous, writable; ``mem`` float64 of
+    :func:`once_size`), or None when the compiled loop is unavailable or fails."""
+    if loop.compiled_steps() is None:
+        return None
+    try:
+        got: tuple[int, bool, bool] = _select(X, Q, lam, normalize, unique, alpha or 0.0,
+                                              alpha is not None, mem, picks, var_out)  # fmt: skip
+    except Exception:  # a numba that cannot compile this: the caller takes the general route
+        return None
+    return got
+
+
+def sqnorms(A: np.ndarray, positive: bool) -> np.ndarray | None:
+    """Squared row norms (float64) of a C-contiguous, writable ``A`` by the dot kernel, the
+    bits every compiled selection uses; None without the compiled loop or when a norm is NaN,
+    infinite or, if ``positive``, zero (the caller's checks then find the cause)."""
+    if loop.compiled_steps() is None:
+        return None
+    out = np.empty(A.shape[0])
+    try:
+        ok = _sqnorms(A, out, positive)
+    except Exception:
+        return None
+    return out if ok else None
