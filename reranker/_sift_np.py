@@ -131,7 +131,8 @@ def greedy_once(
     """The common selection as one compiled call (checks, set-up, picks), or None when it is
     not one; then the caller takes the general route, whose checks raise for bad input.
 
-    One call takes float32 numpy inputs, C-contiguous and writable, a (d,) query or m targets
+    One call takes float32 numpy inputs, C-contiguous (read-only ones, such as a decoded gRPC
+    message, are copied into its scratch, as a misaligned X is anyway), a (d,) query or m targets
     that are normalised (or one raw target), 1 ≤ 2n ≤ K ≤ :data:`GRAM_MAX_K`, work within
     :data:`ONCE_WORK` and scratch that fits the pool. Why: a selection made between other work (a
     model's forward pass, a store's search) starts with cold caches, where each numpy call or
@@ -149,7 +150,11 @@ def greedy_once(
     m = Q.shape[0]
     if not (Q.ndim == 2 and Q.shape[1] == d and 0 < 2 * n <= K <= GRAM_MAX_K and d > 0 < m):
         return None
-    if not (m == 1 or normalize) or not (X.flags.carray and Q.flags.carray):
+    if not (m == 1 or normalize):
+        return None
+    if not (X.flags.carray and Q.flags.carray) and not all(  # read-only is copied in the call
+        a.flags.c_contiguous and a.flags.aligned for a in (X, Q)
+    ):
         return None
     if n * K * d + (K + m) * n * n // 2 > ONCE_WORK:
         return None

@@ -91,20 +91,33 @@ def _select_py(
 _select: Any = _select_py  # compiled by bind
 
 
+def _x_offset(k: int, m: int, steps: int) -> int:
+    """Where the scratch's aligned copy of X starts (float64 words; :func:`_select_py`'s rule)."""
+    return -(-(k + m + loop.layout(k, m, steps)[-1]) // 8) * 8
+
+
 def once_size(k: int, m: int, d: int, steps: int, itemsize: int) -> int:
     """float64 words of :func:`select_once`'s scratch: norms, state, an aligned copy of X."""
-    head = k + m + loop.layout(k, m, steps)[-1]
-    return -(-head // 8) * 8 + -(-k * d * itemsize // 8)
+    return _x_offset(k, m, steps) + -(-k * d * itemsize // 8)
 
 
 def select_once(
     X: np.ndarray, Q: np.ndarray, lam: float, normalize: bool, unique: bool,
     alpha: float | None, mem: np.ndarray, picks: np.ndarray, var_out: np.ndarray,
 ) -> tuple[int, bool, bool] | None:  # fmt: skip
-    """:func:`_select_py` (X, Q float32, C-contiguous, writable; ``mem`` float64 of
-    :func:`once_size`), or None when the compiled loop is unavailable or fails."""
+    """:func:`_select_py` (X, Q float32, C-contiguous; ``mem`` float64 of :func:`once_size`),
+    or None when the compiled loop is unavailable or fails. A read-only X is copied where the
+    call copies a misaligned one (a read-only array would be another compiled variant)."""
     if loop.compiled_steps() is None:
         return None
+    if not X.flags.writeable:
+        k, d = X.shape
+        start = _x_offset(k, Q.shape[0], picks.shape[0])
+        copy = mem[start : start + -(-k * d // 2)].view(np.float32)[: k * d].reshape(k, d)
+        np.copyto(copy, X)
+        X = copy
+    if not Q.flags.writeable:
+        Q = Q.copy()
     try:
         got: tuple[int, bool, bool] = _select(X, Q, lam, normalize, unique, alpha or 0.0,
                                               alpha is not None, mem, picks, var_out)  # fmt: skip
