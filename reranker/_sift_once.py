@@ -127,8 +127,9 @@ def select_once(
 
 
 def sqnorms(A: np.ndarray, positive: bool) -> np.ndarray | None:
-    """Squared row norms (float64) of a C-contiguous, writable ``A`` by the dot kernel, the
-    bits every compiled selection uses; None without the compiled loop or when a norm is NaN,
+    """Squared row norms (float64) of a C-contiguous ``A`` (read-only too: its own compiled
+    variant of this small kernel, the same bits) by the dot kernel, the bits every compiled
+    selection uses; None without the compiled loop or when a norm is NaN,
     infinite or, if ``positive``, zero (the caller's checks then find the cause)."""
     if loop.compiled_steps() is None:
         return None

@@ -83,7 +83,8 @@ def _check_kind_torch(t: torch.Tensor, name: str) -> None:
 def as_numpy_matrix(
     x: Any, name: str, np_dtype: type[np.floating], *, allow_vector: bool
 ) -> np.ndarray:
-    """Convert to a 2-D numpy array in the compute dtype (no copy when already right)."""
+    """Convert to a C-contiguous 2-D numpy array in the compute dtype (no copy when already
+    right)."""
     if type(x) is np.ndarray and x.dtype.type is np_dtype and x.dtype.isnative:  # as is
         _shape_checked(x.shape, name, allow_vector=allow_vector)
         arr = x
@@ -98,6 +99,8 @@ def as_numpy_matrix(
         arr = arr.astype(np_dtype, copy=False)
     if arr.ndim == 1:
         arr = arr.reshape(1, -1) if allow_vector else arr.reshape(0, 0)
+    if not arr.flags.c_contiguous:  # one layout, so the same numbers give the same bits
+        arr = np.ascontiguousarray(arr)  # (BLAS sums a Fortran-order Gram in its own order)
     return arr
 
 
@@ -152,7 +155,9 @@ def row_sqnorms_numpy(arr: np.ndarray, name: str, normalize: bool) -> np.ndarray
     """
     is_f32 = arr.dtype == np.float32
     if is_f32:
-        fast = compiled_sqnorms(arr if arr.flags.carray else np.array(arr, order="C"), normalize)
+        flags = arr.flags  # read-only C arrays as they are (no copy of a large K); strided copied
+        src = arr if flags.c_contiguous and flags.aligned else np.ascontiguousarray(arr)
+        fast = compiled_sqnorms(src, normalize)
         if fast is not None:
             return fast
     sq: np.ndarray = np.einsum("ij,ij->i", arr, arr).astype(np.float64)

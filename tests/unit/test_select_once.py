@@ -62,13 +62,15 @@ def test_one_call_is_the_general_route_bit_for_bit(
     assert not got.indices.flags.writeable and not got.variances.flags.writeable
 
 
-def test_every_input_type_reaches_the_same_bits() -> None:
+@pytest.mark.parametrize("n", [30, 60], ids=["one call", "general route"])
+def test_every_input_type_reaches_the_same_bits(n: int) -> None:
     rng = np.random.default_rng(5)
     X = rng.standard_normal((80, 24)).astype(np.float32)
     q = rng.standard_normal(24).astype(np.float32)
-    ref = select(q, X, 30, device="cpu")
-    for xs in (X.tolist(), np.asfortranarray(X), X.astype(np.float64), X[::-1][::-1]):
-        got = select(q, xs, 30, device="cpu")
+    ref = select(q, X, n, device="cpu")
+    read_only = np.frombuffer(X.tobytes(), np.float32).reshape(X.shape)
+    for xs in (X.tolist(), np.asfortranarray(X), X.astype(np.float64), X[::-1][::-1], read_only):
+        got = select(q, xs, n, device="cpu")
         np.testing.assert_array_equal(got.indices, ref.indices)
         np.testing.assert_array_equal(got.variances, ref.variances)
 
