@@ -69,38 +69,25 @@ def layout(k: int, m: int, steps: int) -> tuple[int, ...]:
 
 
 def _dots_py(A: Any, x: Any, out: Any) -> None:
-    """out[k] = A[k]·x, summed in A's dtype. Compiled with reassociation, so the sum runs in
-    vector lanes; every product of the loop goes through this one function, so equal inputs
-    give equal bits (ties between duplicate candidates stay ties)."""
+    """out[k] = A[k]·x, or A[k]·A[k] when ``x`` is None (the squared norms: numba compiles that
+    case on its own, the same loop without a call per row), summed in A's dtype. Compiled with
+    reassociation, so the sum runs in vector lanes; every product of the loop goes through this
+    one function, so equal inputs give equal bits (ties between duplicate candidates stay ties;
+    a squared norm is the very bits of the kernel rows' diagonal, which a test holds it to)."""
     d = A.shape[1]
     if d == 0:
         out[: A.shape[0]] = 0.0
         return
     for k in range(A.shape[0]):
         a = A[k]
+        v = a if x is None else x
         s = a[0] - a[0]  # a zero of A's dtype (inputs are finite), so the sum stays in it
         for e in range(d):
-            s += a[e] * x[e]
-        out[k] = s
-
-
-def _selfdots_py(A: Any, out: Any) -> None:
-    """out[k] = A[k]·A[k]: :func:`_dots_py`'s loop with the row as its own vector, so the same
-    bits as the kernel rows' diagonal (a test holds it to that), without a call per row."""
-    d = A.shape[1]
-    if d == 0:
-        out[: A.shape[0]] = 0.0
-        return
-    for k in range(A.shape[0]):
-        a = A[k]
-        s = a[0] - a[0]
-        for e in range(d):
-            s += a[e] * a[e]
+            s += a[e] * v[e]
         out[k] = s
 
 
 _dots = _dots_py  # the compiled kernel once built (:func:`_build`); _steps_py calls this name
-_selfdots = _selfdots_py  # compiled by _build
 
 
 def _steps_py(
@@ -147,7 +134,7 @@ def _steps_py(
                 for k in range(K):
                     T[t, k] = GT[k, K + t]
         if rows:
-            _selfdots(X, dl)
+            _dots(X, None, dl)
         for k in range(K):
             lamj[k] = sqx[k] * lam if normalize else lam
             if rows:
@@ -272,14 +259,13 @@ def _numba() -> Any:
 
 def _build(nb: Any, cache: bool) -> Any:
     """Compile the dot kernel, then what calls it (numba reads ``_dots`` as it compiles them)."""
-    global _dots, _selfdots, _table, _steps
+    global _dots, _table, _steps
     _dots = nb.njit(cache=cache, nogil=True, fastmath=_FASTMATH)(_dots_py)
-    _selfdots = nb.njit(cache=cache, nogil=True, fastmath=_FASTMATH)(_selfdots_py)
     _table = nb.njit(cache=cache, nogil=True)(_table_py)
     _steps = nb.njit(cache=cache, nogil=True)(_steps_py)
     from . import _sift_once  # imports this module: bound here, after both are loaded
 
-    _sift_once.bind(nb.njit(cache=cache, nogil=True), _steps, _selfdots)
+    _sift_once.bind(nb.njit(cache=cache, nogil=True), _steps, _dots)
     return _steps
 
 

@@ -23,26 +23,26 @@ from . import _sift_compiled as loop
 
 __all__ = ["once_size", "select_once", "sqnorms"]
 
-_selfdots: Any = loop._selfdots_py  # the compiled kernels, once bound
+_dots: Any = loop._dots_py  # the compiled kernels, once bound
 _steps: Any = loop._steps_py
 _layout: Any = loop.layout
 
 
-def bind(njit: Any, steps: Any, selfdots: Any) -> None:
+def bind(njit: Any, steps: Any, dots: Any) -> None:
     """Take the compiled loop's kernels and compile this module's (called by its build)."""
-    global _selfdots, _steps, _layout, _sqnorms, _select
-    _selfdots, _steps = selfdots, steps
+    global _dots, _steps, _layout, _sqnorms, _select
+    _dots, _steps = dots, steps
     _layout = njit(loop.layout)
     _sqnorms = njit(_sqnorms_py)
     _select = njit(_select_py)
 
 
 def _sqnorms_py(A: Any, out: Any, positive: bool) -> bool:
-    """out[k] = A[k]·A[k] (the compiled loop's ``_selfdots``: the very bits of the kernel rows'
+    """out[k] = A[k]·A[k] (the compiled loop's dot kernel: the very bits of the kernel rows'
     diagonal); False when one is NaN or infinite (a NaN or infinity in the row, or float32
     squares beyond its range) or, if ``positive``, zero: the caller's checks then find which
     and raise."""
-    _selfdots(A, out)
+    _dots(A, None, out)
     ok = True
     for k in range(A.shape[0]):
         if not math.isfinite(out[k]) or (positive and not out[k] > 0.0):
