@@ -235,7 +235,7 @@ _OFF = ("0", "false", "no", "off")
 # CPython keeps os.environ's live values in a plain dict of bytes on POSIX (updated by every
 # os.environ write, so monkeypatch.setenv and the like are seen). Reading it directly skips the
 # four Python-level calls of os.environ.get, which after a fork (a DataLoader's, activeft's)
-# write-fault ~25 pages of the interpreter's objects on every selection (measured: 2 faults).
+# write-fault ~25 pages of the interpreter's objects on every selection; the dict read, 2.
 _ENV_DATA = getattr(os.environ, "_data", None) if os.name == "posix" else None
 _ENV_KEY = os.fsencode(_SWITCH)
 

@@ -127,10 +127,10 @@ def select_once(
 
 
 def sqnorms(A: np.ndarray, positive: bool) -> np.ndarray | None:
-    """Squared row norms (float64) of a C-contiguous ``A`` (read-only too: its own compiled
-    variant of this small kernel, the same bits) by the dot kernel, the bits every compiled
-    selection uses; None without the compiled loop or when a norm is NaN,
-    infinite or, if ``positive``, zero (the caller's checks then find the cause)."""
+    """Squared row norms (float64) of a C-contiguous ``A`` by the dot kernel, the bits every
+    compiled selection uses (a read-only ``A`` gets its own compiled variant of this small
+    kernel, not a copy); None without the compiled loop or when a norm is NaN, infinite or, if
+    ``positive``, zero (the caller's checks then find the cause)."""
     if loop.compiled_steps() is None:
         return None
     out = np.empty(A.shape[0])
