@@ -159,7 +159,7 @@ def greedy_once(
         return None
     if n * K * d + (K + m) * n * n // 2 > ONCE_WORK:
         return None
-    size = one_call.once_size(K, m, d, n, X.itemsize)
+    xoff, size = one_call.once_plan(K, m, d, n, X.itemsize)
     region = scratch.take(8 * size)
     if region is None:
         return None
@@ -168,8 +168,8 @@ def greedy_once(
         if stop is not None:
             stop()
         picks, var = np.empty(n, np.int64), np.empty(n)
-        got = one_call.select_once(X, Q, lam, normalize, unique, alpha, region.words, picks,
-                                   var)  # fmt: skip
+        got = one_call.select_once(X, Q, lam, normalize, unique, alpha, region.words, xoff,
+                                   picks, var)  # fmt: skip
         if got is None or not got[2]:
             return None
         prior = float(m) if normalize else float(region.words[K])

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _sift_compiled as loop
 
-__all__ = ["once_size", "select_once", "sqnorms"]
+__all__ = ["once_plan", "select_once", "sqnorms"]
 
 _dots: Any = loop._dots_py  # the compiled kernels, once bound
 _steps: Any = loop._steps_py
@@ -55,11 +55,12 @@ _sqnorms: Any = _sqnorms_py  # compiled by bind
 
 def _select_py(
     X: Any, Q: Any, lam: float, normalize: bool, unique: bool, alpha: float, has_alpha: bool,
-    mem: Any, picks: Any, var_out: Any,
+    mem: Any, xoff: int, picks: Any, var_out: Any,
 ) -> tuple[int, bool, bool]:  # fmt: skip
     """A whole kernel-rows selection in one call (:func:`select_once`): squared norms and their
     check, X copied to a cache-line boundary if it does not start on one, set-up and every
-    pick. ``mem`` is float64 scratch of :func:`once_size`. Returns (picks taken, stopped by
+    pick. ``mem`` is float64 scratch and ``xoff`` where its copy of X starts, both from
+    :func:`once_plan`. Returns (picks taken, stopped by
     ``alpha``, inputs fine); not fine (a norm NaN, infinite, or zero with ``normalize``) means
     nothing was picked."""
     K, d = X.shape
@@ -74,8 +75,7 @@ def _select_py(
     buf = mem[head : head + lay[-1]]
     Xr = X
     if X.ctypes.data % 64 != 0:
-        start = -(-(head + lay[-1]) // 8) * 8  # 64-byte steps from the region's start
-        Xr = mem[start:].view(X.dtype)[: K * d].reshape(K, d)
+        Xr = mem[xoff:].view(X.dtype)[: K * d].reshape(K, d)
         Xr[:] = X
     prior = float(m) if normalize else sqq[0]  # one raw target (the caller's condition)
     none = np.empty((0, 0), X.dtype)
@@ -91,36 +91,34 @@ def _select_py(
 _select: Any = _select_py  # compiled by bind
 
 
-def _x_offset(k: int, m: int, steps: int) -> int:
-    """Where the scratch's aligned copy of X starts (float64 words; :func:`_select_py`'s rule)."""
-    return -(-(k + m + loop.layout(k, m, steps)[-1]) // 8) * 8
-
-
-def once_size(k: int, m: int, d: int, steps: int, itemsize: int) -> int:
-    """float64 words of :func:`select_once`'s scratch: norms, state, an aligned copy of X."""
-    return _x_offset(k, m, steps) + -(-k * d * itemsize // 8)
+def once_plan(k: int, m: int, d: int, steps: int, itemsize: int) -> tuple[int, int]:
+    """:func:`select_once`'s float64 scratch: (where its aligned copy of X starts, its size).
+    The norms and the state come first; the copy starts at the next 64-byte step."""
+    xoff = -(-(k + m + loop.layout(k, m, steps)[-1]) // 8) * 8
+    return xoff, xoff + -(-k * d * itemsize // 8)
 
 
 def select_once(
     X: np.ndarray, Q: np.ndarray, lam: float, normalize: bool, unique: bool,
-    alpha: float | None, mem: np.ndarray, picks: np.ndarray, var_out: np.ndarray,
+    alpha: float | None, mem: np.ndarray, xoff: int, picks: np.ndarray, var_out: np.ndarray,
 ) -> tuple[int, bool, bool] | None:  # fmt: skip
-    """:func:`_select_py` (X, Q float32, C-contiguous; ``mem`` float64 of :func:`once_size`),
-    or None when the compiled loop is unavailable or fails. A read-only X is copied where the
-    call copies a misaligned one (a read-only array would be another compiled variant)."""
+    """:func:`_select_py` (X, Q float32, C-contiguous; ``mem`` and ``xoff`` from
+    :func:`once_plan`), or None when the compiled loop is unavailable or fails. A read-only X
+    is copied where the call copies a misaligned one (a read-only array would be another
+    compiled variant)."""
     if loop.compiled_steps() is None:
         return None
     if not X.flags.writeable:
         k, d = X.shape
-        start = _x_offset(k, Q.shape[0], picks.shape[0])
-        copy = mem[start : start + -(-k * d // 2)].view(np.float32)[: k * d].reshape(k, d)
+        copy = mem[xoff : xoff + -(-k * d // 2)].view(np.float32)[: k * d].reshape(k, d)
         np.copyto(copy, X)
         X = copy
     if not Q.flags.writeable:
         Q = Q.copy()
     try:
         got: tuple[int, bool, bool] = _select(X, Q, lam, normalize, unique, alpha or 0.0,
-                                              alpha is not None, mem, picks, var_out)  # fmt: skip
+                                              alpha is not None, mem, xoff, picks,
+                                              var_out)  # fmt: skip
     except Exception:  # a numba that cannot compile this: the caller takes the general route
         return None
     return got

@@ -154,10 +154,8 @@ def row_sqnorms_numpy(arr: np.ndarray, name: str, normalize: bool) -> np.ndarray
     selection starts from the same numbers); anything it does not accept takes numpy's route.
     """
     is_f32 = arr.dtype == np.float32
-    if is_f32:
-        flags = arr.flags  # read-only C arrays as they are (no copy of a large K); strided copied
-        src = arr if flags.c_contiguous and flags.aligned else np.ascontiguousarray(arr)
-        fast = compiled_sqnorms(src, normalize)
+    if is_f32:  # ``arr`` is C-contiguous (as_numpy_matrix's); read-only as it is, no copy
+        fast = compiled_sqnorms(arr, normalize)
         if fast is not None:
             return fast
     sq: np.ndarray = np.einsum("ij,ij->i", arr, arr).astype(np.float64)
