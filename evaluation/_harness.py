@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_ARMS",
     "TIE_MARGIN",
     "EvalConfig",
+    "recall_candidates",
     "run_evaluation",
 ]
 

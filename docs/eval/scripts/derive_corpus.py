@@ -22,8 +22,7 @@ import collections
 import json
 from pathlib import Path
 
-from qdrant_sift.eval import Corpus, inject_redundancy
-from qdrant_sift.eval._corpus import normalized_hash
+from qdrant_sift.eval import Corpus, inject_redundancy, normalized_hash
 
 
 def derive_dedup(source: Path, out: Path) -> None:

@@ -14,10 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from qdrant_sift.eval._corpus import Corpus
-from qdrant_sift.eval._harness import recall_candidates
-from qdrant_sift.eval._setup import _embedder, split_prompts
-from qdrant_sift.eval._vectors import KernelCache, corpus_store, embed_corpus
+from qdrant_sift.client.embed import default_embedder
+from qdrant_sift.eval import (
+    Corpus,
+    KernelCache,
+    corpus_store,
+    embed_corpus,
+    recall_candidates,
+    split_prompts,
+)
 from qdrant_sift.reranker import LocalReranker
 
 
@@ -40,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     lams = [float(x) for x in args.lams.split(",")]
     corpus = Corpus.load(args.folder / "corpus.json")
-    embedder = _embedder("minilm")
+    embedder = default_embedder()  # what the run's "minilm" recall embedder is
     vectors = embed_corpus(corpus, embedder, args.folder / "embeddings.npy")
     store = corpus_store(corpus, vectors, args.folder / "store")
     cache = KernelCache(_CachedOnly(), args.folder / "kernel-model-mean.f32")

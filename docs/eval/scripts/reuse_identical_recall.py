@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from qdrant_sift.client.embed import default_embedder
-from qdrant_sift.eval._corpus import Corpus, normalized_hash
-from qdrant_sift.eval._harness import TIE_MARGIN  # recall_candidates recalls K + this, then cuts
+from qdrant_sift.eval import TIE_MARGIN, Corpus, normalized_hash
 
 
 def main() -> None:
@@ -56,6 +55,7 @@ def main() -> None:
     scores = np.abs(query.astype(np.float32) @ vectors.T)
     identical = set()
     for j, pid in enumerate(wanted):
+        # recall_candidates recalls K + TIE_MARGIN, then cuts
         top = np.argsort(-scores[j], kind="stable")[: args.k + TIE_MARGIN]
         if not duplicated[top].any():
             identical.add(pid)
