@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from ._models import (
         CACHE_MARKER,
         DEFAULT_MODEL_NAME,
-        WeightSnapshot,
         attach_lora,
         build_cache_atomically,
         context_length_of,
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
         smollm2_gguf_path,
     )
     from ._protocol import Tuner
+    from ._snapshot import WeightSnapshot
     from ._tuner import TestTimeTuner
 
 __all__ = [
@@ -97,7 +97,6 @@ __getattr__, __dir__ = lazy_attributes(
         "._models": [
             "CACHE_MARKER",
             "DEFAULT_MODEL_NAME",
-            "WeightSnapshot",
             "attach_lora",
             "build_cache_atomically",
             "context_length_of",
@@ -109,6 +108,7 @@ __getattr__, __dir__ = lazy_attributes(
             "smollm2_gguf_path",
         ],
         "._protocol": ["Tuner"],
+        "._snapshot": ["WeightSnapshot"],
         "._tuner": ["TestTimeTuner"],
     },
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +27,9 @@ from qdrant_sift.errors import (
 
 from ._bpb import BpbResult, bits_per_byte, prefix_token_id
 from ._config import AdaptOutcome, StepReport, TuneConfig, TuneReport, build_fields_changed
-from ._models import WeightSnapshot, attach_lora, context_length_of, load_model
+from ._models import attach_lora, context_length_of, load_model
+from ._snapshot import WeightSnapshot
+from ._step import adam_optimizer, train_step
 
 __all__ = ["TestTimeTuner"]
 
@@ -43,21 +44,6 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
         if not text:
             raise InvalidInputError(f"texts[{i}] is empty; there is nothing to learn from it")
     return out
-
-
-def _adam(params: list[torch.nn.Parameter], cfg: TuneConfig) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel where torch supports it (hundreds of small LoRA tensors:
-    the per-tensor loop costs 3-70x more on a busy CPU); same update rule otherwise."""
-    kwargs: dict[str, Any] = {
-        "lr": cfg.learning_rate,
-        "betas": cfg.adam_betas,
-        "eps": cfg.adam_eps,
-        "weight_decay": cfg.weight_decay,
-    }
-    try:
-        return torch.optim.Adam(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, **kwargs)
 
 
 class TestTimeTuner:
@@ -199,10 +185,6 @@ class TestTimeTuner:
         ids = [self._prefix, *ids][: self.max_length]
         return torch.tensor([ids], dtype=torch.long, device=self.device)
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def tune(
         self,
         texts: Sequence[str],
@@ -221,7 +203,7 @@ class TestTimeTuner:
                 return TuneReport(steps=(), seconds=0.0)
             cfg = self.config
             params = [p for _, p in self._trainable]
-            optimizer = _adam(params, cfg)
+            optimizer = adam_optimizer(params, cfg)
             encoded: dict[str, torch.Tensor] = {}  # a repeated chunk is tokenised once
             for i, text in enumerate(texts):
                 if text not in encoded:
@@ -235,7 +217,9 @@ class TestTimeTuner:
                 for text_index, text in enumerate(texts):
                     ids = encoded[text]
                     for _ in range(cfg.steps_per_chunk):
-                        step = self._step(optimizer, ids, len(steps), text_index)
+                        step = train_step(
+                            self.model, optimizer, ids, len(steps), text_index, self.device
+                        )
                         steps.append(step)
                         if progress is not None:
                             progress(step)
@@ -252,35 +236,6 @@ class TestTimeTuner:
                 optimizer.state.clear()
                 self.model.zero_grad(set_to_none=True)
             return TuneReport(steps=tuple(steps), seconds=time.perf_counter() - start)
-
-    def _step(
-        self, optimizer: torch.optim.Optimizer, ids: torch.Tensor, index: int, text_index: int
-    ) -> StepReport:
-        t0 = time.perf_counter()
-        logits = self.model(input_ids=ids, use_cache=False).logits[0, :-1]
-        loss = torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:])
-        self._sync()
-        t1 = time.perf_counter()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TuningError(f"loss is {value} at step {index}; lower the learning rate")
-        loss.backward()
-        self._sync()
-        t2 = time.perf_counter()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        self._sync()
-        t3 = time.perf_counter()
-        return StepReport(
-            index=index,
-            text_index=text_index,
-            loss=value,
-            tokens=int(ids.shape[1]),
-            seconds=t3 - t0,
-            forward_seconds=t1 - t0,
-            backward_seconds=t2 - t1,
-            optimizer_seconds=t3 - t2,
-        )
 
     def reset(self) -> None:
         """Put the adapter (or, for full fine-tuning, all weights) back exactly as built."""
