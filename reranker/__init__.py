@@ -18,15 +18,10 @@ if TYPE_CHECKING:
 
     from ._gains import relative_gains
     from ._limits import Limits
+    from ._local import LocalReranker
     from ._protocol import Reranker
     from ._remote import RecallResult, RemoteReranker
-    from ._select import (
-        STRATEGIES,
-        LocalReranker,
-        Selection,
-        select,
-        select_batch,
-    )
+    from ._select import STRATEGIES, Selection, select, select_batch
     from ._server import ServerHandle, build_server, serve
     from ._sift_compiled import compiled_available
     from ._text import TextReranker
@@ -58,15 +53,10 @@ __getattr__, __dir__ = lazy_attributes(
         "qdrant_sift.options": ["DEFAULTS", "SelectOptions"],
         "._gains": ["relative_gains"],
         "._limits": ["Limits"],
+        "._local": ["LocalReranker"],
         "._protocol": ["Reranker"],
         "._remote": ["RecallResult", "RemoteReranker"],
-        "._select": [
-            "STRATEGIES",
-            "LocalReranker",
-            "Selection",
-            "select",
-            "select_batch",
-        ],
+        "._select": ["STRATEGIES", "Selection", "select", "select_batch"],
         "._server": ["ServerHandle", "build_server", "serve"],
         "._sift_compiled": ["compiled_available"],
         "._text": ["TextReranker"],

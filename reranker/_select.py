@@ -1,4 +1,6 @@
-"""Public selection API: :func:`select`, :func:`select_batch`, :class:`Selection`, rerankers.
+"""Public selection API: :func:`select`, :func:`select_batch` and :class:`Selection`.
+
+:mod:`._local`'s ``LocalReranker`` binds them to a device and dtype.
 
 Routing: a single prompt on the CPU runs the lean numpy engine (:mod:`._sift_np`, the lowest
 per-pick overhead); batches, and single prompts on CUDA, run the batched engine
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qdrant_sift.errors import ConfigError, DimensionMismatchError, InvalidInputError, RerankerError
+from qdrant_sift.errors import ConfigError, DimensionMismatchError, InvalidInputError
 from qdrant_sift.options import DEFAULTS, SelectOptions
 
 from ._baselines import REPLAY_MAX_N, baseline_order, replay_variances
@@ -51,7 +53,7 @@ from ._validate import (
     row_sqnorms_torch,
 )
 
-__all__ = ["STRATEGIES", "LocalReranker", "Reranker", "Selection", "select", "select_batch"]
+__all__ = ["STRATEGIES", "Reranker", "Selection", "select", "select_batch"]
 
 
 def _check_sizes(k: int, d_q: int, d_x: int, opts: Options, where: str = "") -> None:
@@ -369,52 +371,3 @@ def select_batch(
             raise DimensionMismatchError(batch_dims_message(b, p.Q.shape[1], prompts[0].Q.shape[1]))
         prompts.append(p)
     return _run_batch(prompts, shared, opts, nthreads)
-
-
-class LocalReranker:
-    """In-process reranker: :func:`select` / :func:`select_batch` bound to a device and dtype.
-
-    The twin of the gRPC ``RemoteReranker``, so callers can swap one for the other.
-    ``threads``: how many threads a CPU :meth:`select_batch` may use (see :func:`select_batch`;
-    None: the CPUs this process may use).
-    """
-
-    def __init__(
-        self, device: Any = None, dtype: Any = torch.float32, threads: int | None = None
-    ) -> None:
-        self.device = resolve_device(device)
-        self.dtype = compute_dtype(dtype)
-        self.threads = check_threads(threads)
-        self._closed = False
-
-    def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if self._closed:
-            raise RerankerError("this LocalReranker is closed")
-        kwargs.setdefault("device", self.device)
-        kwargs.setdefault("dtype", self.dtype)
-        return kwargs
-
-    def select(self, query: Any, candidates: Any, n: int, **kwargs: Any) -> Selection:
-        """:func:`select` on this reranker's device and dtype."""
-        return select(query, candidates, n, **self._kwargs(kwargs))
-
-    def select_batch(self, queries: Any, candidates: Any, n: int, **kwargs: Any) -> list[Selection]:
-        """:func:`select_batch` on this reranker's device and dtype."""
-        kwargs.setdefault("threads", self.threads)
-        return select_batch(queries, candidates, n, **self._kwargs(kwargs))
-
-    def close(self) -> None:
-        """Release nothing (no remote resources) but refuse further calls, like the remote twin."""
-        self._closed = True
-
-    def __enter__(self) -> LocalReranker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return (
-            f"LocalReranker(device={str(self.device)!r}, dtype={self.dtype}, "
-            f"threads={self.threads})"
-        )
