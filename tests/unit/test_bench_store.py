@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,7 +62,8 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
                    "select alone", "(store default)", "K scaling", "SIFT search, vector cache off",
                    "plain top-50, vector cache off", "SIFT search, one direction",
                    "payloads of all 200 candidates read", "floor of a SIFT search",
-                   "payloads of the picks alone"):  # fmt: skip
+                   "payloads of the picks alone", "steady state: a fresh query every call",
+                   "SIFT search (as below)"):  # fmt: skip
         assert any(needed in w for w in what), (needed, what)
     for r in rows:
         size, _, median, base, ratio, _note = r
@@ -77,11 +80,12 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
     _, by_size, by_k = _tables(stdout)
     assert [r[0] for r in by_size] == ["3k"] and all(r[4].endswith("×") for r in by_size)
     size_row = by_size[0]
-    assert len(size_row) == 23 and size_row[5].endswith("×")  # ratio to the Edge query
-    assert size_row[7].endswith("×") and size_row[9].endswith("×")  # all payloads, one direction
-    assert size_row[12] != "-" and size_row[13].endswith("×")  # the floor and its ratio
-    assert size_row[16].endswith("×")  # vector cache off
-    assert size_row[20] != "-" and size_row[22].endswith("×")  # local mode timed
+    assert len(size_row) == 27 and "-" not in size_row[1:4]  # the steady state, timed
+    assert size_row[9].endswith("×")  # ratio to the Edge query
+    assert size_row[11].endswith("×") and size_row[13].endswith("×")  # all payloads, one direction
+    assert size_row[16] != "-" and size_row[17].endswith("×")  # the floor and its ratio
+    assert size_row[20].endswith("×")  # vector cache off
+    assert size_row[24] != "-" and size_row[26].endswith("×")  # local mode timed
     assert "data: clustered (symmetric" in stdout
     assert [r[0] for r in by_k] == ["50", "200", "1,000"] and all(r[4].endswith("×") for r in by_k)
     script = str(ROOT / "bench" / "bench_store.py")
@@ -108,10 +112,7 @@ def test_cone_data_is_its_own_collection_and_named(tmp_path: Path) -> None:
     assert any("SIFT search, one direction" in r[1] and r[4].endswith("×") for r in rows)
 
 
-def test_cone_data_sits_in_a_cone() -> None:
-    """The cone generator's geometry is what its name says: unrelated cosines mostly positive,
-    −q's best hit far below q's 200th (so −q adds nothing to a both-directions recall); the
-    clustered data stays symmetric."""
+def _bench_module() -> Any:
     spec = importlib.util.spec_from_file_location(
         "bench_store_gen", ROOT / "bench" / "bench_store.py"
     )
@@ -123,6 +124,37 @@ def test_cone_data_sits_in_a_cone() -> None:
         spec.loader.exec_module(mod)
     finally:
         sys.argv = argv
+    return mod
+
+
+def _best_cosine(q: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    cn = centres / np.linalg.norm(centres, axis=1, keepdims=True)
+    return np.asarray((qn @ cn.T).max(axis=1))
+
+
+def test_steady_state_queries_are_fresh_and_like_the_data() -> None:
+    """The steady-state rows' queries: none repeats or is one of the dataset's own 64, and each
+    sits by one of the data's centres as those do (so they time the same kind of search)."""
+    mod = _bench_module()
+    for data in ("clustered", "cone"):
+        ds = SimpleNamespace(n=5000, d=64, seed=0, data=data)
+        fresh = np.stack(mod.fresh_queries(ds, 300))
+        _, own = mod.clustered(5000, 64, 0, cone=data == "cone")
+        _, centres = mod.cluster_centres(5000, 64, 0, cone=data == "cone")
+        assert len({row.tobytes() for row in fresh}) == 300
+        assert not {row.tobytes() for row in fresh} & {row.tobytes() for row in own}
+
+        near = _best_cosine(fresh, centres)
+        assert abs(float(np.median(near)) - float(np.median(_best_cosine(own, centres)))) < 0.05
+        assert float(near.min()) > 0.6
+
+
+def test_cone_data_sits_in_a_cone() -> None:
+    """The cone generator's geometry is what its name says: unrelated cosines mostly positive,
+    −q's best hit far below q's 200th (so −q adds nothing to a both-directions recall); the
+    clustered data stays symmetric."""
+    mod = _bench_module()
     for cone in (False, True):
         x, q = mod.clustered(5000, 64, 0, cone=cone)
         xn = x / np.linalg.norm(x, axis=1, keepdims=True)
