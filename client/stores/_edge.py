@@ -38,7 +38,7 @@ from qdrant_sift.errors import (
 )
 
 from ._base import VectorStore
-from ._edge_shard import MAX_SOURCES, edge_id
+from ._edge_shard import MAX_SOURCES, edge_id, edge_ids
 from ._edge_vcache import EdgeCacheBase
 from ._ef import query_ef
 from ._filters import native_filter, to_edge
@@ -50,8 +50,8 @@ from ._integrity import (
 )
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR, Layout
 from ._names import shard_path, validate_collection_name
-from ._points import StoredPoint, normalize_id
-from ._vcache import VectorCache
+from ._points import StoredPoint, normalize_id, normalize_ids
+from ._vcache import VectorCache, int_keys
 
 __all__ = ["EdgeStore"]
 
@@ -259,12 +259,13 @@ class EdgeStore(EdgeCacheBase, VectorStore):
                 if hits is not None:
                     out.append(hits)
                     continue
-            if not all(type(i) is int for i in ids):  # the engine's ints need no normalising
+            keys = int_keys(ids)  # the engine's ints need no normalising; the cache reuses them
+            if keys is None:
                 ids = [normalize_id(i) for i in ids]
             if not full:
                 out.append(Hits(ids, scores, None, []))
             else:
-                out.append(self._cached_hits(ids, scores, pls, kernel, with_payload))
+                out.append(self._cached_hits(ids, scores, pls, kernel, with_payload, keys))
         return out
 
     def _ef(self, top: int, full: bool, k: int) -> int:
@@ -274,16 +275,16 @@ class EdgeStore(EdgeCacheBase, VectorStore):
 
     def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
         shard = self._require()
-        norm = list(dict.fromkeys(normalize_id(i) for i in ids))
+        norm = list(dict.fromkeys(normalize_ids(ids)))
         if not norm:
             return []
         lay = self._load_layout() if with_vectors else None
         with self._engine("retrieve"):
             recs = shard.retrieve(
-                [edge_id(i) for i in norm], with_payload=True,
+                edge_ids(norm), with_payload=True,
                 with_vector=lay.with_vector(False) if lay else False,
             )  # fmt: skip
-        by_id = {normalize_id(r.id): r for r in recs}
+        by_id = dict(zip(normalize_ids([r.id for r in recs]), recs, strict=True))
         return [
             StoredPoint(
                 i,
@@ -305,7 +306,7 @@ class EdgeStore(EdgeCacheBase, VectorStore):
             self._vcache_saved = None
             known = self._known(norm)
             after = self._state.remove(i for i in norm if i in known)
-            op = qe.UpdateOperation.delete_points([edge_id(i) for i in norm])
+            op = qe.UpdateOperation.delete_points(edge_ids(norm))
             self._apply(op, after, "delete", [])
             if self._vcache is not None:
                 with self._vcache_lock:

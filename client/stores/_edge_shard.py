@@ -33,7 +33,7 @@ from ._layout import Layout, read_layout
 from ._points import normalize_id
 from ._vcache import VectorCache
 
-__all__ = ["MAX_SOURCES", "EdgeShardBase", "edge_id"]
+__all__ = ["MAX_SOURCES", "EdgeShardBase", "edge_id", "edge_ids"]
 
 #: Sources kept in the manifest for an exact repair; beyond this the list says it is partial.
 MAX_SOURCES = 10_000
@@ -45,6 +45,11 @@ def edge_id(pid: PointId) -> Any:
     binding parses a canonical UUID string itself (its ``UuidStr`` id), so nothing builds a
     ``uuid.UUID`` here (a Python object, ~1 µs each: 50 of them in a SIFT search's ``retrieve``)."""
     return pid
+
+
+def edge_ids(pids: list[PointId]) -> list[Any]:
+    """Normalised ids as the engine takes them, :func:`edge_id` of each: the list as it is."""
+    return pids
 
 
 class EdgeShardBase:
@@ -270,9 +275,7 @@ class EdgeShardBase:
     def _known(self, ids: list[PointId]) -> set[PointId]:
         """Which of ``ids`` the shard holds (ids only, no payloads or vectors)."""
         with self._engine("retrieve"):
-            recs = self._shard.retrieve(
-                [edge_id(i) for i in ids], with_payload=False, with_vector=False
-            )
+            recs = self._shard.retrieve(edge_ids(ids), with_payload=False, with_vector=False)
         return {normalize_id(r.id) for r in recs}
 
     def _new_sources(self, payloads: list[dict[str, Any]]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._edge_shard import EdgeShardBase, edge_id
+from ._edge_shard import EdgeShardBase, edge_ids
 from ._hits import Hits, PointId, _rows
 from ._points import normalize_id
 from ._vcache import VectorCache
@@ -109,7 +109,7 @@ class EdgeCacheBase(EdgeShardBase):
         lay = self._load_layout()
         with self._engine("retrieve"):
             recs = self._shard.retrieve(
-                [edge_id(i) for i in dict.fromkeys(ids)], with_payload=False,
+                edge_ids(list(dict.fromkeys(ids))), with_payload=False,
                 with_vector=lay.with_vector(lay.kernel_dim is not None),
             )  # fmt: skip
         return self._rows_of(recs)
@@ -186,13 +186,15 @@ class EdgeCacheBase(EdgeShardBase):
         payloads: list[dict[str, Any]],
         kernel: bool,
         with_payload: bool = True,
+        keys: np.ndarray | None = None,
     ) -> Hits:
-        """Hits with rows from the vector cache; from the engine if a write moved ids meanwhile."""
+        """Hits with rows from the vector cache; from the engine if a write moved ids meanwhile.
+        ``keys``: the ids as int keys, when the caller has them (:meth:`VectorCache.take`)."""
         cache = self._vcache
         got = None
         if cache is not None:
             with self._vcache_lock:
-                got = cache.take(ids)
+                got = cache.take(ids, keys)
         if got is not None:
             return Hits(ids, scores, got[0], payloads, got[1] if kernel else None)
         rows = self._engine_fetch(ids, kernel, with_payload)  # ids deleted meanwhile: left out
@@ -205,9 +207,7 @@ class EdgeCacheBase(EdgeShardBase):
             return self._engine_fetch(ids, with_kernel, with_payload)
         shard = self._require()
         with self._engine("retrieve"):
-            recs = shard.retrieve(
-                [edge_id(i) for i in ids], with_payload=with_payload, with_vector=False
-            )
+            recs = shard.retrieve(edge_ids(ids), with_payload=with_payload, with_vector=False)
         by_id = {normalize_id(r.id): r for r in recs}
         held = [i for i in ids if i in by_id]
         zeros = np.zeros(len(held), np.float32)
@@ -221,7 +221,7 @@ class EdgeCacheBase(EdgeShardBase):
         lay = self._load_layout()
         with self._engine("retrieve"):
             recs = shard.retrieve(
-                [edge_id(i) for i in ids], with_payload=with_payload,
+                edge_ids(ids), with_payload=with_payload,
                 with_vector=lay.with_vector(with_kernel),
             )  # fmt: skip
         by_id = {normalize_id(r.id): r for r in recs}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +22,20 @@ __all__ = [
     "Fetch",
     "Hits",
     "PointId",
+    "all_ints",
     "merge_directions",
     "opposite_probe_settles",
 ]
 
 PointId = str | int
+
+_INT = {int}
+
+
+def all_ints(ids: Iterable[Any]) -> bool:
+    """Whether every id is a Python int (a bool or numpy integer is not), in one C-level pass:
+    the engines' ids and ours are, and then need no per-id normalising."""
+    return set(map(type, ids)) == _INT
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ these values need not import.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +18,16 @@ import numpy as np
 from qdrant_sift.arrays import as_float32_matrix
 from qdrant_sift.errors import DimensionMismatchError, InvalidInputError
 
-from ._hits import PointId
+from ._hits import PointId, all_ints
 
-__all__ = ["Candidates", "StoredPoint", "as_matrix", "normalize_id", "prepare_query"]
+__all__ = [
+    "Candidates",
+    "StoredPoint",
+    "as_matrix",
+    "normalize_id",
+    "normalize_ids",
+    "prepare_query",
+]
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,15 @@ def normalize_id(pid: Any) -> PointId:
     raise InvalidInputError(f"point id must be an unsigned int or a UUID string, got {pid!r}")
 
 
+def normalize_ids(ids: Iterable[Any]) -> list[PointId]:
+    """:func:`normalize_id` of each id, in order: unsigned ints (the usual ids) pass as they are
+    after one C-level check of the lot instead of a call per id."""
+    got = list(ids)
+    if all_ints(got) and min(got) >= 0:
+        return got
+    return [normalize_id(i) for i in got]
+
+
 def as_matrix(vectors: Any, name: str = "vectors") -> np.ndarray:
     """Validate a (n, d) float matrix (finite) and return it as contiguous float32 (the one
     array rule, :func:`qdrant_sift.arrays.as_float32_matrix`; a (d,) vector is one row)."""
@@ -103,6 +120,14 @@ def as_matrix(vectors: Any, name: str = "vectors") -> np.ndarray:
 
 def prepare_query(query: Any, dim: int | None) -> np.ndarray:
     """A (d,) query; a multi-vector prompt (m, d) recalls by its mean, like the reference."""
+    if type(query) is np.ndarray and query.dtype == np.float32 and query.shape == (dim,):
+        # the usual call: one dot shows it finite and non-zero (an overflow, NaN or underflow
+        # to 0 takes the general route below, which tells them apart)
+        with np.errstate(over="ignore", under="ignore"):
+            energy = float(np.dot(query, query))
+        if 0.0 < energy < math.inf:
+            fresh: np.ndarray = query.copy()
+            return fresh
     rows = as_float32_matrix(query, "query", allow_vector=True)
     q: np.ndarray = rows[0].copy() if rows.shape[0] == 1 else rows.mean(axis=0)
     if dim is not None and q.shape[0] != dim:

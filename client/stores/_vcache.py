@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from ._hits import PointId
+from ._hits import PointId, all_ints
 
-__all__ = ["VCACHE_PREFIX", "VectorCache"]
+__all__ = ["VCACHE_PREFIX", "VectorCache", "int_keys"]
 
 #: Names of the saved copy's files inside the shard folder (the manifest's fingerprint skips them).
 VCACHE_PREFIX = "qdrant_sift.vcache"
@@ -55,10 +55,11 @@ def _dense_limit(held: int) -> int:
     return 4 * held + (1 << 16)
 
 
-def _int_keys(ids: Sequence[PointId]) -> np.ndarray | None:
+def int_keys(ids: Sequence[PointId]) -> np.ndarray | None:
     """``ids`` as an int64 array when every one is an unsigned int (else None: numpy would also
-    read a string of digits or a float as one)."""
-    if not ids or not all(type(i) is int for i in ids):
+    read a string of digits or a float as one). A recall computes it once for both its own check
+    and the cache's lookup (:meth:`VectorCache.take`'s ``keys``)."""
+    if not ids or not all_ints(ids):
         return None
     try:
         keys = np.fromiter(ids, np.int64, len(ids))
@@ -148,7 +149,7 @@ class VectorCache:
         """Record ``ids`` → ``slots`` in the dense index, or give the index up for good."""
         if self._dense is None or not len(ids):
             return
-        keys = _int_keys(ids)
+        keys = int_keys(ids)
         top = -1 if keys is None else int(keys.max())
         if keys is None or top >= _dense_limit(len(self._slot)):
             self._dense = None  # ids the index cannot hold: the dict serves every lookup
@@ -171,9 +172,12 @@ class VectorCache:
                 if self._dense is not None:
                     self._dense[pid] = -1  # held, so a small unsigned int
 
-    def take(self, ids: Sequence[PointId]) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """Rows of ``ids`` in order (fresh arrays), or None when any id is not held."""
-        slots = self._dense_slots(ids)
+    def take(
+        self, ids: Sequence[PointId], keys: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Rows of ``ids`` in order (fresh arrays), or None when any id is not held. ``keys``:
+        :func:`int_keys` of ``ids`` when the caller has it already."""
+        slots = self._dense_slots(ids, keys)
         if slots is None:
             slots = self._dict_slots(ids)
         return None if slots is None else self._gather(slots)
@@ -196,12 +200,15 @@ class VectorCache:
         ids: list[PointId] = list(operator.itemgetter(*got)(self._slot_ids))
         return ids, *self._gather(np.fromiter(got, np.intp, len(keys)))
 
-    def _dense_slots(self, ids: Sequence[PointId]) -> np.ndarray | None:
+    def _dense_slots(
+        self, ids: Sequence[PointId], keys: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """Slots of ``ids`` from the dense index; None when it cannot answer (then the dict)."""
         dense = self._dense
         if dense is None or not len(ids):
             return None
-        keys = _int_keys(ids)
+        if keys is None:
+            keys = int_keys(ids)
         if keys is None or keys.max() >= dense.size:
             return None
         slots = dense[keys]

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from qdrant_sift.client.stores import EdgeStore
-from qdrant_sift.client.stores._points import normalize_id
+from qdrant_sift.client.stores._hits import all_ints
+from qdrant_sift.client.stores._points import normalize_id, normalize_ids, prepare_query
 from qdrant_sift.client.stores._vcache import VectorCache
-from qdrant_sift.errors import InvalidInputError
+from qdrant_sift.errors import DimensionMismatchError, InvalidInputError, NonFiniteError
 
 U = uuid.UUID("3ad528fd-9605-5448-acac-83171e953f05")
 
@@ -89,3 +90,45 @@ def test_recall_on_uuid_and_mixed_collections_matches_the_engines_rows(
                 a, b = store.recall(q, 30), ref.recall(q, 30)
                 assert a.ids == b.ids and a.payloads == b.payloads
                 np.testing.assert_array_equal(a.vectors, b.vectors)
+
+
+def test_normalize_ids_passes_unsigned_ints_and_normalises_the_rest() -> None:
+    """The one-pass route for a list of ints gives what :func:`normalize_id` of each gives, and
+    anything else (a numpy int, a bool, a negative int, a UUID among ints) takes it per id."""
+    assert normalize_ids([3, 1, 2]) == [3, 1, 2]
+    assert normalize_ids(iter([5])) == [5] and normalize_ids([]) == []
+    got = normalize_ids([np.int64(7), 1, U])
+    assert got == [7, 1, str(U)] and type(got[0]) is int
+    for bad in ([1, -1], [1, True], [2, 1.0]):
+        with pytest.raises(InvalidInputError):
+            normalize_ids(bad)
+    assert not all_ints([1, True]) and not all_ints([np.int64(1)]) and all_ints([0, 2**70])
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        ([float("nan")] + [1.0] * 3, NonFiniteError),
+        ([float("inf")] + [1.0] * 3, NonFiniteError),
+        ([0.0] * 4, InvalidInputError),
+        ([1e30] * 4, None),  # its dot overflows: the general route accepts it
+        ([1e-30] * 4, None),  # its dot underflows to 0: not the zero vector
+        ([0.0, 0.0, 0.0, -2.5], None),
+    ],
+)
+def test_prepare_query_routes_agree(values: list[float], error: type[Exception] | None) -> None:
+    """A float32 vector of the right size takes one dot instead of the array checks; every
+    value the dot cannot vouch for goes the general way, with the same verdict and bits."""
+    q = np.asarray(values, np.float32)
+    for given in (q, q.tolist(), q.astype(">f4"), np.asarray(values, np.float64)):
+        if error is not None:
+            with pytest.raises(error):
+                prepare_query(given, 4)
+            continue
+        got = prepare_query(given, 4)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, q)
+        if isinstance(given, np.ndarray):
+            assert not np.shares_memory(got, given)
+    with pytest.raises(DimensionMismatchError):
+        prepare_query(np.ones(4, np.float32), 5)
