@@ -399,6 +399,50 @@ def edge_query(edge: EdgeStore) -> Callable[..., Any]:
     return run
 
 
+def engine_query(edge: EdgeStore) -> Callable[..., Any]:
+    """The engine alone: ids only, one batch of queries; ``k2``/``ef2``: the second query's own
+    (the −q probe of a recall)."""
+    import qdrant_edge as qe
+
+    lay = edge._load_layout()
+    shard = edge._require()
+
+    def run(qs_: list[np.ndarray], k: int, ef_: int, k2: int = 0, ef2: int = 0) -> Any:
+        reqs = [
+            qe.QueryRequest(
+                limit=k2 if i and k2 else k,
+                query=qe.Query.Nearest(q.tolist(), using=lay.using),
+                params=qe.SearchParams(hnsw_ef=ef2 if i and ef2 else ef_, exact=False),
+                with_vector=False,
+                with_payload=False,
+            )
+            for i, q in enumerate(qs_)
+        ]
+        return shard.query_batch(qe.QueryBatchRequest(reqs))
+
+    return run
+
+
+def staged_sift_search(store: VectorStore, stages: dict[str, list[float]]) -> Fn:
+    """:func:`sift_search_picks` with each stage's seconds appended to ``stages`` (three clock
+    reads a call: where a steady-state SIFT search's time goes, inside the timed calls)."""
+    from qdrant_sift.reranker import select
+
+    def run(q: np.ndarray) -> Any:
+        t0 = time.perf_counter()
+        cand = store.recall(q, K, with_payload=False)
+        t1 = time.perf_counter()
+        sel = select(q, cand.vectors, N, device="cpu")
+        t2 = time.perf_counter()
+        got = store.retrieve([cand.ids[i] for i in sel.indices], with_vectors=False)
+        t3 = time.perf_counter()
+        for name, seconds in (("recall", t1 - t0), ("select", t2 - t1), ("payloads", t3 - t2)):
+            stages.setdefault(name, []).append(seconds)
+        return got
+
+    return run
+
+
 #: Untimed fresh queries (plain and SIFT search in turn) before the steady-state rows are timed:
 #: enough for a new process to have mapped the shard's and the vector cache's pages (at 1M the
 #: first few hundred fresh queries cost several times the later ones).
@@ -412,10 +456,15 @@ def bench_steady(ds: Dataset, label: str) -> None:
     caches and slow plain search more than SIFT search's fixed compute)."""
     edge = ds.edge
     build_cache(edge)
+    engine = engine_query(edge)
+    stages: dict[str, list[float]] = {}
     contenders: dict[str, Fn] = {
         "user_plain": edge_query(edge),
         "plain": plain(edge, N),
-        "sift": sift_search_picks(edge, K),
+        "sift": staged_sift_search(edge, stages),
+        "engine_probe": lambda q: engine(
+            [q, -q], K, default_ef(K, True), OPPOSITE_PROBE, EdgeStore.opposite_probe_ef
+        ),
     }
     rounds = ARGS.queries * ARGS.reps
     fresh = iter(fresh_queries(ds, STEADY_WARMUP + rounds * len(contenders)))
@@ -430,7 +479,8 @@ def bench_steady(ds: Dataset, label: str) -> None:
             t = time.perf_counter()
             contenders[name](q)
             times[name].append(time.perf_counter() - t)
-    med = {name: statistics.median(v) for name, v in times.items()}
+    stages = {name: v[-rounds:] for name, v in stages.items()}  # the timed calls only
+    med = {name: statistics.median(v) for name, v in (times | stages).items()}
     up, pl, sift = med["user_plain"], med["plain"], med["sift"]
     how = (f"steady state: a fresh query every call ({rounds} each, interleaved, after "
            f"{STEADY_WARMUP} untimed)")  # fmt: skip
@@ -440,7 +490,24 @@ def bench_steady(ds: Dataset, label: str) -> None:
     row(label, f"{how}: SIFT search (as below)", sift, "plain top-50, our store",
         f"{sift / pl:.2f}×", f"{sift / up:.2f}× the Qdrant Edge query; the target's measure: "
         "≤ 1.5× at 100k, ≤ 1.2× at 1M")  # fmt: skip
-    SCALE.setdefault(label, {}).update(steady_user=up, steady_plain=pl, steady_sift=sift)
+    row(label, "  ↳ steady state, inside those SIFT searches: recall K=200 (both directions, "
+        "vectors, no payloads)", med["recall"], "plain top-50, our store",
+        f"{med['recall'] / pl:.2f}×")  # fmt: skip
+    row(label, "  ↳ steady state, inside them: select N=50", med["select"],
+        "plain top-50, our store", f"{med['select'] / pl:.2f}×")  # fmt: skip
+    row(label, "  ↳ steady state, inside them: the picks' payloads (`retrieve`)",
+        med["payloads"], "plain top-50, our store", f"{med['payloads'] / pl:.2f}×")  # fmt: skip
+    eng = med["engine_probe"]
+    row(label, "  ↳ steady state: engine alone, top-200 ids for q and −q's probe (fresh queries "
+        "too)", eng, "plain top-50, our store", f"{eng / pl:.2f}×",
+        f"recall's Python and vector gather over it: {ms(med['recall'] - eng)}")  # fmt: skip
+    floor = eng + med["select"] + med["payloads"]
+    row(label, "  ↳ steady-state floor: those engine ids + select + the picks' payloads",
+        floor, "plain top-50, our store", f"{floor / pl:.2f}×", "what no glue can remove "
+        "short of a cheaper engine query, select or payload read")  # fmt: skip
+    SCALE.setdefault(label, {}).update(
+        steady_user=up, steady_plain=pl, steady_sift=sift, steady_floor=floor
+    )
 
 
 COLD_NOTE = ("the same query for every contender in turn, exact scans among them: colder than "
@@ -448,7 +515,6 @@ COLD_NOTE = ("the same query for every contender in turn, exact scans among them
 
 
 def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
-    import qdrant_edge as qe
 
     from qdrant_sift.reranker import select
 
@@ -466,23 +532,7 @@ def bench_edge(ds: Dataset, label: str, qs: list[np.ndarray]) -> None:
         id(q): [recalled[id(q)][i] for i in select(q, cands[id(q)], N, device="cpu").indices]
         for q in qs
     }
-    lay = edge._load_layout()
-    shard = edge._require()
-
-    def engine_ids(qs_: list[np.ndarray], k: int, ef_: int, k2: int = 0, ef2: int = 0) -> Any:
-        """ids only; ``k2``/``ef2``: the second query's own (the −q probe of a recall)"""
-        reqs = [
-            qe.QueryRequest(
-                limit=k2 if i and k2 else k,
-                query=qe.Query.Nearest(q.tolist(), using=lay.using),
-                params=qe.SearchParams(hnsw_ef=ef2 if i and ef2 else ef_, exact=False),
-                with_vector=False,
-                with_payload=False,
-            )
-            for i, q in enumerate(qs_)
-        ]
-        return shard.query_batch(qe.QueryBatchRequest(reqs))
-
+    engine_ids = engine_query(edge)
     user_plain = edge_query(edge)
 
     default = {  # the store as it comes (vector cache on)
@@ -766,6 +816,7 @@ def _print_size_scaling() -> None:
     )
     print("| size | steady state: Qdrant Edge query top-50 | steady: plain `recall` top-50 "
           "| steady: SIFT search | steady: ratio to `recall` (the target's measure) "
+          "| steady: floor (engine ids + select + picks' payloads) | its ratio "
           "| Qdrant Edge query top-50 | plain `recall` top-50 | SIFT search | ratio to "
           "`recall` | ratio to the Edge query | SIFT search, payloads of all 200 | ratio "
           "| one direction | ratio | engine floor (q + −q probe ids) | select alone "
@@ -773,7 +824,7 @@ def _print_size_scaling() -> None:
           "| cache off: plain | cache off: SIFT search | ratio to `recall` "
           "| exact: plain | exact: SIFT search | ratio "
           "| local mode: plain | local mode: SIFT search | ratio |")  # fmt: skip
-    print("|" + "---|" * 27)
+    print("|" + "---|" * 29)
 
     def pair(v: dict[str, float], a: str, b: str) -> list[str]:
         if a not in v or b not in v:
@@ -785,7 +836,7 @@ def _print_size_scaling() -> None:
 
     for size, v in SCALE.items():
         cells = [size, ms(v["steady_user"]) if "steady_user" in v else "-"]
-        cells += pair(v, "steady_plain", "steady_sift")
+        cells += pair(v, "steady_plain", "steady_sift") + ratio(v, "steady_plain", "steady_floor")
         cells += [ms(v["user_plain"]) if "user_plain" in v else "-"]
         cells += pair(v, "plain", "sift")
         cells += [f"{v['sift'] / v['user_plain']:.2f}×" if "user_plain" in v else "-"]

@@ -63,7 +63,8 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
                    "plain top-50, vector cache off", "SIFT search, one direction",
                    "payloads of all 200 candidates read", "floor of a SIFT search",
                    "payloads of the picks alone", "steady state: a fresh query every call",
-                   "SIFT search (as below)"):  # fmt: skip
+                   "SIFT search (as below)", "inside them: select N=50",
+                   "steady-state floor"):  # fmt: skip
         assert any(needed in w for w in what), (needed, what)
     for r in rows:
         size, _, median, base, ratio, _note = r
@@ -80,12 +81,13 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
     _, by_size, by_k = _tables(stdout)
     assert [r[0] for r in by_size] == ["3k"] and all(r[4].endswith("×") for r in by_size)
     size_row = by_size[0]
-    assert len(size_row) == 27 and "-" not in size_row[1:4]  # the steady state, timed
-    assert size_row[9].endswith("×")  # ratio to the Edge query
-    assert size_row[11].endswith("×") and size_row[13].endswith("×")  # all payloads, one direction
-    assert size_row[16] != "-" and size_row[17].endswith("×")  # the floor and its ratio
-    assert size_row[20].endswith("×")  # vector cache off
-    assert size_row[24] != "-" and size_row[26].endswith("×")  # local mode timed
+    assert len(size_row) == 29 and "-" not in size_row[1:7]  # the steady state, timed
+    assert size_row[6].endswith("×")  # the steady-state floor's ratio
+    assert size_row[11].endswith("×")  # ratio to the Edge query
+    assert size_row[13].endswith("×") and size_row[15].endswith("×")  # all payloads, one direction
+    assert size_row[18] != "-" and size_row[19].endswith("×")  # the floor and its ratio
+    assert size_row[22].endswith("×")  # vector cache off
+    assert size_row[26] != "-" and size_row[28].endswith("×")  # local mode timed
     assert "data: clustered (symmetric" in stdout
     assert [r[0] for r in by_k] == ["50", "200", "1,000"] and all(r[4].endswith("×") for r in by_k)
     script = str(ROOT / "bench" / "bench_store.py")
