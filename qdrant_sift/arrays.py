@@ -15,7 +15,30 @@ import numpy as np
 
 from qdrant_sift.errors import InvalidInputError, NonFiniteError
 
-__all__ = ["array_of_numbers", "as_float32_matrix", "check_kind", "check_shape"]
+__all__ = [
+    "CACHE_LINE",
+    "aligned_empty",
+    "array_of_numbers",
+    "as_float32_matrix",
+    "check_kind",
+    "check_shape",
+]
+
+#: Bytes in a cache line: where the compiled SIFT loop wants a matrix's rows to start (it copies
+#: one that does not), so arrays made for it start on one.
+CACHE_LINE = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A new, uninitialised C-contiguous array whose first byte starts a cache line (numpy's own
+    start 16 bytes in, by the allocator's whim): the store gathers recalled rows into one, so the
+    selection that reads them needs no aligned copy of its own."""
+    dt = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    raw = np.empty(nbytes + CACHE_LINE, np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    out: np.ndarray = raw[start : start + nbytes].view(dt).reshape(shape)
+    return out
 
 
 def check_shape(

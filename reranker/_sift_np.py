@@ -36,6 +36,8 @@ import math
 
 import numpy as np
 
+from qdrant_sift.arrays import CACHE_LINE, aligned_empty
+
 from . import _scratch as scratch
 from . import _sift_compiled as compiled_loop
 from . import _sift_once as one_call
@@ -62,7 +64,6 @@ _GRAM_K_PER_PICK = 6  # syrk's K²·d/2 beats n mat-vecs of K·d while K ≤ ~6n
 ONCE_WORK = 1 << 24
 
 _F32 = np.dtype(np.float32)
-_LINE = 64  # bytes in a cache line: where the compiled loop wants X's rows to start
 
 GreedyResult = tuple[np.ndarray, np.ndarray, float, bool]
 
@@ -180,7 +181,7 @@ def greedy_once(
 
 
 def _is_aligned(a: np.ndarray) -> bool:
-    return a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % _LINE == 0
+    return a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % CACHE_LINE == 0
 
 
 def aligned_input(a: np.ndarray) -> np.ndarray:
@@ -188,9 +189,7 @@ def aligned_input(a: np.ndarray) -> np.ndarray:
     matrix read once per pick by several selections (a batch's shared candidates)."""
     if _is_aligned(a):
         return a
-    raw = np.empty(a.nbytes + _LINE, np.uint8)
-    start = -raw.ctypes.data % _LINE
-    out: np.ndarray = raw[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out = aligned_empty(a.shape, a.dtype)
     np.copyto(out, a)
     return out
 

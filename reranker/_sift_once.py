@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from qdrant_sift.arrays import CACHE_LINE
+
 from . import _sift_compiled as loop
 
 __all__ = ["once_plan", "select_once", "sqnorms"]
@@ -74,7 +76,7 @@ def _select_py(
     head = K + m
     buf = mem[head : head + lay[-1]]
     Xr = X
-    if X.ctypes.data % 64 != 0:
+    if X.ctypes.data % CACHE_LINE != 0:
         Xr = mem[xoff:].view(X.dtype)[: K * d].reshape(K, d)
         Xr[:] = X
     prior = float(m) if normalize else sqq[0]  # one raw target (the caller's condition)

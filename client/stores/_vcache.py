@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from qdrant_sift.arrays import aligned_empty
+
 from ._hits import PointId, all_ints
 
 __all__ = ["VCACHE_PREFIX", "VectorCache", "int_keys"]
@@ -71,6 +73,15 @@ def int_keys(ids: Sequence[PointId]) -> np.ndarray | None:
 def _uuid_int(pid: str) -> int:
     """``uuid.UUID(pid).int`` of a canonical UUID string (a normalised id), without the object."""
     return int(pid.replace("-", ""), 16)
+
+
+def _take(rows: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """``rows[slots]`` into a new cache-line-aligned array. The slots come from the index, so
+    in range: ``mode="clip"`` only spares numpy the buffered copy that ``out`` costs under the
+    default ``mode="raise"``."""
+    out = aligned_empty((len(slots), rows.shape[1]), rows.dtype)
+    np.take(rows, slots, axis=0, out=out, mode="clip")
+    return out
 
 
 def _fsync_replace(tmp: Path, final: Path) -> None:
@@ -183,8 +194,10 @@ class VectorCache:
         return None if slots is None else self._gather(slots)
 
     def _gather(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Fresh (rows, kernel rows or None) of ``slots``, in order."""
-        return self._rows[slots], None if self._krows is None else self._krows[slots]
+        """Fresh (rows, kernel rows or None) of ``slots``, in order, each starting on a cache
+        line, so a selection over them needs no aligned copy of its own (~30 µs of a cold
+        ``select`` at K = 200, d = 384)."""
+        return _take(self._rows, slots), None if self._krows is None else _take(self._krows, slots)
 
     def take_uuids(
         self, keys: Sequence[int]

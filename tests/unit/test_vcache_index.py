@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qdrant_sift.client.stores._vcache import VectorCache
+from qdrant_sift.arrays import CACHE_LINE
+from qdrant_sift.client.stores._vcache import VectorCache, int_keys
 
 D = 8
 
@@ -29,6 +30,27 @@ def _check(cache: VectorCache, truth: dict[int | str, np.ndarray], ids: list[int
     got = cache.take(ids)
     assert got is not None
     np.testing.assert_array_equal(got[0], np.stack([truth[i] for i in ids]))
+    # fresh rows starting on a cache line (a selection then needs no aligned copy of its own)
+    assert got[0].flags.c_contiguous and got[0].ctypes.data % CACHE_LINE == 0
+    assert not np.shares_memory(got[0], cache._rows)
+    keys = int_keys(ids)
+    if keys is not None:  # the keys a recall computes once give the same rows
+        again = cache.take(ids, keys)
+        assert again is not None
+        np.testing.assert_array_equal(again[0], got[0])
+
+
+def test_kernel_rows_come_aligned_and_row_for_row() -> None:
+    cache = VectorCache(D, 5)
+    rows, krows = _rows(300), _rows(300, 1)[:, :5].copy()
+    ids: list[int | str] = list(range(300))
+    cache.put(ids, rows, krows)
+    pick: list[int | str] = [7, 299, 0, 7, 150]
+    got = cache.take(pick)
+    assert got is not None and got[1] is not None
+    np.testing.assert_array_equal(got[0], rows[[7, 299, 0, 7, 150]])
+    np.testing.assert_array_equal(got[1], krows[[7, 299, 0, 7, 150]])
+    assert got[1].ctypes.data % CACHE_LINE == 0 and got[1].flags.c_contiguous
 
 
 def test_int_ids_are_served_by_the_index_with_the_dicts_answer() -> None:
