@@ -81,7 +81,8 @@ exact commands for the idle-machine run (2 CPUs, nothing else running; `uptime` 
   .venv/bin/python bench/bench_store.py --build-only --sizes 10k,100k,1m --faiss-path /tmp/t15_bench
   # the tables (ratios, where the time goes, hnsw_ef vs recall@200, FAISS, scaling):
   .venv/bin/python bench/bench_store.py --sizes 10k,100k,1m --faiss-path /tmp/t15_bench
-  # SIFT search vs plain search with tighter medians (64 queries × 5 repetitions; a few minutes):
+  # SIFT search vs plain search with tighter medians (64 queries × 5 repetitions; a few minutes;
+  # the steady-state rows first, each call on a fresh query: the target's measure):
   .venv/bin/python bench/bench_store.py --sizes 10k,100k,1m --sections edge --queries 64 --reps 5
   # a shorter pass (10k and 100k, K sweep to 1000):
   .venv/bin/python bench/bench_store.py --quick --faiss-path /tmp/t15_bench
