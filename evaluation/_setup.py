@@ -33,6 +33,7 @@ __all__ = [
     "byte_level_tokenizer",
     "evaluate",
     "hashing_embedder",
+    "prepare",
     "split_prompts",
     "tiny_model",
     "with_overrides",

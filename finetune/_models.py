@@ -40,6 +40,7 @@ __all__ = [
     "default_model_cache",
     "default_target_modules",
     "load_model",
+    "load_tokenizer",
     "smollm2_gguf_path",
 ]
 

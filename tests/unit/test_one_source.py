@@ -219,3 +219,31 @@ def test_aligned_empty_starts_on_a_cache_line(shape: tuple[int, ...], dtype: Any
         a = aligned_empty(shape, dtype)
         assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
         assert a.flags.writeable and (a.size == 0 or a.ctypes.data % CACHE_LINE == 0)
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "qdrant_sift.client",
+        "qdrant_sift.client.stores",
+        "qdrant_sift.reranker",
+        "qdrant_sift.finetune",
+        "qdrant_sift.eval",
+    ],
+)
+def test_package_names_are_in_their_private_modules_all(package: str) -> None:
+    """A name a package exports is also in the ``__all__`` of the private module defining it,
+    so each module's ``__all__`` says what it offers the rest of the package."""
+    import importlib
+
+    pkg = importlib.import_module(package)
+    missing = []
+    for name in pkg.__all__:
+        obj = getattr(pkg, name)
+        where = getattr(obj, "__module__", None)
+        if not isinstance(where, str) or not where.startswith(package + "._"):
+            continue  # a constant, or defined outside this package's private modules
+        module = sys.modules[where]
+        if getattr(obj, "__name__", name) not in getattr(module, "__all__", ()):
+            missing.append(f"{where}.{name}")
+    assert not missing, missing
