@@ -13,9 +13,10 @@ see :mod:`._integrity` for what that does and does not protect). A shard that do
 raises :class:`StoreCorruptedError` on every use except :meth:`EdgeStore.drop`, which is the
 repair (then re-ingest). Every engine exception reaches the caller as a ``StoreError``.
 
-This module holds the store's reads and writes; the shard's lock, opening and manifest are
-:mod:`._edge_shard`, the vector cache's upkeep and the reads through it :mod:`._edge_vcache`
-(bases of :class:`EdgeStore`).
+This module holds the store's creation, writes and life cycle; its reads (a recall's queries,
+``retrieve``, ``scroll``) are :mod:`._edge_read`, the vector cache's upkeep and the rows read
+through it :mod:`._edge_vcache`, the shard's lock, opening and manifest :mod:`._edge_shard`
+(the bases of :class:`EdgeStore`, in that order).
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ import contextlib
 import os
 import shutil
 import threading
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,9 @@ from qdrant_sift.errors import (
 )
 
 from ._base import VectorStore
+from ._edge_read import EdgeReadBase
 from ._edge_shard import MAX_SOURCES, edge_id, edge_ids
-from ._edge_vcache import EdgeCacheBase
-from ._ef import query_ef
-from ._filters import native_filter, to_edge
-from ._hits import OPPOSITE_PROBE_EF, Hits, PointId
+from ._hits import PointId
 from ._integrity import (
     IdState,
     ShardManifest,
@@ -50,8 +48,8 @@ from ._integrity import (
 )
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR, Layout
 from ._names import shard_path, validate_collection_name
-from ._points import StoredPoint, normalize_id, normalize_ids
-from ._vcache import VectorCache, int_keys
+from ._points import normalize_id
+from ._vcache import VectorCache
 
 __all__ = ["EdgeStore"]
 
@@ -63,7 +61,7 @@ _CLUSTER_ONLY = frozenset(
 )  # fmt: skip
 
 
-class EdgeStore(EdgeCacheBase, VectorStore):
+class EdgeStore(EdgeReadBase, VectorStore):
     """A collection as an Edge shard in ``path/collection`` (created on :meth:`create`).
 
     ``probe``: load a shard that was not closed cleanly (or has no manifest) in a subprocess
@@ -78,9 +76,6 @@ class EdgeStore(EdgeCacheBase, VectorStore):
     HNSW search of K = 200 at 100k points). ``None`` reads ``QDRANT_SIFT_EDGE_VECTOR_CACHE``
     (default on; ``0`` = off, for a collection whose vectors should not be held twice).
     """
-
-    #: ``hnsw_ef`` of a both-directions recall's −q probe (see ``OPPOSITE_PROBE_EF``)
-    opposite_probe_ef = OPPOSITE_PROBE_EF
 
     def __init__(
         self,
@@ -203,98 +198,6 @@ class EdgeStore(EdgeCacheBase, VectorStore):
             if self._vcache is not None:
                 self._cache_read_back(ids)
 
-    def _native_filter(self, filter: Any) -> Any:
-        import qdrant_edge as qe
-
-        return native_filter(filter, to_edge, qe.Filter, "EdgeStore", "qdrant_edge.Filter")
-
-    def _search(
-        self,
-        queries: list[np.ndarray],
-        k: int,
-        filter: Any,
-        params: dict[str, Any],
-        kernel: bool,
-        vectors: Sequence[bool] | None = None,
-        limits: Sequence[int] | None = None,
-        with_payload: bool = True,
-    ) -> list[Hits]:
-        import qdrant_edge as qe
-
-        shard = self._require()
-        lay = self._load_layout()
-        exact = bool(params.get("exact", False))
-        flt = self._native_filter(filter)
-        rows = [True] * len(queries) if vectors is None else list(vectors)
-        tops = [k] * len(queries) if limits is None else list(limits)
-        cache = self._cache()
-        engine_vectors = lay.with_vector(kernel) if cache is None else False
-        reqs = [
-            qe.QueryRequest(
-                limit=top,
-                query=qe.Query.Nearest(q.tolist(), using=lay.using),
-                filter=flt,
-                params=qe.SearchParams(
-                    hnsw_ef=params.get("hnsw_ef") or self._ef(top, full, k), exact=exact
-                ),
-                with_vector=engine_vectors if full else False,
-                with_payload=full and with_payload,
-            )
-            for q, full, top in zip(queries, rows, tops, strict=True)
-        ]
-        with self._engine("query"):
-            res = shard.query_batch(qe.QueryBatchRequest(reqs))
-        out: list[Hits] = []
-        for r, full in zip(res, rows, strict=True):
-            if full and cache is None:
-                out.append(self._hits(r, kernel, payloads=with_payload))
-                continue
-            ids = [p.id for p in r]
-            scores = np.asarray([p.score for p in r], np.float32)
-            pls: list[dict[str, Any]] = []  # the −q probe reads ids and scores only
-            if full:
-                pls = [p.payload or {} for p in r] if with_payload else [{} for _ in ids]
-            if full and ids and type(ids[0]) is uuid.UUID:
-                hits = self._cached_uuid_hits(ids, scores, pls, kernel)
-                if hits is not None:
-                    out.append(hits)
-                    continue
-            keys = int_keys(ids)  # the engine's ints need no normalising; the cache reuses them
-            if keys is None:
-                ids = [normalize_id(i) for i in ids]
-            if not full:
-                out.append(Hits(ids, scores, None, []))
-            else:
-                out.append(self._cached_hits(ids, scores, pls, kernel, with_payload, keys))
-        return out
-
-    def _ef(self, top: int, full: bool, k: int) -> int:
-        """Default ``hnsw_ef`` of one query of a batch: the −q probe (ids only, fewer than k
-        asked) at ``opposite_probe_ef``, everything else at ``default_ef``."""
-        return query_ef(top, full, k, self.opposite_probe_ef)
-
-    def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
-        shard = self._require()
-        norm = list(dict.fromkeys(normalize_ids(ids)))
-        if not norm:
-            return []
-        lay = self._load_layout() if with_vectors else None
-        with self._engine("retrieve"):
-            recs = shard.retrieve(
-                edge_ids(norm), with_payload=True,
-                with_vector=lay.with_vector(False) if lay else False,
-            )  # fmt: skip
-        by_id = dict(zip(normalize_ids([r.id for r in recs]), recs, strict=True))
-        return [
-            StoredPoint(
-                i,
-                np.asarray(lay.recall_of(by_id[i].vector), np.float32) if lay else None,
-                by_id[i].payload or {},
-            )
-            for i in norm
-            if i in by_id
-        ]
-
     def delete(self, ids: Sequence[PointId]) -> None:
         import qdrant_edge as qe
 
@@ -315,35 +218,6 @@ class EdgeStore(EdgeCacheBase, VectorStore):
     def count(self) -> int:
         self._require()
         return self._count()
-
-    def scroll(
-        self,
-        batch_size: int = 1000,
-        with_vectors: bool = False,
-        filter: Any = None,
-        payload_keys: Sequence[str] | None = None,
-    ) -> Iterator[StoredPoint]:
-        import qdrant_edge as qe
-
-        shard = self._require()
-        lay = self._load_layout() if with_vectors else None
-        want = lay.with_vector(False) if lay else False
-        flt = self._native_filter(filter)
-        payload: Any = True if payload_keys is None else list(payload_keys)
-        offset: Any = None
-        while True:
-            with self._engine("scroll"):
-                recs, offset = shard.scroll(
-                    qe.ScrollRequest(
-                        offset=offset, limit=batch_size, filter=flt, with_payload=payload,
-                        with_vector=want,
-                    )
-                )  # fmt: skip
-            for r in recs:
-                vec = np.asarray(lay.recall_of(r.vector), np.float32) if lay else None
-                yield StoredPoint(normalize_id(r.id), vec, r.payload or {})
-            if offset is None:
-                return
 
     def index_payload(self, fields: Sequence[str]) -> None:
         import qdrant_edge as qe
