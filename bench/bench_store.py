@@ -437,7 +437,8 @@ def staged_sift_search(store: VectorStore, stages: dict[str, list[float]]) -> Fn
         t2 = time.perf_counter()
         got = store.retrieve([cand.ids[i] for i in sel.indices], with_vectors=False)
         t3 = time.perf_counter()
-        for name, seconds in (("recall", t1 - t0), ("select", t2 - t1), ("payloads", t3 - t2)):
+        for name, seconds in (("recall", t1 - t0), ("select", t2 - t1), ("payloads", t3 - t2),
+                              ("no_payloads", t2 - t0)):  # fmt: skip
             stages.setdefault(name, []).append(seconds)
         return got
 
@@ -506,6 +507,11 @@ def bench_steady(ds: Dataset, label: str) -> None:
     row(label, "  ↳ steady-state floor: those engine ids + select + the picks' payloads",
         floor, "plain top-50, our store", f"{floor / pl:.2f}×", "what no glue can remove "
         "short of a cheaper engine query, select or payload read")  # fmt: skip
+    bare = med["no_payloads"]
+    row(label, "  ↳ steady state, those SIFT searches without the picks' payloads (recall + "
+        "select, per call)", bare, "plain top-50, our store", f"{bare / pl:.2f}×",
+        f"less than plain search returns; its floor (engine ids + select) "
+        f"{(eng + med['select']) / pl:.2f}×")  # fmt: skip
     SCALE.setdefault(label, {}).update(
         steady_user=up, steady_plain=pl, steady_sift=sift, steady_floor=floor
     )

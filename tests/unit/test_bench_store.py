@@ -64,7 +64,7 @@ def test_every_row_has_a_baseline_from_the_same_run(tmp_path: Path) -> None:
                    "payloads of all 200 candidates read", "floor of a SIFT search",
                    "payloads of the picks alone", "steady state: a fresh query every call",
                    "SIFT search (as below)", "inside them: select N=50",
-                   "steady-state floor"):  # fmt: skip
+                   "steady-state floor", "without the picks' payloads"):  # fmt: skip
         assert any(needed in w for w in what), (needed, what)
     for r in rows:
         size, _, median, base, ratio, _note = r
