@@ -19,7 +19,7 @@ from ._edge_vcache import EdgeCacheBase
 from ._ef import query_ef
 from ._filters import native_filter, to_edge
 from ._hits import OPPOSITE_PROBE_EF, Hits, PointId
-from ._points import StoredPoint, normalize_id, normalize_ids
+from ._points import StoredPoint, normalize_id, normalize_ids, records_by_id
 from ._vcache import int_keys
 
 __all__ = ["EdgeReadBase"]
@@ -112,7 +112,7 @@ class EdgeReadBase(EdgeCacheBase):
                 edge_ids(norm), with_payload=True,
                 with_vector=lay.with_vector(False) if lay else False,
             )  # fmt: skip
-        by_id = dict(zip(normalize_ids([r.id for r in recs]), recs, strict=True))
+        by_id = records_by_id(recs)
         return [
             StoredPoint(
                 i,

@@ -30,7 +30,7 @@ from qdrant_sift.errors import (
 from ._hits import PointId
 from ._integrity import IdState, ShardManifest, fingerprint_mismatch, probe_load
 from ._layout import Layout, read_layout
-from ._points import normalize_id
+from ._points import normalize_ids
 from ._vcache import VectorCache
 
 __all__ = ["MAX_SOURCES", "EdgeShardBase", "edge_id", "edge_ids"]
@@ -221,7 +221,7 @@ class EdgeShardBase:
                         offset=offset, limit=10_000, with_payload=False, with_vector=False
                     )
                 )
-                ids.extend(normalize_id(r.id) for r in recs)
+                ids.extend(normalize_ids([r.id for r in recs]))
                 if offset is None:
                     break
         return IdState.of(ids)
@@ -276,7 +276,7 @@ class EdgeShardBase:
         """Which of ``ids`` the shard holds (ids only, no payloads or vectors)."""
         with self._engine("retrieve"):
             recs = self._shard.retrieve(edge_ids(ids), with_payload=False, with_vector=False)
-        return {normalize_id(r.id) for r in recs}
+        return set(normalize_ids([r.id for r in recs]))
 
     def _new_sources(self, payloads: list[dict[str, Any]]) -> list[str]:
         if len(self._sources) >= MAX_SOURCES:

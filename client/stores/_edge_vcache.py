@@ -19,7 +19,7 @@ import numpy as np
 
 from ._edge_shard import EdgeShardBase, edge_ids
 from ._hits import Hits, PointId, _rows
-from ._points import normalize_id
+from ._points import normalize_id, normalize_ids, records_by_id
 from ._vcache import VectorCache
 
 __all__ = ["EdgeCacheBase"]
@@ -75,7 +75,7 @@ class EdgeCacheBase(EdgeShardBase):
 
     def _rows_of(self, recs: Any) -> tuple[list[PointId], np.ndarray, np.ndarray | None]:
         lay = self._load_layout()
-        ids = [normalize_id(r.id) for r in recs]
+        ids = normalize_ids([r.id for r in recs])
         rows = _rows([lay.recall_of(r.vector) for r in recs], lay.dim)
         krows = None
         if lay.kernel_dim is not None:
@@ -208,7 +208,7 @@ class EdgeCacheBase(EdgeShardBase):
         shard = self._require()
         with self._engine("retrieve"):
             recs = shard.retrieve(edge_ids(ids), with_payload=with_payload, with_vector=False)
-        by_id = {normalize_id(r.id): r for r in recs}
+        by_id = records_by_id(recs)
         held = [i for i in ids if i in by_id]
         zeros = np.zeros(len(held), np.float32)
         pls = [by_id[i].payload or {} for i in held]
@@ -224,5 +224,5 @@ class EdgeCacheBase(EdgeShardBase):
                 edge_ids(ids), with_payload=with_payload,
                 with_vector=lay.with_vector(with_kernel),
             )  # fmt: skip
-        by_id = {normalize_id(r.id): r for r in recs}
+        by_id = records_by_id(recs)
         return self._hits([by_id[i] for i in ids if i in by_id], with_kernel, scored=False)

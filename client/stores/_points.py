@@ -27,6 +27,7 @@ __all__ = [
     "normalize_id",
     "normalize_ids",
     "prepare_query",
+    "records_by_id",
 ]
 
 
@@ -110,6 +111,12 @@ def normalize_ids(ids: Iterable[Any]) -> list[PointId]:
     if all_ints(got) and min(got) >= 0:
         return got
     return [normalize_id(i) for i in got]
+
+
+def records_by_id(records: Sequence[Any]) -> dict[PointId, Any]:
+    """An engine's records (anything with ``.id``) by their normalised ids, via
+    :func:`normalize_ids` (later records win, as in a dict display)."""
+    return dict(zip(normalize_ids([r.id for r in records]), records, strict=True))
 
 
 def as_matrix(vectors: Any, name: str = "vectors") -> np.ndarray:

@@ -30,7 +30,7 @@ from ._filters import native_filter, to_qdrant
 from ._hits import Hits, PointId
 from ._layout import KERNEL_ID_KEY, KERNEL_VECTOR, Layout, read_layout
 from ._names import validate_collection_name
-from ._points import StoredPoint, normalize_id
+from ._points import StoredPoint, normalize_id, records_by_id
 
 __all__ = ["QdrantStore"]
 
@@ -317,7 +317,7 @@ class QdrantStore(VectorStore):
                 self.collection, ids=ids, with_payload=with_payload,
                 with_vectors=self._with_vectors(True, with_kernel),
             )  # fmt: skip
-        by_id = {normalize_id(r.id): r for r in recs}
+        by_id = records_by_id(recs)
         return self._hits([by_id[i] for i in ids if i in by_id], with_kernel, scored=False)
 
     def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
@@ -329,7 +329,7 @@ class QdrantStore(VectorStore):
             recs = self._client.retrieve(
                 self.collection, ids=norm, with_payload=True, with_vectors=with_vec
             )
-        by_id = {normalize_id(r.id): r for r in recs}
+        by_id = records_by_id(recs)
         return [
             StoredPoint(
                 i,
