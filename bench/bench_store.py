@@ -344,15 +344,28 @@ def sift_search(store: VectorStore, k: int, **params: Any) -> Fn:
     return run
 
 
-def sift_search_picks(store: VectorStore, k: int, **params: Any) -> Fn:
+def sift_search_picks(
+    store: VectorStore, k: int, stages: dict[str, list[float]] | None = None, **params: Any
+) -> Fn:
     """SIFT search reading payloads for the N picks only: recall without payloads, select,
-    then the picks' payloads (what a caller needs of them) with one ``retrieve``."""
+    then the picks' payloads (what a caller needs of them) with one ``retrieve``. ``stages``:
+    each call's seconds per stage are appended there (three clock reads a call: where a
+    steady-state SIFT search's time goes, inside the timed calls)."""
     from qdrant_sift.reranker import select
 
     def run(q: np.ndarray) -> Any:
+        t0 = time.perf_counter()
         cand = store.recall(q, k, with_payload=False, **params)
+        t1 = time.perf_counter()
         sel = select(q, cand.vectors, min(N, k), device="cpu")
-        return store.retrieve([cand.ids[i] for i in sel.indices], with_vectors=False)
+        t2 = time.perf_counter()
+        got = store.retrieve([cand.ids[i] for i in sel.indices], with_vectors=False)
+        if stages is not None:
+            t3 = time.perf_counter()
+            for name, seconds in (("recall", t1 - t0), ("select", t2 - t1),
+                                  ("payloads", t3 - t2), ("no_payloads", t2 - t0)):  # fmt: skip
+                stages.setdefault(name, []).append(seconds)
+        return got
 
     return run
 
@@ -424,27 +437,6 @@ def engine_query(edge: EdgeStore) -> Callable[..., Any]:
     return run
 
 
-def staged_sift_search(store: VectorStore, stages: dict[str, list[float]]) -> Fn:
-    """:func:`sift_search_picks` with each stage's seconds appended to ``stages`` (three clock
-    reads a call: where a steady-state SIFT search's time goes, inside the timed calls)."""
-    from qdrant_sift.reranker import select
-
-    def run(q: np.ndarray) -> Any:
-        t0 = time.perf_counter()
-        cand = store.recall(q, K, with_payload=False)
-        t1 = time.perf_counter()
-        sel = select(q, cand.vectors, N, device="cpu")
-        t2 = time.perf_counter()
-        got = store.retrieve([cand.ids[i] for i in sel.indices], with_vectors=False)
-        t3 = time.perf_counter()
-        for name, seconds in (("recall", t1 - t0), ("select", t2 - t1), ("payloads", t3 - t2),
-                              ("no_payloads", t2 - t0)):  # fmt: skip
-            stages.setdefault(name, []).append(seconds)
-        return got
-
-    return run
-
-
 #: Untimed fresh queries (plain and SIFT search in turn) before the steady-state rows are timed:
 #: a new process's first queries cost several times the later ones (a probe at 1M: plain top-50
 #: 4.9 ms on fresh queries at once, 0.74 ms after 3,000 of them).
@@ -463,7 +455,7 @@ def bench_steady(ds: Dataset, label: str) -> None:
     contenders: dict[str, Fn] = {
         "user_plain": edge_query(edge),
         "plain": plain(edge, N),
-        "sift": staged_sift_search(edge, stages),
+        "sift": sift_search_picks(edge, K, stages),
         "engine_probe": lambda q: engine(
             [q, -q], K, default_ef(K, True), OPPOSITE_PROBE, EdgeStore.opposite_probe_ef
         ),
