@@ -43,7 +43,7 @@ from ._layout import (
     unit_rows,
     valid_kernel_dim,
 )
-from ._points import Candidates, StoredPoint, as_matrix, normalize_id, prepare_query
+from ._points import Candidates, StoredPoint, as_matrix, normalize_ids, prepare_query
 
 __all__ = ["DISTANCES", "Hits", "PointId", "VectorStore"]
 
@@ -250,7 +250,7 @@ class VectorStore(ABC):
         created with ``kernel_dim``.
         """
         vecs = as_matrix(vectors)
-        norm_ids = [normalize_id(i) for i in ids]
+        norm_ids = normalize_ids(ids)
         if len(norm_ids) != vecs.shape[0]:
             raise InvalidInputError(f"{len(norm_ids)} ids for {vecs.shape[0]} vectors")
         pls = [dict(p) for p in payloads] if payloads is not None else [{} for _ in norm_ids]

@@ -48,7 +48,7 @@ from ._integrity import (
 )
 from ._layout import KERNEL_VECTOR, RECALL_VECTOR, Layout
 from ._names import shard_path, validate_collection_name
-from ._points import normalize_id
+from ._points import normalize_ids
 from ._vcache import VectorCache
 
 __all__ = ["EdgeStore"]
@@ -202,7 +202,7 @@ class EdgeStore(EdgeReadBase, VectorStore):
         import qdrant_edge as qe
 
         self._require()
-        norm = list(dict.fromkeys(normalize_id(i) for i in ids))
+        norm = list(dict.fromkeys(normalize_ids(ids)))
         if not norm:
             return
         with self._write_lock:

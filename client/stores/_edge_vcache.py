@@ -19,7 +19,7 @@ import numpy as np
 
 from ._edge_shard import EdgeShardBase, edge_ids
 from ._hits import Hits, PointId, _rows
-from ._points import normalize_id, normalize_ids, records_by_id
+from ._points import normalize_ids, records_by_id
 from ._vcache import VectorCache
 
 __all__ = ["EdgeCacheBase"]
@@ -152,7 +152,7 @@ class EdgeCacheBase(EdgeShardBase):
         """Engine points (scored or records) with vectors and payloads as one :class:`Hits`
         (``payloads`` False: empty ones, none were read)."""
         lay = self._load_layout()
-        return Hits.build([normalize_id(p.id) for p in points],
+        return Hits.build(normalize_ids([p.id for p in points]),
                           [p.score for p in points] if scored else [0.0] * len(points),
                           [lay.recall_of(p.vector) for p in points],
                           [p.payload or {} for p in points] if payloads else [{} for _ in points],

@@ -30,7 +30,7 @@ from ._filters import native_filter, to_qdrant
 from ._hits import Hits, PointId
 from ._layout import KERNEL_ID_KEY, KERNEL_VECTOR, Layout, read_layout
 from ._names import validate_collection_name
-from ._points import StoredPoint, normalize_id, records_by_id
+from ._points import StoredPoint, normalize_id, normalize_ids, records_by_id
 
 __all__ = ["QdrantStore"]
 
@@ -293,7 +293,7 @@ class QdrantStore(VectorStore):
             res = self._client.query_batch_points(self.collection, requests=reqs)
         return [
             self._hits(r.points, with_kernel, scored=True) if full
-            else Hits([normalize_id(p.id) for p in r.points],
+            else Hits(normalize_ids([p.id for p in r.points]),
                       np.asarray([p.score for p in r.points], np.float32), None, [])
             for r, full in zip(res, rows, strict=True)
         ]  # fmt: skip
@@ -302,7 +302,7 @@ class QdrantStore(VectorStore):
         """Client points (scored or records) with vectors and payloads as one :class:`Hits`."""
         lay = self._load_layout()
         return Hits.build(
-            [normalize_id(p.id) for p in points],
+            normalize_ids([p.id for p in points]),
             [p.score for p in points] if scored else [0.0] * len(points),
             [lay.recall_of(p.vector) for p in points],
             [p.payload or {} for p in points],
@@ -321,7 +321,7 @@ class QdrantStore(VectorStore):
         return self._hits([by_id[i] for i in ids if i in by_id], with_kernel, scored=False)
 
     def retrieve(self, ids: Sequence[PointId], with_vectors: bool = True) -> list[StoredPoint]:
-        norm = [normalize_id(i) for i in ids]
+        norm = normalize_ids(ids)
         if not norm:
             return []
         with_vec = self._with_vectors(with_vectors)
@@ -343,7 +343,7 @@ class QdrantStore(VectorStore):
     def delete(self, ids: Sequence[PointId]) -> None:
         from qdrant_client import models
 
-        norm = [normalize_id(i) for i in ids]
+        norm = normalize_ids(ids)
         if norm:
             with self._errors():
                 self._client.delete(

@@ -5,15 +5,17 @@ strings: ``client/stores/_edge_shard.edge_id``)."""
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
-from qdrant_sift.client.stores import EdgeStore
+from qdrant_sift.client.stores import EdgeStore, QdrantStore, VectorStore
 from qdrant_sift.client.stores._hits import all_ints
 from qdrant_sift.client.stores._points import normalize_id, normalize_ids, prepare_query
 from qdrant_sift.client.stores._vcache import VectorCache
@@ -103,6 +105,55 @@ def test_normalize_ids_passes_unsigned_ints_and_normalises_the_rest() -> None:
         with pytest.raises(InvalidInputError):
             normalize_ids(bad)
     assert not all_ints([1, True]) and not all_ints([np.int64(1)]) and all_ints([0, 2**70])
+
+
+def _engine_points(pid: object) -> list[Any]:
+    """Two engine points (scored or records) as the stores read them, the second with ``pid``."""
+    return [SimpleNamespace(id=i, score=1.0, vector=[1.0] * 8, payload={}) for i in (0, pid)]
+
+
+def _call_sites(store: VectorStore) -> dict[str, Callable[[object], object]]:
+    """Every store call site that normalises a list of ids with :func:`normalize_ids`, each
+    given one bad id among good ones: the callers' ids (upsert, delete, retrieve) and the
+    engine's (the hits of a search or fetch)."""
+    x = np.ones((2, 8), np.float32)
+    sites: dict[str, Callable[[object], object]] = {
+        "upsert": lambda pid: store.upsert([0, pid], x),
+        "delete": lambda pid: store.delete([0, pid]),
+        "hits": lambda pid: store._hits(_engine_points(pid), False, scored=True),
+    }
+    if isinstance(store, QdrantStore):
+        sites["retrieve"] = lambda pid: store.retrieve([0, pid])
+
+        def ids_only(pid: object) -> object:  # the −q probe's answer: ids and scores only
+            answer = [SimpleNamespace(points=_engine_points(pid))]
+            store._client.query_batch_points = lambda *a, **kw: answer
+            return store._search([x[0]], 2, None, {}, False, vectors=[False])
+
+        sites["search ids only"] = ids_only
+    return sites
+
+
+@pytest.mark.parametrize("backend", ["edge", "qdrant"])
+@pytest.mark.parametrize(
+    "bad", [True, False, -1, np.int64(-3)], ids=["true", "false", "-1", "np-3"]
+)
+def test_every_id_list_call_site_refuses_bools_and_negatives_like_normalize_id(
+    tmp_path: Path, backend: str, bad: object
+) -> None:
+    """The one-pass :func:`normalize_ids` at each call site refuses a bool or a negative id with
+    the error (class and message) that :func:`normalize_id` gives for it, and writes nothing."""
+    with pytest.raises(InvalidInputError) as want:
+        normalize_id(bad)
+    store: VectorStore = (
+        EdgeStore(tmp_path, "bad") if backend == "edge" else QdrantStore("bad", location=":memory:")
+    )
+    with store:
+        store.create(8)
+        for name, call in _call_sites(store).items():
+            with pytest.raises(InvalidInputError, match=re.escape(str(want.value))):
+                call(bad)
+            assert store.count() == 0, name
 
 
 @pytest.mark.parametrize(
