@@ -3,6 +3,7 @@
 The same code serves ``:memory:``, a local folder and a sharded, replicated cluster: collection
 parameters pass straight through to ``create_collection``, and recall asks only for the
 vector fields SIFT needs (the recall vector, and the kernel when asked; see :mod:`._layout`).
+What qdrant-client raises becomes one of :mod:`qdrant_sift.errors` in :mod:`._qdrant_errors`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from qdrant_sift.errors import (
-    CollectionNotFoundError,
-    ConfigError,
-    QdrantSiftError,
-    StoreError,
-    StoreLockedError,
-    StoreUnavailableError,
-)
+from qdrant_sift.errors import ConfigError, StoreError, StoreLockedError
 
 from ._base import VectorStore
 from ._ef import query_ef
@@ -31,6 +25,7 @@ from ._hits import Hits, PointId
 from ._layout import KERNEL_ID_KEY, KERNEL_VECTOR, Layout, read_layout
 from ._names import validate_collection_name
 from ._points import StoredPoint, normalize_id, normalize_ids, records_by_id
+from ._qdrant_errors import QdrantErrorsBase
 
 __all__ = ["QdrantStore"]
 
@@ -41,13 +36,9 @@ def _point_ids(ids: list[PointId]) -> list[int | str | uuid.UUID]:
 
 
 _DIST = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid", "manhattan": "Manhattan"}
-_HINT = (
-    "start one (docker compose -f deploy/docker-compose.yml up -d qdrant), point QDRANT_URL at "
-    "a running server, or use the embedded store (--store edge / EdgeStore)"
-)
 
 
-class QdrantStore(VectorStore):
+class QdrantStore(QdrantErrorsBase, VectorStore):
     """A collection in Qdrant, reached through qdrant-client.
 
     Where the client comes from, first match wins: ``client`` (not closed by us), ``path``
@@ -115,53 +106,6 @@ class QdrantStore(VectorStore):
                     "server for concurrent access"
                 ) from exc
             raise StoreError(f"cannot open Qdrant at {self._where}: {exc}") from exc
-
-    # --- error translation -------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-        try:
-            yield
-        except QdrantSiftError:
-            raise
-        except UnexpectedResponse as exc:
-            if exc.status_code == 404:
-                raise self._not_found() from exc
-            if exc.status_code in (401, 403):
-                raise StoreUnavailableError(
-                    f"Qdrant at {self._where} refused access ({exc.status_code}); check "
-                    "QDRANT_API_KEY"
-                ) from exc
-            raise StoreError(f"Qdrant at {self._where} answered {exc.status_code}: {exc}") from exc
-        except ResponseHandlingException as exc:
-            raise StoreUnavailableError(
-                f"cannot reach Qdrant at {self._where} ({exc}); {_HINT}"
-            ) from exc
-        except ValueError as exc:  # local mode
-            if "not found" in str(exc).lower():
-                raise self._not_found() from exc
-            raise StoreError(f"Qdrant ({self._where}): {exc}") from exc
-        except Exception as exc:
-            code = getattr(exc, "code", None)
-            name = getattr(code() if callable(code) else None, "name", "")
-            if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-                raise StoreUnavailableError(
-                    f"cannot reach Qdrant at {self._where} over gRPC; {_HINT}"
-                ) from exc
-            if name == "NOT_FOUND":
-                raise self._not_found() from exc
-            if name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-                raise StoreUnavailableError("Qdrant refused access; check QDRANT_API_KEY") from exc
-            # anything else the client raises (RuntimeError, KeyError, grpc errors, ...) stays
-            # inside the one error tree, chained
-            raise StoreError(f"Qdrant ({self._where}): {type(exc).__name__}: {exc}") from exc
-
-    def _not_found(self) -> CollectionNotFoundError:
-        return CollectionNotFoundError(
-            f"collection {self.collection!r} does not exist in {self._where}; create it or ingest"
-        )
 
     # --- metadata ----------------------------------------------------------------------------
 
