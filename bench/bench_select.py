@@ -358,6 +358,45 @@ def bench_memory() -> None:
     )
 
 
+def _batch_ceiling(
+    queries: list[np.ndarray], cands: list[np.ndarray], n: int, singles: Callable[[], None]
+) -> None:
+    """What this machine allows a batch of these prompts: the very single calls split in halves
+    over plain threads, one per CPU the batch may use (no checks first, no pool), against the
+    same calls on one thread. A per-prompt batch does each prompt's own work (its kernel rows),
+    so its ratio cannot beat this one; where the CPUs share a core's units (vCPUs on SMT
+    siblings) it stays well above 1/threads. Also what a user could run instead of
+    ``select_batch``."""
+    import threading
+
+    pairs = list(zip(queries, cands, strict=True))
+    parts = [pairs[t::BATCH_THREADS] for t in range(BATCH_THREADS)]
+
+    def run(part: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        for q, c in part:
+            select(q, c, n, device="cpu")
+
+    def threaded() -> None:
+        helpers = [threading.Thread(target=run, args=(p,)) for p in parts[1:]]
+        for h in helpers:
+            h.start()
+        run(parts[0])
+        for h in helpers:
+            h.join()
+
+    single_ms, split_ms = _alternating_ms(singles, threaded, REPEATS)
+    B = len(pairs)
+    _row(
+        f"64 single calls split over {BATCH_THREADS} plain threads, per prompt: this machine's "
+        "ceiling for the batch row above (info)",
+        f"{split_ms / B:.3f} ms",
+        f"{single_ms / B:.3f} ms (64 single calls)",
+        f"{split_ms / single_ms:.2f}×",
+        "-",
+        None,
+    )
+
+
 def bench_batch() -> None:
     B, K, N, d = 64, 200, 50, 384
     rng = np.random.default_rng(3)
@@ -399,6 +438,8 @@ def bench_batch() -> None:
         "-",
         None,
     )
+    if DEV == "cpu":
+        _batch_ceiling(queries, cands, N, singles)
     shared = cands[0]
     shared_ms = _median_ms(lambda: select_batch(queries, shared, N, device=DEV), 3 * REPEATS) / B
     _row(
