@@ -21,6 +21,7 @@ import argparse
 import collections
 import json
 from pathlib import Path
+from typing import Any
 
 from qdrant_sift.eval import Corpus, inject_redundancy, normalized_hash
 
@@ -28,7 +29,8 @@ from qdrant_sift.eval import Corpus, inject_redundancy, normalized_hash
 def derive_dedup(source: Path, out: Path) -> None:
     data = json.loads((source / "corpus.json").read_text(encoding="utf-8"))
     seen: set[str] = set()
-    kept, dropped = [], collections.Counter[str]()
+    kept: list[dict[str, Any]] = []
+    dropped = collections.Counter[str]()
     for chunk in data["chunks"]:
         h = normalized_hash(chunk["text"])
         if h in seen:

@@ -29,10 +29,24 @@ from qdrant_sift.reranker import LocalReranker
 class _CachedOnly:
     """The run's kernel cache must already hold every vector (this script loads no model)."""
 
-    dim = 576
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
 
     def embed_documents(self, texts: list[str]) -> np.ndarray:
         raise SystemExit(f"{len(texts)} kernel vectors are not in the run's cache")
+
+
+def _cached_dim(path: Path) -> int:
+    """The kernel's dimension as the run's cache stores it: its float32 rows over its keys (the
+    model's hidden size, which :class:`KernelCache` takes from the embedder that wrote them)."""
+    keys_path = path.with_suffix(".keys")
+    if not path.exists() or not keys_path.exists():
+        raise SystemExit(f"{path} (and its .keys) not found: the run cached no model kernel")
+    keys = len(keys_path.read_text(encoding="utf-8").split())
+    floats = path.stat().st_size // np.dtype(np.float32).itemsize
+    if keys == 0 or floats % keys:
+        raise SystemExit(f"{path} holds {floats} floats for {keys} keys: not whole rows")
+    return floats // keys
 
 
 def main() -> None:
@@ -48,7 +62,8 @@ def main() -> None:
     embedder = default_embedder()  # what the run's "minilm" recall embedder is
     vectors = embed_corpus(corpus, embedder, args.folder / "embeddings.npy")
     store = corpus_store(corpus, vectors, args.folder / "store")
-    cache = KernelCache(_CachedOnly(), args.folder / "kernel-model-mean.f32")
+    cache_path = args.folder / "kernel-model-mean.f32"
+    cache = KernelCache(_CachedOnly(_cached_dim(cache_path)), cache_path)
     reranker = LocalReranker()
     counts: dict[tuple[str, float], list[int]] = {}
     try:

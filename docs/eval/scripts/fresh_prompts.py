@@ -55,7 +55,8 @@ def main() -> int:
     short = []
     for domain in sorted(by_domain):
         ranked = sorted(by_domain[domain], key=lambda p: int(p["id"].rsplit("/", 1)[1]))
-        taken, skipped = [], []
+        taken: list[str] = []
+        skipped: list[str] = []
         for p in ranked[DEV_RANKS:]:
             if len(taken) == args.per_domain:
                 break
