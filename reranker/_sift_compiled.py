@@ -90,6 +90,19 @@ def _dots_py(A: Any, x: Any, out: Any) -> None:
 _dots = _dots_py  # the compiled kernel once built (:func:`_build`); _steps_py calls this name
 
 
+def _kernel_dims_py(GT: Any, X: Any, Q: Any) -> tuple[int, int]:
+    """(K, m) of a compiled selection: with ``GT`` empty (kernel rows per pick) or a K × K
+    :func:`kernel_table`, from ``X`` and ``Q``; else from the Gram block's K × (K+m) shape. The
+    one rule that :func:`run_compiled` (sizing the state) and the loop (reading it) share."""
+    rows = GT.shape[0] == 0
+    k = X.shape[0] if rows else GT.shape[0]
+    m = Q.shape[0] if rows or GT.shape[1] == k else GT.shape[1] - k
+    return k, m
+
+
+_kernel_dims = _kernel_dims_py  # compiled by :func:`_build` before the loop that calls it
+
+
 def _steps_py(
     GT: Any, X: Any, Q: Any, sqx: Any, sqq: Any, lam: float, normalize: bool, unique: bool,
     prior: float, order: Any, buf: Any, lay: Any, picks: Any, i0: int, i1: int, alpha: float,
@@ -107,9 +120,8 @@ def _steps_py(
     of length 0 means none. The σ² of pick i is ``buf[var + i]``.
     """
     rows = GT.shape[0] == 0
-    K = X.shape[0] if rows else GT.shape[0]
+    K, m = _kernel_dims(GT, X, Q)
     own_targets = rows or GT.shape[1] == K  # the target products computed here from X and Q
-    m = Q.shape[0] if own_targets else GT.shape[1] - K
     width = K + m
     steps = picks.shape[0]
     o_dl, o_lamj, o_pen, o_c, o_t, o_ts, o_var, o_tv, _ = lay
@@ -258,9 +270,11 @@ def _numba() -> Any:
 
 
 def _build(nb: Any, cache: bool) -> Any:
-    """Compile the dot kernel, then what calls it (numba reads ``_dots`` as it compiles them)."""
-    global _dots, _table, _steps
+    """Compile the dot kernel and the dims rule, then what calls them (numba reads ``_dots`` and
+    ``_kernel_dims`` as it compiles them)."""
+    global _dots, _kernel_dims, _table, _steps
     _dots = nb.njit(cache=cache, nogil=True, fastmath=_FASTMATH)(_dots_py)
+    _kernel_dims = nb.njit(cache=cache, nogil=True)(_kernel_dims_py)
     _table = nb.njit(cache=cache, nogil=True)(_table_py)
     _steps = nb.njit(cache=cache, nogil=True)(_steps_py)
     from . import _sift_once  # imports this module: bound here, after both are loaded
@@ -338,8 +352,7 @@ def run_compiled(
     given."""
     global _fn, _state
     rows = GT.shape[0] == 0
-    K = X.shape[0] if rows else GT.shape[0]
-    m = Q.shape[0] if rows or GT.shape[1] == K else GT.shape[1] - K
+    K, m = _kernel_dims_py(GT, X, Q)
     width = K + m
     lay = layout(K, m, steps)
     buf = np.empty(lay[-1]) if buf is None else buf
