@@ -29,7 +29,6 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -41,6 +40,7 @@ from ._limits import Limits
 from ._metrics import Metrics
 from ._service import SERVICE_NAME, RerankerServicer
 from ._tls import read_pem
+from ._warm import warm_routes
 
 __all__ = ["ServerHandle", "build_server", "serve"]
 
@@ -82,7 +82,9 @@ class ServerHandle:
         self._lock = threading.Lock()
 
     def start(self) -> ServerHandle:
-        self._warmup()  # first torch call initialises kernels: pay that before serving
+        # the compiled loop's routes and torch's first kernels: paid before serving, where a
+        # compile inside a live call would delay it and could not be cancelled (see ._warm)
+        self._warmup()
         if self.servicer.text.stored is not None:
             self.servicer.text.stored.refresh_in_background()
         if self.http is not None:
@@ -335,9 +337,7 @@ def build_server(
         bound_health = _bind(health_server, health_address, creds)
 
     def warmup() -> None:
-        rng = np.random.default_rng(0)
-        selector.select(rng.standard_normal((1, 4), dtype=np.float32),
-                        rng.standard_normal((8, 4), dtype=np.float32), 2)  # fmt: skip
+        warm_routes(selector)  # every compiled route, before the server says it is ready
 
     http = None
     if http_port is not None:
