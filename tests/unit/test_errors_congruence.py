@@ -218,6 +218,8 @@ class Spinner:
             time.sleep(0.005)
 
     def select_batch(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.armed:  # the warm-up's batches
+            return LocalReranker(device="cpu").select_batch(*args, **kwargs)
         return self.select()
 
 
