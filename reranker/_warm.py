@@ -8,9 +8,10 @@ SIGTERM with ``--grace 1``, where the bound is grace + 1 s). Where the on-disk c
 written (a read-only root filesystem, as deployed), every start compiled again, in live calls.
 
 So :func:`warm_routes` makes one tiny selection per route, with the inputs in both forms a
-service hands over: read-only float32 (decoded from the wire, :mod:`._matrix`) and writable
-float32 (an embedder's output, a store's recall). With the cache written it loads what was
-compiled before (tens of ms); without it, it compiles now, before the server says it is ready.
+service hands over: read-only float32 (decoded by the wire codec itself, :mod:`._matrix`) and
+writable float32 (an embedder's output, a store's recall). With the cache written it loads what
+was compiled before (tens of ms); without it, it compiles now, before the server says it is
+ready.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from ._matrix import from_matrix, to_matrix
+
 __all__ = ["warm_routes"]
 
 _K, _D = 8, 4  # tiny: the types decide what is compiled, not the sizes
 
 
-def _read_only(a: np.ndarray) -> np.ndarray:
-    """``a`` as :func:`._matrix.from_matrix` decodes it: a read-only view of bytes."""
-    return np.frombuffer(a.tobytes(), dtype=np.float32).reshape(a.shape)
+def _decoded(a: np.ndarray) -> np.ndarray:
+    """``a`` through the wire codec, as the service decodes a request's matrix (read-only)."""
+    rows, cols = a.shape
+    return from_matrix(to_matrix(a), "warm-up", max_rows=("rows", rows), max_cols=("cols", cols))
 
 
 def warm_routes(selector: Any) -> None:
@@ -38,7 +42,7 @@ def warm_routes(selector: Any) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((_K, _D), dtype=np.float32)
     q = rng.standard_normal((2, _D), dtype=np.float32)
-    for make in (np.ascontiguousarray, _read_only):
+    for make in (np.ascontiguousarray, _decoded):
         X, Q, q1 = make(x), make(q), make(q[:1])
         selector.select(q1, X, 2)  # the single compiled call
         selector.select(q1, X, _K - 2)  # n > K/2: the Gram block
