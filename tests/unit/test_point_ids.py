@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from qdrant_sift.client.stores import EdgeStore, QdrantStore, VectorStore
+from qdrant_sift.client.stores._edge_shard import edge_id, edge_ids
 from qdrant_sift.client.stores._hits import all_ints
 from qdrant_sift.client.stores._points import normalize_id, normalize_ids, prepare_query
 from qdrant_sift.client.stores._vcache import VectorCache
@@ -183,3 +184,9 @@ def test_prepare_query_routes_agree(values: list[float], error: type[Exception] 
             assert not np.shares_memory(got, given)
     with pytest.raises(DimensionMismatchError):
         prepare_query(np.ones(4, np.float32), 5)
+
+
+def test_edge_ids_is_edge_id_of_each() -> None:
+    """The list form skips a call per id; it must give what the per-id rule gives."""
+    ids = normalize_ids([0, 7, 2**63 - 1, U, str(U).upper()])
+    assert edge_ids(ids) == [edge_id(i) for i in ids]
